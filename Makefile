@@ -1,0 +1,60 @@
+# Two commands: `make run` (the nightly validation on demo tenants, locally) and `make test`.
+# Both set up everything a fresh machine needs and are safe to re-run.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+CONTINUITY := $(BIN)/continuity
+PYTEST_ARGS ?=
+
+.PHONY: run test setup venv node pg lint unit integration bench clean down status infra-check
+
+setup: venv node pg
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+node: node_modules/.stamp
+node_modules/.stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Locates PostgreSQL (PG_BIN, /usr/lib/postgresql/*/bin, else Debian's packages as root, else pgserver).
+pg: venv
+	$(CONTINUITY) local pg-bin
+
+run: setup
+	$(CONTINUITY) local up
+	$(CONTINUITY) demo seed --tenants 3 --scale 1
+	$(CONTINUITY) backup --all
+	$(CONTINUITY) catalog list
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy continuity devhost triggers orchestrations activities function_app.py
+
+test: setup lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m bench
+
+status: venv
+	$(CONTINUITY) local status
+
+down: venv
+	$(CONTINUITY) local down
+
+infra-check: venv
+	$(BIN)/pytest tests/unit/test_infra.py
+	if command -v bicep >/dev/null; then for f in infra/*.bicep; do bicep build --stdout $$f >/dev/null || exit 1; done; fi
+
+clean: down
+	rm -rf .local

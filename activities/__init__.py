@@ -1,0 +1,1 @@
+"""Durable activities: thin wrappers that call into :mod:`continuity`."""

@@ -1,0 +1,60 @@
+"""The ``continuity`` command: local stack, demo data, backups, catalog, validation, failover, evidence.
+
+Every command that prints results takes ``--json`` and exits non-zero on failure. Each area of
+commands lives in its own module under :mod:`continuity.commands` and registers its subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from continuity import settings
+from continuity.commands import backup, demo, local
+from continuity.errors import ContinuityError
+
+AREAS = (local, demo, backup)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="continuity", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for area in AREAS:
+        area.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings.load_local_settings()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ContinuityError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"error": {"code": exc.code, "message": str(exc)}}))
+        print(f"continuity: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("continuity: interrupted", file=sys.stderr)
+        return 130
+
+
+def emit(args: argparse.Namespace, payload: Any, text: str) -> None:
+    """Print ``payload`` as JSON under ``--json``, else the human text."""
+    if getattr(args, "json", False):
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

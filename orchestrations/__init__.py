@@ -1,0 +1,1 @@
+"""Durable orchestrators: short deterministic generators, one workflow per file."""

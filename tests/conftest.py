@@ -1,0 +1,54 @@
+"""Session fixtures: a real local stack (PostgreSQL clusters + Azurite) on test ports.
+
+Tests never share the `make run` stack: they use ``.local/test-<base>`` and ports offset from
+``CONTINUITY_TEST_PORT_BASE`` (default 56400), so a developer's running stack is untouched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PORT_BASE = int(os.environ.get("CONTINUITY_TEST_PORT_BASE", "56400"))
+TEST_ENV = {
+    "CONTINUITY_LOCAL_DIR": f".local/test-{PORT_BASE}",
+    "CONTINUITY_AZURITE_BLOB_PORT": str(PORT_BASE),
+    "CONTINUITY_AZURITE_QUEUE_PORT": str(PORT_BASE + 1),
+    "CONTINUITY_AZURITE_TABLE_PORT": str(PORT_BASE + 2),
+    "CONTINUITY_PRIMARY_PORT": str(PORT_BASE + 32),
+    "CONTINUITY_REPLICA_PORT": str(PORT_BASE + 33),
+    "CONTINUITY_CONTROL_PORT": str(PORT_BASE + 34),
+    "CONTINUITY_SANDBOX_PORT": str(PORT_BASE + 35),
+    "CONTINUITY_DEVHOST_PORT": str(PORT_BASE + 71),
+    "CONTINUITY_STORAGE_CONNECTION": "",
+    "CONTINUITY_CONTROL_DSN": "",
+    "CONTINUITY_TENANTS_FILE": "config/tenants.yaml",
+}
+# Set before any test module imports the package, so every settings read sees the test stack.
+os.environ.update(TEST_ENV)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[object]:
+    """The local stack, up for the whole session and stopped at its end."""
+    from continuity.adapters.local_stack import LocalStack
+
+    local = LocalStack()
+    local.up()
+    yield local
+    if not os.environ.get("CONTINUITY_TEST_KEEP_STACK"):
+        local.down()
+
+
+@pytest.fixture(scope="session")
+def blob_store(stack: object) -> object:
+    from continuity.adapters.blob_store import BlobStore
+
+    store = BlobStore()
+    store.ensure_containers(["backups", "attachments", "evidence"])
+    return store

@@ -1,0 +1,1 @@
+"""HTTP, timer and Event Grid functions: parse, authorise, start or signal orchestrations; nothing more."""
