@@ -65,7 +65,7 @@ class Attachments(_Strict):
 
 
 class Manifest(_Strict):
-    format: Literal["continuity.backup-manifest/1"] = MANIFEST_FORMAT
+    format: Literal["continuity.backup-manifest/1"] = "continuity.backup-manifest/1"
     tenant: Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
     backup_id: Annotated[str, Field(pattern=BACKUP_ID_PATTERN)]
     kind: Literal["full"] = "full"
