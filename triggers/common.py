@@ -1,0 +1,93 @@
+"""What every trigger shares: JSON in and out, the error shape, size limits, parsing into pydantic models.
+
+Triggers stay thin: parse, authorise, start or signal an orchestration. A :class:`ContinuityError` becomes a
+4xx ``{"error": {"code", "message"}}``; anything else is a 5xx and a bug (logged with its traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import azure.functions as func
+from pydantic import BaseModel, ValidationError
+
+from continuity import settings
+from continuity.errors import ContinuityError, InvalidRequest
+
+logger = logging.getLogger(__name__)
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(payload, default=str), status_code=status, headers=headers,
+                             mimetype="application/json")
+
+
+def error_response(status: int, code: str, message: str) -> func.HttpResponse:
+    return json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Map domain errors to 4xx JSON and anything unexpected to a 500 JSON (and a logged bug)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = fn(*args, **kwargs)
+            if hasattr(result, "__await__"):
+                result = await result
+            return result
+        except ContinuityError as exc:
+            return error_response(exc.http_status, exc.code, str(exc))
+        except Exception:  # noqa: BLE001 - the boundary: a bug must still answer JSON, never crash the host
+            logger.exception("unhandled error in %s", fn.__name__)
+            return error_response(500, "internal_error", "internal error; the host log has the details")
+
+    return wrapper
+
+
+def read_json(req: func.HttpRequest) -> Any:
+    """The request body as JSON, refusing oversized and malformed bodies."""
+    body = req.get_body() or b""
+    limit = settings.get_int("CONTINUITY_MAX_REQUEST_BYTES")
+    if len(body) > limit:
+        raise InvalidRequest(f"request body is {len(body)} bytes; the limit is {limit}")
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from exc
+
+
+def parse_model(model: type[ModelT], data: Any) -> ModelT:
+    """Validate ``data`` into ``model``; the error names the field and the accepted form."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidRequest(f"field {where}: {first['msg']}") from exc
+
+
+def parse_body(req: func.HttpRequest, model: type[ModelT]) -> ModelT:
+    return parse_model(model, read_json(req))
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def instance_id(*parts: str) -> str:
+    """A Durable instance id from natural-key parts; odd characters replaced, long ids hashed (ids are keys)."""
+    raw = "-".join(parts)
+    safe = _UNSAFE.sub("_", raw)
+    if len(safe) > 200:
+        safe = safe[:150] + "-" + hashlib.sha256(raw.encode()).hexdigest()[:32]
+    return safe
