@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from continuity import settings
-from continuity.commands import backup, demo, local
+from continuity.commands import backup, demo, evidence, local
 from continuity.errors import ContinuityError
 
-AREAS = (local, demo, backup)
+AREAS = (local, demo, backup, evidence)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,219 @@
+"""The evidence chain against real PostgreSQL (index, head lock) and real Azurite (one blob per record)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+
+from continuity.adapters.blob_store import BlobStore
+from continuity.adapters.control_db import migrate
+from continuity.adapters.evidence_store import EvidenceStore
+from continuity.adapters.local_stack import LocalStack
+from continuity.adapters.postgres import connect, ensure_database
+from continuity.evidence import BreakKind, EvidenceChainBroken, build_record, record_blob_name
+
+pytestmark = pytest.mark.stack
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def fresh(stack: LocalStack, blob_store: BlobStore) -> Iterator[tuple[str, str]]:
+    """A control database and an evidence container of its own, so each test starts an empty chain."""
+    suffix = uuid.uuid4().hex[:10]
+    dbname, container = f"ev_{suffix}", f"evidence-{suffix}"
+    ensure_database(stack.dsn("control"), dbname)
+    dsn = stack.dsn("control", dbname)
+    migrate(dsn)
+    blob_store.ensure_containers([container])
+    yield dsn, container
+    blob_store.container(container).delete_container()
+    with connect(stack.dsn("control")) as conn:
+        conn.execute(f"drop database if exists {dbname} with (force)")
+
+
+@pytest.fixture
+def store(fresh: tuple[str, str], blob_store: BlobStore) -> EvidenceStore:
+    return EvidenceStore(fresh[0], blob_store, container=fresh[1])
+
+
+def append(store: EvidenceStore, i: int, key: str | None = None) -> object:
+    return store.append(actor="test", action="test.appended", subject=f"item {i}", data={"i": i},
+                        idempotency_key=key)
+
+
+def test_appended_records_form_a_chain_that_verifies_from_storage(store: EvidenceStore) -> None:
+    for i in range(5):
+        append(store, i)
+    report = store.verify()
+    assert report.ok, report.render()
+    assert report.storage.records_checked == 5
+    assert report.storage.head == store.head()
+    assert report.index_head == store.head()
+    assert store.head().seq == 5
+
+
+def test_verify_reports_that_azurite_does_not_enforce_immutability(store: EvidenceStore) -> None:
+    append(store, 1)
+    report = store.verify()
+    assert report.to_json()["store_enforces_immutability"] is False
+    assert "store enforces immutability: no (Azurite)" in report.render()
+
+
+def test_each_record_is_one_canonical_blob(store: EvidenceStore, blob_store: BlobStore) -> None:
+    record = append(store, 1)
+    assert blob_store.download(store.container, record_blob_name(1)) == record.to_bytes()  # type: ignore[attr-defined]
+
+
+def test_concurrent_threads_never_fork_the_chain(store: EvidenceStore) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: append(store, i), range(40)))
+    report = store.verify()
+    assert report.ok, report.render()
+    assert report.storage.records_checked == 40
+    assert sorted(r.data["i"] for r in store.records()) == list(range(40))
+
+
+def test_concurrent_processes_never_fork_the_chain(store: EvidenceStore, fresh: tuple[str, str]) -> None:
+    dsn, container = fresh
+    script = (
+        "import sys; from continuity.adapters.blob_store import BlobStore;"
+        "from continuity.adapters.evidence_store import EvidenceStore;"
+        "s = EvidenceStore(sys.argv[1], BlobStore(), container=sys.argv[2]);"
+        "[s.append(actor='proc', action='test.appended', subject=f'p{sys.argv[3]}-{i}', data={}) for i in range(15)]"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, dsn, container, str(p)], cwd=PROJECT_ROOT)
+             for p in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    report = store.verify()
+    assert report.ok, report.render()
+    assert report.storage.records_checked == 45
+
+
+def test_retried_append_with_same_idempotency_key_appends_once(store: EvidenceStore) -> None:
+    first = append(store, 1, key="catalog.ingested:acme/x:abc")
+    again = append(store, 1, key="catalog.ingested:acme/x:abc")
+    assert again == first
+    assert store.head().seq == 1
+
+
+def test_idempotency_key_with_spaces_is_refused(store: EvidenceStore) -> None:
+    from continuity.evidence import EvidenceInvalid
+
+    with pytest.raises(EvidenceInvalid, match="printable ASCII"):
+        append(store, 1, key="has space")
+
+
+def test_append_after_crash_adopts_the_orphan_blob_and_leaves_no_gap(store: EvidenceStore,
+                                                                     blob_store: BlobStore) -> None:
+    append(store, 1)
+    # An append that wrote its blob and died before committing its index row.
+    orphan = build_record(store.head(), at=datetime.now(UTC), actor="crashed", action="test.appended",
+                          subject="item orphan", data={})
+    blob_store.upload(store.container, record_blob_name(orphan.seq), orphan.to_bytes(), overwrite=False,
+                      metadata={"idempotency_key": "orphan-key"})
+    assert store.verify().problem.kind is BreakKind.INDEX_MISMATCH  # type: ignore[union-attr]
+    nxt = append(store, 3)
+    assert nxt.seq == 3  # type: ignore[attr-defined]
+    assert store.verify().ok
+    # The crashed activity's retry finds its record instead of appending a second one.
+    assert append(store, 2, key="orphan-key") == orphan
+    assert store.head().seq == 3
+
+
+def test_retry_of_crashed_append_returns_the_orphan(store: EvidenceStore, blob_store: BlobStore) -> None:
+    orphan = build_record(store.head(), at=datetime.now(UTC), actor="crashed", action="test.appended",
+                          subject="item 1", data={"i": 1})
+    blob_store.upload(store.container, record_blob_name(1), orphan.to_bytes(), overwrite=False,
+                      metadata={"idempotency_key": "k1"})
+    assert append(store, 1, key="k1") == orphan
+    assert store.head().seq == 1
+    assert store.verify().ok
+
+
+def test_append_refuses_when_storage_holds_a_record_that_does_not_link(store: EvidenceStore,
+                                                                        blob_store: BlobStore) -> None:
+    append(store, 1)
+    blob_store.upload(store.container, record_blob_name(2), b'{"not": "a record"}', overwrite=False)
+    with pytest.raises(EvidenceChainBroken, match="record 2 exists in storage but cannot be read"):
+        append(store, 2)
+
+
+def tamper(blob_store: BlobStore, container: str, seq: int, edit: object) -> None:
+    raw = json.loads(blob_store.download(container, record_blob_name(seq)))
+    edit(raw)  # type: ignore[operator]
+    blob_store.upload(container, record_blob_name(seq), json.dumps(raw).encode())
+
+
+def test_verify_names_an_edited_record(store: EvidenceStore, blob_store: BlobStore) -> None:
+    for i in range(4):
+        append(store, i)
+    tamper(blob_store, store.container, 2, lambda r: r["data"].update(i=99))
+    report = store.verify()
+    assert not report.ok
+    assert (report.problem.seq, report.problem.kind) == (2, BreakKind.EDITED)  # type: ignore[union-attr]
+
+
+def test_verify_names_a_deleted_record(store: EvidenceStore, blob_store: BlobStore) -> None:
+    for i in range(4):
+        append(store, i)
+    blob_store.delete(store.container, record_blob_name(3))
+    problem = store.verify().problem
+    assert problem is not None and (problem.seq, problem.kind) == (3, BreakKind.DELETED)
+
+
+def test_verify_names_a_deleted_last_record_through_the_index(store: EvidenceStore, blob_store: BlobStore) -> None:
+    for i in range(4):
+        append(store, i)
+    blob_store.delete(store.container, record_blob_name(4))
+    problem = store.verify().problem
+    assert problem is not None and (problem.seq, problem.kind) == (4, BreakKind.INDEX_MISMATCH)
+
+
+def test_verify_names_swapped_records(store: EvidenceStore, blob_store: BlobStore) -> None:
+    for i in range(4):
+        append(store, i)
+    two = blob_store.download(store.container, record_blob_name(2))
+    three = blob_store.download(store.container, record_blob_name(3))
+    blob_store.upload(store.container, record_blob_name(2), three)
+    blob_store.upload(store.container, record_blob_name(3), two)
+    problem = store.verify().problem
+    assert problem is not None and (problem.seq, problem.kind) == (2, BreakKind.REORDERED)
+
+
+def test_verify_does_not_trust_the_database(store: EvidenceStore, blob_store: BlobStore,
+                                            fresh: tuple[str, str]) -> None:
+    for i in range(3):
+        append(store, i)
+    tamper(blob_store, store.container, 1, lambda r: r.update(actor="mallory"))
+    # The index still holds the original, intact rows; verify reads storage and finds the edit anyway.
+    with connect(fresh[0]) as conn:
+        assert conn.execute("select actor from catalog.evidence_records where seq = 1").fetchone() == ("test",)
+    problem = store.verify().problem
+    assert problem is not None and (problem.seq, problem.kind) == (1, BreakKind.EDITED)
+
+
+def test_cli_evidence_verify_exits_nonzero_naming_the_broken_record(
+        store: EvidenceStore, blob_store: BlobStore, fresh: tuple[str, str],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from continuity.cli import main
+
+    monkeypatch.setenv("CONTINUITY_CONTROL_DSN", fresh[0])
+    monkeypatch.setenv("CONTINUITY_EVIDENCE_CONTAINER", fresh[1])
+    for i in range(3):
+        append(store, i)
+    assert main(["evidence", "verify"]) == 0
+    assert "store enforces immutability: no (Azurite)" in capsys.readouterr().out
+    tamper(blob_store, store.container, 2, lambda r: r.update(subject="forged"))
+    assert main(["evidence", "verify", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is False
+    assert out["problem"]["seq"] == 2 and out["problem"]["kind"] == "edited"
+    assert out["records_checked"] == 1
