@@ -1,0 +1,469 @@
+"""Restore checks and the verdict on a restored backup: pure decisions, no I/O.
+
+Every check has a stable id, a status (pass / fail / warn / unavailable), a detail a human can act
+on, and how long it took. The verdict is a sentence (Patroni style) plus a status, and a backup is
+"recoverable within objectives" only when every check passed and both the RTO and the RPO hold.
+
+Recovery time objective, scaled to production size (the formula, also in the README):
+
+    projected_rto_s = measured_s * max(1, production_size_bytes / restored_size_bytes)
+
+where ``measured_s`` is the wall time of the sandbox restore plus the validation checks, and
+``restored_size_bytes`` the size of the restored (scratch) database. Restore time grows about
+linearly with data volume (COPY and index builds dominate), so a restore of a smaller copy
+projects linearly upward; a production size smaller than the restored one never scales down.
+
+Recovery point objective: ``backup_age = run_at - backup.created_at`` (the dump's snapshot is taken
+when it starts) must not exceed the tenant's RPO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class CheckId(StrEnum):
+    """Stable check ids; tenant assertions use ``assertion:{name}``."""
+
+    MANIFEST_TENANT = "manifest_tenant"
+    FILE_CHECKSUM = "file_checksum"
+    ARCHIVE_READABLE = "archive_readable"
+    RESTORE_COMPLETED = "restore_completed"
+    SCHEMA_PRESENT = "schema_present"
+    ROW_COUNTS = "row_counts"
+    LEDGER = "ledger"
+    INVOICE_NUMBERING = "invoice_numbering"
+    ATTACHMENTS = "attachments"
+    INDEXES = "indexes"
+
+
+ASSERTION_PREFIX = "assertion:"
+
+# The order checks run and are reported in; a failure of one in PREREQUISITES stops the run.
+PIPELINE_ORDER: tuple[CheckId, ...] = (
+    CheckId.MANIFEST_TENANT, CheckId.FILE_CHECKSUM, CheckId.ARCHIVE_READABLE, CheckId.RESTORE_COMPLETED,
+    CheckId.SCHEMA_PRESENT, CheckId.ROW_COUNTS, CheckId.LEDGER, CheckId.INVOICE_NUMBERING,
+    CheckId.ATTACHMENTS, CheckId.INDEXES,
+)
+PREREQUISITES: frozenset[str] = frozenset({
+    CheckId.MANIFEST_TENANT, CheckId.FILE_CHECKSUM, CheckId.ARCHIVE_READABLE, CheckId.RESTORE_COMPLETED,
+})
+
+
+def assertion_check_id(name: str) -> str:
+    return f"{ASSERTION_PREFIX}{name}"
+
+
+class CheckStatus(StrEnum):
+    PASS = "pass"  # noqa: S105 - a status, not a password
+    FAIL = "fail"
+    WARN = "warn"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check. ``data`` stays small (counts, ids, a few examples), never row sets."""
+
+    id: str
+    status: CheckStatus
+    detail: str
+    duration_s: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["status"] = str(self.status)
+        out["duration_s"] = round(self.duration_s, 3)
+        return out
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> CheckResult:
+        return cls(id=str(raw["id"]), status=CheckStatus(raw["status"]), detail=str(raw["detail"]),
+                   duration_s=float(raw.get("duration_s", 0.0)), data=dict(raw.get("data") or {}))
+
+
+def not_run(check_id: str, because: str) -> CheckResult:
+    """A check that could not run because an earlier one failed: unavailable, never a pass."""
+    return CheckResult(check_id, CheckStatus.UNAVAILABLE, f"not run: {because}")
+
+
+def stop_reason(results: Sequence[CheckResult]) -> str | None:
+    """Why the pipeline must stop here, or None to go on: a failed prerequisite check."""
+    for result in results:
+        if result.id in PREREQUISITES and result.status is CheckStatus.FAIL:
+            return f"{result.id} failed"
+    return None
+
+
+# ---- check decisions (inputs are facts gathered by adapters) ---------------------------------------
+
+
+def _examples(items: Iterable[Any], limit: int = 5) -> str:
+    shown = [str(i) for i in list(items)[:limit]]
+    return ", ".join(shown)
+
+
+def check_manifest_tenant(tenant_id: str, manifest_tenant: str, blob_prefix: str,
+                          source_database: str | None = None, tenant_database: str | None = None, *,
+                          manifest_backup_id: str | None = None, path_backup_id: str | None = None) -> CheckResult:
+    """The manifest must belong to the tenant (and the backup) whose folder it was found in."""
+    problems = []
+    if manifest_tenant != tenant_id:
+        problems.append(f"manifest names tenant {manifest_tenant!r}, not {tenant_id!r}")
+    if not blob_prefix.startswith(f"{tenant_id}/"):
+        problems.append(f"backup folder {blob_prefix!r} is not under {tenant_id}/")
+    if manifest_backup_id and path_backup_id and manifest_backup_id != path_backup_id:
+        problems.append(f"manifest names backup {manifest_backup_id!r} but lies under {path_backup_id!r}")
+    if source_database and tenant_database and source_database != tenant_database:
+        problems.append(f"manifest's source database {source_database!r} is not the tenant's {tenant_database!r}")
+    if problems:
+        return CheckResult(CheckId.MANIFEST_TENANT, CheckStatus.FAIL,
+                           "; ".join(problems) + "; quarantine this backup and check the backup job's tenant mapping")
+    return CheckResult(CheckId.MANIFEST_TENANT, CheckStatus.PASS, f"manifest belongs to {tenant_id}")
+
+
+def check_file_checksum(name: str, expected_sha256: str, expected_size: int, actual_sha256: str,
+                        actual_size: int) -> CheckResult:
+    data = {"file": name, "expected_size": expected_size, "actual_size": actual_size}
+    if actual_size != expected_size:
+        return CheckResult(CheckId.FILE_CHECKSUM, CheckStatus.FAIL,
+                           f"{name} is {actual_size} bytes, the manifest says {expected_size}: the blob is "
+                           "truncated or was replaced; restore from another backup", data=data)
+    if actual_sha256 != expected_sha256:
+        return CheckResult(CheckId.FILE_CHECKSUM, CheckStatus.FAIL,
+                           f"{name} sha256 {actual_sha256[:12]}… differs from the manifest's {expected_sha256[:12]}…: "
+                           "the blob is corrupted; restore from another backup", data=data)
+    return CheckResult(CheckId.FILE_CHECKSUM, CheckStatus.PASS, f"{name}: {actual_size} bytes, sha256 matches",
+                       data=data)
+
+
+def check_archive_readable(ok: bool, toc_entries: int, error: str) -> CheckResult:
+    if not ok:
+        return CheckResult(CheckId.ARCHIVE_READABLE, CheckStatus.FAIL,
+                           f"pg_restore --list cannot read the archive: {error[:300]}; the dump is damaged",
+                           data={"toc_entries": toc_entries})
+    if toc_entries == 0:
+        return CheckResult(CheckId.ARCHIVE_READABLE, CheckStatus.FAIL,
+                           "the archive's table of contents is empty: the dump holds nothing to restore")
+    return CheckResult(CheckId.ARCHIVE_READABLE, CheckStatus.PASS,
+                       f"archive readable: {toc_entries} table-of-contents entries", data={"toc_entries": toc_entries})
+
+
+def check_restore_completed(returncode: int | None, errors: Sequence[str], timed_out: bool,
+                            deadline_s: float) -> CheckResult:
+    if timed_out:
+        return CheckResult(CheckId.RESTORE_COMPLETED, CheckStatus.FAIL,
+                           f"pg_restore did not finish within {deadline_s:.0f}s and was stopped; raise the deadline "
+                           "or the sandbox's resources")
+    if returncode != 0 or errors:
+        shown = errors[0][:300] if errors else f"exit code {returncode}"
+        return CheckResult(CheckId.RESTORE_COMPLETED, CheckStatus.FAIL,
+                           f"pg_restore reported {max(len(errors), 1)} error(s), first: {shown}",
+                           data={"errors": len(errors)})
+    return CheckResult(CheckId.RESTORE_COMPLETED, CheckStatus.PASS, "pg_restore finished without errors")
+
+
+def check_schema_present(expected: Mapping[str, Sequence[str]], present: Mapping[str, Sequence[str]]) -> CheckResult:
+    """Every expected table exists with every expected column."""
+    missing_tables = sorted(t for t in expected if t not in present)
+    missing_columns = sorted(f"{t}.{c}" for t, cols in expected.items() if t in present
+                             for c in cols if c not in set(present[t]))
+    if missing_tables or missing_columns:
+        parts = []
+        if missing_tables:
+            parts.append(f"missing table(s): {_examples(missing_tables, 10)}")
+        if missing_columns:
+            parts.append(f"missing column(s): {_examples(missing_columns, 10)}")
+        return CheckResult(CheckId.SCHEMA_PRESENT, CheckStatus.FAIL,
+                           "; ".join(parts) + "; the dump is not a complete Odoo database",
+                           data={"missing_tables": missing_tables[:20], "missing_columns": missing_columns[:20]})
+    return CheckResult(CheckId.SCHEMA_PRESENT, CheckStatus.PASS,
+                       f"{len(expected)} expected tables present with their columns")
+
+
+def check_row_counts(expected: Mapping[str, int], actual: Mapping[str, int | None]) -> CheckResult:
+    """Row counts of the restored tables equal the manifest's, table by table."""
+    if not expected:
+        return CheckResult(CheckId.ROW_COUNTS, CheckStatus.FAIL,
+                           "the manifest records no row counts: nothing to compare; fix the backup job")
+    diffs = {t: (n, actual.get(t)) for t, n in sorted(expected.items()) if actual.get(t) != n}
+    if diffs:
+        shown = _examples(f"{t} {got if got is not None else 'missing'} vs {want}" for t, (want, got) in diffs.items())
+        return CheckResult(CheckId.ROW_COUNTS, CheckStatus.FAIL,
+                           f"{len(diffs)} table(s) differ from the manifest (restored vs manifest): {shown}",
+                           data={"differs": {t: {"manifest": w, "restored": g}
+                                             for t, (w, g) in list(diffs.items())[:20]}})
+    return CheckResult(CheckId.ROW_COUNTS, CheckStatus.PASS,
+                       f"row counts of {len(expected)} tables equal the manifest's ({sum(expected.values())} rows)")
+
+
+@dataclass(frozen=True)
+class LedgerFacts:
+    """What the ledger queries found in the restored database."""
+
+    posted_moves: int
+    posted_lines: int
+    debit_total: str
+    credit_total: str
+    unbalanced_moves: Sequence[str] = ()  # names or ids of posted moves whose debit != credit
+    unbalanced_move_count: int = 0
+    company_imbalances: Mapping[str, str] = field(default_factory=dict)  # company id -> sum(debit - credit)
+    lines_missing_move: int = 0
+    lines_missing_account: int = 0
+
+
+def check_ledger(facts: LedgerFacts, manifest_posted_moves: int | None = None,
+                 manifest_posted_lines: int | None = None, manifest_debit_total: str | None = None,
+                 manifest_credit_total: str | None = None) -> CheckResult:
+    """Every posted move balances, the trial balance is zero per company, no line dangles, totals match."""
+    problems = []
+    if facts.unbalanced_move_count:
+        problems.append(f"{facts.unbalanced_move_count} posted move(s) unbalanced "
+                        f"(e.g. {_examples(facts.unbalanced_moves)})")
+    if facts.company_imbalances:
+        problems.append("trial balance not zero for company "
+                        + _examples(f"{c} ({v})" for c, v in sorted(facts.company_imbalances.items())))
+    if facts.lines_missing_move:
+        problems.append(f"{facts.lines_missing_move} line(s) point at a missing move")
+    if facts.lines_missing_account:
+        problems.append(f"{facts.lines_missing_account} line(s) point at a missing account")
+    if manifest_posted_moves is not None and manifest_posted_moves != facts.posted_moves:
+        problems.append(f"{facts.posted_moves} posted moves restored, the manifest says {manifest_posted_moves}")
+    if manifest_posted_lines is not None and manifest_posted_lines != facts.posted_lines:
+        problems.append(f"{facts.posted_lines} posted lines restored, the manifest says {manifest_posted_lines}")
+    if manifest_debit_total is not None and _num(manifest_debit_total) != _num(facts.debit_total):
+        problems.append(f"debit total {facts.debit_total} differs from the manifest's {manifest_debit_total}")
+    if manifest_credit_total is not None and _num(manifest_credit_total) != _num(facts.credit_total):
+        problems.append(f"credit total {facts.credit_total} differs from the manifest's {manifest_credit_total}")
+    data = {"posted_moves": facts.posted_moves, "posted_lines": facts.posted_lines,
+            "unbalanced_moves": facts.unbalanced_move_count, "lines_missing_move": facts.lines_missing_move,
+            "lines_missing_account": facts.lines_missing_account}
+    if problems:
+        return CheckResult(CheckId.LEDGER, CheckStatus.FAIL,
+                           "; ".join(problems) + "; the ledger is not finance-correct: investigate before relying "
+                           "on this backup", data=data)
+    return CheckResult(CheckId.LEDGER, CheckStatus.PASS,
+                       f"{facts.posted_moves} posted moves balanced, trial balance zero per company, "
+                       "no dangling lines", data=data)
+
+
+def _num(text: str) -> Any:
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return text
+
+
+@dataclass(frozen=True)
+class SequenceGap:
+    journal: str
+    year: int
+    after: int  # last number present before the gap
+    missing: int  # how many numbers are missing
+
+
+def check_invoice_numbering(gaps: Sequence[SequenceGap], duplicates: Sequence[str], sequences: int) -> CheckResult:
+    """Posted sequences per journal and year have no gaps (warn) and no duplicate numbers (fail).
+
+    A gap is a finding to explain to an auditor (it may exist in production too); a duplicate number
+    is never legitimate.
+    """
+    gap_text = _examples(f"{g.journal} {g.year} after {g.after} ({g.missing} missing)" for g in gaps)
+    data: dict[str, Any] = {"sequences": sequences, "gaps": len(gaps), "duplicates": len(duplicates)}
+    if duplicates:
+        return CheckResult(CheckId.INVOICE_NUMBERING, CheckStatus.FAIL,
+                           f"{len(duplicates)} posted number(s) used twice (e.g. {_examples(duplicates)})"
+                           + (f"; gaps: {gap_text}" if gaps else ""), data=data)
+    if gaps:
+        return CheckResult(CheckId.INVOICE_NUMBERING, CheckStatus.WARN,
+                           f"{len(gaps)} gap(s) in posted sequences: {gap_text}; compare with production before "
+                           "an auditor asks", data=data)
+    return CheckResult(CheckId.INVOICE_NUMBERING, CheckStatus.PASS,
+                       f"{sequences} posted sequence(s) per journal and year without gaps", data=data)
+
+
+def check_attachments(total: int, missing: Sequence[str], hashed: int, mismatched: Sequence[str],
+                      sample_rate: float) -> CheckResult:
+    """Every stored attachment exists in the attachment store; the hashed ones match their sha1."""
+    data = {"total": total, "missing": len(missing), "hashed": hashed, "mismatched": len(mismatched),
+            "sample_rate": sample_rate}
+    rate_text = "all" if sample_rate >= 1.0 else f"a {sample_rate:.0%} sample"
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of {total} attachment file(s) missing from the store "
+                        f"(e.g. {_examples(missing, 3)})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} of {hashed} hashed file(s) do not match their sha1 checksum "
+                        f"(e.g. {_examples(mismatched, 3)})")
+    if problems:
+        return CheckResult(CheckId.ATTACHMENTS, CheckStatus.FAIL,
+                           "; ".join(problems) + "; restore the files from the attachment store's versions",
+                           data=data)
+    return CheckResult(CheckId.ATTACHMENTS, CheckStatus.PASS,
+                       f"{total} attachment file(s) present; sha1 verified on {rate_text} ({hashed} file(s))",
+                       data=data)
+
+
+def check_indexes(available: bool, why_unavailable: str, checked: int, corrupt: Mapping[str, str]) -> CheckResult:
+    if not available:
+        # Never a fake pass: no amcheck means the indexes were not verified.
+        return CheckResult(CheckId.INDEXES, CheckStatus.UNAVAILABLE,
+                           f"indexes not verified: {why_unavailable}")
+    if corrupt:
+        shown = _examples(f"{name}: {err[:120]}" for name, err in sorted(corrupt.items()))
+        return CheckResult(CheckId.INDEXES, CheckStatus.FAIL,
+                           f"amcheck found {len(corrupt)} corrupt B-tree index(es): {shown}; REINDEX them and "
+                           "check the source server", data={"checked": checked, "corrupt": len(corrupt)})
+    return CheckResult(CheckId.INDEXES, CheckStatus.PASS,
+                       f"amcheck bt_index_check passed on {checked} B-tree index(es) of the finance tables",
+                       data={"checked": checked})
+
+
+def check_assertion(name: str, expect: Any, got: Any, error: str | None) -> CheckResult:
+    check_id = assertion_check_id(name)
+    if error is not None:
+        return CheckResult(check_id, CheckStatus.FAIL,
+                           f"tenant assertion {name!r} could not run: {error[:300]}; fix it in the tenant registry")
+    if got != expect:
+        return CheckResult(check_id, CheckStatus.FAIL,
+                           f"tenant assertion {name!r} returned {got!r}, expected {expect!r}")
+    return CheckResult(check_id, CheckStatus.PASS, f"tenant assertion {name!r} holds ({got!r})")
+
+
+# ---- recovery objectives and the verdict ----------------------------------------------------------
+
+
+def projected_restore_seconds(measured_s: float, restored_bytes: int, production_size_bytes: int | None) -> float:
+    """``measured_s * max(1, production_size_bytes / restored_bytes)``; see the module docstring."""
+    if not production_size_bytes or restored_bytes <= 0 or production_size_bytes <= restored_bytes:
+        return measured_s
+    return measured_s * (production_size_bytes / restored_bytes)
+
+
+@dataclass(frozen=True)
+class Objectives:
+    """Recovery objectives evaluated for one run."""
+
+    rto_s: float
+    rpo_s: float
+    measured_s: float
+    restored_bytes: int
+    production_size_bytes: int | None
+    projected_s: float
+    backup_age_s: float
+
+    @property
+    def rto_met(self) -> bool:
+        return self.projected_s <= self.rto_s
+
+    @property
+    def rpo_met(self) -> bool:
+        return self.backup_age_s <= self.rpo_s
+
+    @property
+    def scale(self) -> float:
+        return self.projected_s / self.measured_s if self.measured_s else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rto_s": self.rto_s, "rpo_s": self.rpo_s, "measured_s": round(self.measured_s, 3),
+                "restored_bytes": self.restored_bytes, "production_size_bytes": self.production_size_bytes,
+                "projected_s": round(self.projected_s, 3), "backup_age_s": round(self.backup_age_s, 3),
+                "rto_met": self.rto_met, "rpo_met": self.rpo_met}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Objectives:
+        return cls(rto_s=float(raw["rto_s"]), rpo_s=float(raw["rpo_s"]), measured_s=float(raw["measured_s"]),
+                   restored_bytes=int(raw["restored_bytes"]), production_size_bytes=raw.get("production_size_bytes"),
+                   projected_s=float(raw["projected_s"]), backup_age_s=float(raw["backup_age_s"]))
+
+
+def evaluate_objectives(*, rto_minutes: int, rpo_minutes: int, measured_s: float, restored_bytes: int,
+                        production_size_bytes: int | None, backup_created_at: datetime,
+                        run_at: datetime) -> Objectives:
+    return Objectives(
+        rto_s=rto_minutes * 60.0, rpo_s=rpo_minutes * 60.0, measured_s=measured_s, restored_bytes=restored_bytes,
+        production_size_bytes=production_size_bytes,
+        projected_s=projected_restore_seconds(measured_s, restored_bytes, production_size_bytes),
+        backup_age_s=max(0.0, (run_at - backup_created_at).total_seconds()),
+    )
+
+
+class VerdictStatus(StrEnum):
+    RECOVERABLE = "recoverable"  # every check passed, RTO and RPO hold
+    RECOVERABLE_OUTSIDE_OBJECTIVES = "recoverable_outside_objectives"  # nothing failed, but not all proven/in time
+    NOT_RECOVERABLE = "not_recoverable"  # a check failed
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: VerdictStatus
+    reason: str
+    failed_checks: tuple[str, ...]
+
+    @property
+    def backup_valid(self) -> bool:
+        """Whether the backup is marked VALIDATED (no check failed) rather than FAILED_VALIDATION."""
+        return self.status is not VerdictStatus.NOT_RECOVERABLE
+
+    @property
+    def within_objectives(self) -> bool:
+        return self.status is VerdictStatus.RECOVERABLE
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def decide_verdict(results: Sequence[CheckResult], objectives: Objectives | None) -> Verdict:
+    """The verdict as a sentence; "recoverable within objectives" only when everything passed and both hold."""
+    failed = tuple(r.id for r in results if r.status is CheckStatus.FAIL)
+    if failed:
+        return Verdict(VerdictStatus.NOT_RECOVERABLE, f"not recoverable: check(s) failed: {', '.join(failed)}", failed)
+    if not results:
+        return Verdict(VerdictStatus.RECOVERABLE_OUTSIDE_OBJECTIVES, "not proven: no check ran", ())
+    reasons = []
+    unproven = [r.id for r in results if r.status is not CheckStatus.PASS]
+    if unproven:
+        reasons.append(f"check(s) not passed (warn/unavailable): {', '.join(unproven)}")
+    if objectives is None:
+        reasons.append("recovery objectives not measured")
+    else:
+        if not objectives.rto_met:
+            scaled = (f" (measured {_minutes(objectives.measured_s)} scaled x{objectives.scale:.1f} to production size)"
+                      if objectives.scale > 1.0 else "")
+            reasons.append(f"projected restore {_minutes(objectives.projected_s)}{scaled} exceeds RTO "
+                           f"{_minutes(objectives.rto_s)}")
+        if not objectives.rpo_met:
+            reasons.append(f"backup age {_minutes(objectives.backup_age_s)} exceeds RPO {_minutes(objectives.rpo_s)}")
+    if reasons:
+        return Verdict(VerdictStatus.RECOVERABLE_OUTSIDE_OBJECTIVES,
+                       "restorable, but not within objectives: " + "; ".join(reasons), ())
+    assert objectives is not None
+    return Verdict(VerdictStatus.RECOVERABLE,
+                   f"recoverable within objectives: all {len(results)} checks passed, projected restore "
+                   f"{_minutes(objectives.projected_s)} <= RTO {_minutes(objectives.rto_s)}, backup age "
+                   f"{_minutes(objectives.backup_age_s)} <= RPO {_minutes(objectives.rpo_s)}", ())
+
+
+def attachment_sample(keys: Sequence[str], rate: float, seed: str) -> list[str]:
+    """A reproducible sample of ``ceil(len(keys) * rate)`` keys (all of them at rate >= 1).
+
+    The same seed (the backup id) picks the same files, so a rerun hashes the same sample.
+    """
+    import hashlib
+    import math
+
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"attachment sample rate must be in (0, 1], got {rate}")
+    if rate >= 1.0:
+        return list(keys)
+    want = math.ceil(len(keys) * rate)
+    ranked = sorted(keys, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+    return ranked[:want]
