@@ -1,0 +1,131 @@
+"""Principals, roles, X-MS-CLIENT-PRINCIPAL parsing and local API keys."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from continuity.errors import Forbidden, InvalidRequest, Unauthorized
+from continuity.identity import (
+    Principal,
+    Role,
+    authenticate,
+    hash_api_key,
+    make_local_user,
+    parse_client_principal,
+    parse_roles,
+    require_role,
+    verify_api_key,
+)
+
+KEY_A = "ck_" + "a" * 43
+KEY_B = "ck_" + "b" * 43
+
+
+def users() -> list:
+    return [make_local_user("olivia", [Role.OPERATOR], KEY_A, "salt1", "2026-01-01"),
+            make_local_user("amir", [Role.APPROVER], KEY_B, "salt2", "2026-01-01")]
+
+
+def client_principal(claims: list[dict[str, str]], **extra: str) -> str:
+    doc = {"auth_typ": "aad", "name_typ": "preferred_username", "role_typ": "roles", "claims": claims, **extra}
+    return base64.b64encode(json.dumps(doc).encode()).decode()
+
+
+def test_stored_user_keeps_a_salted_hash_never_the_key() -> None:
+    user = users()[0]
+    assert KEY_A not in json.dumps(user.to_json())
+    assert user.key_sha256 == hash_api_key(KEY_A, "salt1")
+
+
+def test_api_key_identifies_its_user_with_roles() -> None:
+    principal = verify_api_key(KEY_B, users())
+    assert principal == Principal("amir", frozenset({Role.APPROVER}), "api-key")
+
+
+def test_unknown_api_key_refused_without_echoing_it() -> None:
+    with pytest.raises(Unauthorized) as err:
+        verify_api_key("ck_" + "z" * 43, users())
+    assert "z" * 10 not in str(err.value)
+
+
+def test_malformed_api_key_refused() -> None:
+    with pytest.raises(Unauthorized, match="malformed"):
+        verify_api_key("hunter2", users())
+
+
+def test_chosen_weak_key_refused_at_user_creation() -> None:
+    with pytest.raises(InvalidRequest, match="generated, not chosen"):
+        make_local_user("eve", [Role.ADMIN], "ck_short", "s", "")
+
+
+def test_user_without_roles_refused() -> None:
+    with pytest.raises(InvalidRequest, match="at least one role"):
+        make_local_user("eve", [], KEY_A, "s", "")
+
+
+def test_bad_user_name_refused() -> None:
+    with pytest.raises(InvalidRequest, match="user name"):
+        make_local_user("Eve Smith", [Role.ADMIN], KEY_A, "s", "")
+
+
+def test_unknown_role_name_refused_naming_the_accepted_roles() -> None:
+    with pytest.raises(InvalidRequest, match="unknown role 'root'; roles are operator, approver, admin"):
+        parse_roles(["root"])
+
+
+def test_namespaced_app_role_accepted() -> None:
+    assert parse_roles(["Continuity.Approver"]) == frozenset({Role.APPROVER})
+
+
+def test_client_principal_gives_name_and_known_roles() -> None:
+    header = client_principal([{"typ": "preferred_username", "val": "Amir@Example.com"},
+                               {"typ": "roles", "val": "Continuity.Approver"},
+                               {"typ": "roles", "val": "Some.Other.App.Role"}])
+    principal = parse_client_principal(header)
+    assert principal == Principal("amir@example.com", frozenset({Role.APPROVER}), "platform")
+
+
+def test_client_principal_that_is_not_base64_json_refused() -> None:
+    with pytest.raises(Unauthorized, match="not base64-encoded JSON"):
+        parse_client_principal("%%%not-base64")
+
+
+def test_client_principal_without_claims_refused() -> None:
+    with pytest.raises(Unauthorized, match="no claims list"):
+        parse_client_principal(base64.b64encode(b'{"auth_typ": "aad"}').decode())
+
+
+def test_client_principal_naming_nobody_refused() -> None:
+    with pytest.raises(Unauthorized, match="names nobody"):
+        parse_client_principal(client_principal([{"typ": "roles", "val": "admin"}]))
+
+
+def test_client_principal_header_refused_when_platform_auth_is_off() -> None:
+    header = client_principal([{"typ": "preferred_username", "val": "mallory"}, {"typ": "roles", "val": "admin"}])
+    with pytest.raises(Unauthorized, match="only trusted with platform authentication enabled"):
+        authenticate({"X-MS-CLIENT-PRINCIPAL": header}, users(), platform_auth=False)
+
+
+def test_client_principal_header_trusted_when_platform_auth_is_on() -> None:
+    header = client_principal([{"typ": "preferred_username", "val": "ada"}, {"typ": "roles", "val": "admin"}])
+    principal = authenticate({"x-ms-client-principal": header}, [], platform_auth=True)
+    assert principal.name == "ada" and principal.has(Role.APPROVER)
+
+
+def test_request_without_credentials_refused() -> None:
+    with pytest.raises(Unauthorized, match="no credentials"):
+        authenticate({"Content-Type": "application/json"}, users(), platform_auth=False)
+
+
+def test_api_key_header_is_case_insensitive() -> None:
+    assert authenticate({"X-Continuity-Key": KEY_A}, users(), platform_auth=False).name == "olivia"
+
+
+def test_operator_lacking_approver_role_is_forbidden_with_reason() -> None:
+    olivia = verify_api_key(KEY_A, users())
+    with pytest.raises(Forbidden, match="olivia may not approve failovers: it needs the approver role "
+                                        r"\(holds: operator\)"):
+        require_role(olivia, Role.APPROVER, "approve failovers")
