@@ -88,13 +88,16 @@ class ClusterStatus:
 class StackStatus:
     clusters: list[ClusterStatus] = field(default_factory=list)
     azurite: dict[str, Any] = field(default_factory=dict)
+    devhost: dict[str, Any] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
-        return all(c.healthy for c in self.clusters) and bool(self.azurite.get("healthy"))
+        return (all(c.healthy for c in self.clusters) and bool(self.azurite.get("healthy"))
+                and bool(self.devhost.get("healthy")))
 
     def to_json(self) -> dict[str, Any]:
-        return {"healthy": self.healthy, "clusters": [asdict(c) for c in self.clusters], "azurite": self.azurite}
+        return {"healthy": self.healthy, "clusters": [asdict(c) for c in self.clusters], "azurite": self.azurite,
+                "devhost": self.devhost}
 
 
 def port_is_free(port: int) -> bool:
@@ -122,6 +125,7 @@ class LocalStack:
         self.settings = settings or LocalStackSettings.from_env()
         self.base = self.settings.base_dir
         self._bin: Path | None = None
+        self._devhost_error = ""
 
     # ---- paths ---------------------------------------------------------------------------
     @property
@@ -428,12 +432,27 @@ class LocalStack:
         self.azurite_pidfile.unlink(missing_ok=True)
 
     # ---- whole stack ---------------------------------------------------------------------
+    def up_devhost(self) -> None:
+        """Start the devhost (function_app.py) last; a failure shows in status instead of hiding the rest."""
+        from devhost import process
+
+        try:
+            process.start()
+            self._devhost_error = ""
+        except ContinuityError as exc:
+            self._devhost_error = str(exc)
+            logger.error("devhost did not start: %s", exc)
+
     def up(self) -> StackStatus:
         self.up_clusters()
         self.up_azurite()
+        self.up_devhost()
         return self.status()
 
     def down(self) -> None:
+        from devhost import process
+
+        process.stop()
         self.down_azurite()
         self.down_clusters()
 
@@ -443,6 +462,11 @@ class LocalStack:
             status.clusters.append(self._cluster_status(name))
         healthy, server = self.azurite_healthy()
         status.azurite = {"healthy": healthy, "blob_port": self.settings.azurite_blob_port, "server": server}
+        from devhost import process
+
+        status.devhost = process.status(self.settings.devhost_port)
+        if self._devhost_error and not status.devhost["healthy"]:
+            status.devhost["detail"] = self._devhost_error
         return status
 
     def _cluster_status(self, name: str) -> ClusterStatus:

@@ -10,14 +10,14 @@ from continuity.adapters.local_stack import LocalStack, StackStatus
 
 
 def register(sub: Any) -> None:
-    local = sub.add_parser("local", help="bring the local stack (PostgreSQL clusters, Azurite) up or down")
+    local = sub.add_parser("local", help="bring the local stack (PostgreSQL clusters, Azurite, devhost) up or down")
     verbs = local.add_subparsers(dest="verb", required=True, metavar="VERB")
     up = verbs.add_parser("up", help="start everything (idempotent)")
     up.add_argument("--json", action="store_true")
     up.set_defaults(handler=cmd_up)
     down = verbs.add_parser("down", help="stop everything; no process is left behind")
     down.set_defaults(handler=cmd_down)
-    status = verbs.add_parser("status", help="health, role and replication lag of each part")
+    status = verbs.add_parser("status", help="health of each part, devhost functions, orchestrations")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=cmd_status)
     pg = verbs.add_parser("pg-bin", help="locate (or install) the PostgreSQL binaries and print their dir")
@@ -38,7 +38,32 @@ def render(status: StackStatus) -> str:
     az = status.azurite
     lines.append(f"{'azurite':<9} {'healthy' if az.get('healthy') else 'down':<9} {'-':<8} "
                  f"{az.get('blob_port', ''):>6}  {'-':<14} {az.get('server', '')}")
+    lines.extend(render_devhost(status.devhost))
     return "\n".join(lines)
+
+
+def render_devhost(devhost: dict[str, Any]) -> list[str]:
+    """The devhost line, then its functions and running orchestrations."""
+    if not devhost:
+        return []
+    state = "healthy" if devhost.get("healthy") else "down"
+    lines = [f"{'devhost':<9} {state:<9} {'-':<8} {devhost.get('port', ''):>6}  {'-':<14} {devhost.get('detail', '')}"]
+    for f in devhost.get("functions", []):
+        what = f.get("route") and f"/{f['route']} {','.join(f.get('methods', []))} ({f.get('authLevel', '')})" \
+            or f.get("schedule") or ""
+        error = f"  NOT SERVED: {f['error']}" if f.get("error") else ""
+        lines.append(f"  fn {f.get('name', ''):<28} {f.get('trigger', ''):<21} {what}{error}")
+    durable = devhost.get("durable") or {}
+    if durable:
+        running = durable.get("orchestrations") or []
+        lines.append(f"  durable engine: {durable.get('engine', '')}; {len(running)} orchestration(s) running")
+        for item in running:
+            if isinstance(item, dict):
+                lines.append(f"    {item.get('instanceId', item.get('instance_id', ''))} {item.get('name', '')} "
+                             f"{item.get('runtimeStatus', item.get('status', ''))}")
+            else:
+                lines.append(f"    {item}")
+    return lines
 
 
 def _print(args: argparse.Namespace, status: StackStatus) -> int:

@@ -1,0 +1,130 @@
+"""Function keys of the devhost, shaped like the Functions host's: master, host default, system, per function.
+
+A key comes from its setting when that is set (``CONTINUITY_DEVHOST_MASTER_KEY``,
+``CONTINUITY_DEVHOST_FUNCTION_KEY``, ``CONTINUITY_DEVHOST_EVENTGRID_KEY``,
+``CONTINUITY_EVENTGRID_TOPIC_KEY``), else from ``<local dir>/devhost/keys.json`` (mode 600), where
+random keys are generated on first use. Keys are never logged; the CLI reads them from the same file.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from continuity import settings
+from continuity.errors import ConfigError
+
+# Setting that overrides each generated key, by its name in keys.json.
+KEY_SETTINGS = {
+    "masterKey": "CONTINUITY_DEVHOST_MASTER_KEY",
+    "functionKey": "CONTINUITY_DEVHOST_FUNCTION_KEY",
+    "eventGridKey": "CONTINUITY_DEVHOST_EVENTGRID_KEY",
+    "topicKey": "CONTINUITY_EVENTGRID_TOPIC_KEY",
+}
+
+
+def devhost_dir() -> Path:
+    """Where the devhost keeps its keys, pidfile, log, timer status and event log."""
+    return settings.LocalStackSettings.from_env().base_dir / "devhost"
+
+
+def keys_file() -> Path:
+    return devhost_dir() / "keys.json"
+
+
+def _same(presented: str | None, expected: str) -> bool:
+    return bool(presented) and hmac.compare_digest(str(presented).encode(), expected.encode())
+
+
+@dataclass(frozen=True)
+class HostKeys:
+    """The keys one devhost accepts.
+
+    ``function_key`` is a host-level key (like Azure's host ``default`` key): it opens every
+    FUNCTION-level route. ``per_function`` holds each function's own ``default`` key, which opens
+    that function only. ``master_key`` opens everything, including ADMIN routes and the admin API.
+    """
+
+    master_key: str
+    function_key: str
+    event_grid_key: str
+    topic_key: str
+    per_function: dict[str, str] = field(default_factory=dict)
+
+    def allows_function(self, function_name: str, presented: str | None) -> bool:
+        own = self.per_function.get(function_name)
+        return (_same(presented, self.master_key) or _same(presented, self.function_key)
+                or (own is not None and _same(presented, own)))
+
+    def allows_admin(self, presented: str | None) -> bool:
+        return _same(presented, self.master_key)
+
+    def allows_event_grid(self, presented: str | None) -> bool:
+        """The ``eventgrid_extension`` system key, or the master key, as in Azure."""
+        return _same(presented, self.event_grid_key) or _same(presented, self.master_key)
+
+    def allows_topic(self, presented: str | None) -> bool:
+        return _same(presented, self.topic_key)
+
+
+def _read(path: Path) -> dict[str, object]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}); delete it and the devhost generates new keys") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object; delete it and the devhost generates new keys")
+    return data
+
+
+def _write_private(path: Path, data: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(data, out, indent=2)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_keys(function_names: list[str] | None = None, path: Path | None = None) -> HostKeys:
+    """The devhost's keys: settings win, else keys.json, else newly generated (and saved, mode 600).
+
+    :param function_names: functions that need their own ``default`` key; generated when missing.
+    """
+    path = path or keys_file()
+    stored = _read(path)
+    changed = False
+    resolved: dict[str, str] = {}
+    for name, setting in KEY_SETTINGS.items():
+        configured = os.environ.get(setting, "")
+        if configured:
+            resolved[name] = configured
+            continue
+        value = stored.get(name)
+        if not isinstance(value, str) or not value:
+            value = secrets.token_urlsafe(32)
+            stored[name] = value
+            changed = True
+        resolved[name] = value
+    raw_functions = stored.get("functions")
+    per_function: dict[str, str] = (
+        {k: v for k, v in raw_functions.items() if isinstance(v, str)} if isinstance(raw_functions, dict) else {}
+    )
+    for fname in function_names or []:
+        if fname not in per_function:
+            per_function[fname] = secrets.token_urlsafe(32)
+            changed = True
+    if changed:
+        stored["functions"] = per_function
+        _write_private(path, stored)
+    return HostKeys(master_key=resolved["masterKey"], function_key=resolved["functionKey"],
+                    event_grid_key=resolved["eventGridKey"], topic_key=resolved["topicKey"],
+                    per_function=per_function)
