@@ -86,6 +86,7 @@ def isolation_refusal(target: Endpoint, target_system_identifier: str, listen_ad
         if same_host and target.port == server.endpoint.port:
             return (f"restore target {target.host!r} port {target.port} is production server {server.name!r} of the "
                     "registry; point the sandbox connection at the isolated restore server")
+    for server in production:
         if server.system_identifier and server.system_identifier == target_system_identifier:
             return (f"restore target {target.host!r} port {target.port} has the system identifier of production "
                     f"server {server.name!r} ({target_system_identifier}): it is that server or a copy of it; "

@@ -1,0 +1,251 @@
+"""The pure check decisions, recovery objectives and verdict."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from continuity import restore_checks as rc
+from continuity.adapters.sandbox import (
+    Endpoint,
+    ProductionServer,
+    isolation_refusal,
+    scratch_created_at,
+    scratch_database_name,
+)
+from continuity.restore_checks import CheckId, CheckResult, CheckStatus, LedgerFacts, SequenceGap, VerdictStatus
+
+NOW = datetime(2025, 6, 1, 2, 0, tzinfo=UTC)
+
+
+def passing(*ids: str) -> list[CheckResult]:
+    return [CheckResult(i, CheckStatus.PASS, "ok", 0.1) for i in ids]
+
+
+def objectives(measured_s: float = 60, restored: int = 10**9, production: int | None = None,
+               age: timedelta = timedelta(minutes=5), rto: int = 60, rpo: int = 15) -> rc.Objectives:
+    return rc.evaluate_objectives(rto_minutes=rto, rpo_minutes=rpo, measured_s=measured_s, restored_bytes=restored,
+                                  production_size_bytes=production, backup_created_at=NOW - age, run_at=NOW)
+
+
+# ---- checks ------------------------------------------------------------------------------------
+
+
+def test_manifest_from_another_tenant_fails_naming_both_tenants() -> None:
+    result = rc.check_manifest_tenant("acme", "globex", "acme/2025/06/01/x/")
+    assert result.status is CheckStatus.FAIL
+    assert "manifest names tenant 'globex', not 'acme'" in result.detail
+
+
+def test_manifest_under_another_backup_id_fails() -> None:
+    result = rc.check_manifest_tenant("acme", "acme", "acme/2025/06/01/b/", manifest_backup_id="a",
+                                      path_backup_id="b")
+    assert result.status is CheckStatus.FAIL and "lies under 'b'" in result.detail
+
+
+def test_manifest_of_the_tenant_passes() -> None:
+    assert rc.check_manifest_tenant("acme", "acme", "acme/2025/").status is CheckStatus.PASS
+
+
+def test_checksum_size_mismatch_says_truncated() -> None:
+    result = rc.check_file_checksum("db.dump", "a" * 64, 100, "b" * 64, 50)
+    assert result.status is CheckStatus.FAIL and "truncated" in result.detail
+
+
+def test_checksum_digest_mismatch_says_corrupted() -> None:
+    result = rc.check_file_checksum("db.dump", "a" * 64, 100, "b" * 64, 100)
+    assert result.status is CheckStatus.FAIL and "corrupted" in result.detail
+
+
+def test_empty_archive_is_not_readable() -> None:
+    assert rc.check_archive_readable(True, 0, "").status is CheckStatus.FAIL
+
+
+def test_restore_timeout_fails_with_the_deadline() -> None:
+    result = rc.check_restore_completed(None, [], True, 600)
+    assert result.status is CheckStatus.FAIL and "600s" in result.detail
+
+
+def test_restore_with_errors_fails_with_the_first() -> None:
+    result = rc.check_restore_completed(1, ["could not execute query: boom"], False, 600)
+    assert result.status is CheckStatus.FAIL and "boom" in result.detail
+
+
+def test_schema_missing_table_and_column_are_named() -> None:
+    result = rc.check_schema_present({"a": ["id", "x"], "b": ["id"]}, {"a": ["id"]})
+    assert result.status is CheckStatus.FAIL
+    assert "missing table(s): b" in result.detail and "missing column(s): a.x" in result.detail
+
+
+def test_row_counts_name_each_differing_table() -> None:
+    result = rc.check_row_counts({"a": 5, "b": 3}, {"a": 4, "b": 3})
+    assert result.status is CheckStatus.FAIL and "a 4 vs 5" in result.detail and "b " not in result.detail
+
+
+def test_row_counts_with_an_empty_manifest_fail() -> None:
+    assert rc.check_row_counts({}, {}).status is CheckStatus.FAIL
+
+
+def test_ledger_balanced_passes_and_totals_compare_numerically() -> None:
+    facts = LedgerFacts(posted_moves=2, posted_lines=4, debit_total="10.00", credit_total="10.00")
+    assert rc.check_ledger(facts, 2, 4, "10", "10.0").status is CheckStatus.PASS
+
+
+def test_ledger_unbalanced_move_and_trial_balance_are_named() -> None:
+    facts = LedgerFacts(posted_moves=2, posted_lines=4, debit_total="17", credit_total="10",
+                        unbalanced_moves=["INV/1"], unbalanced_move_count=1, company_imbalances={"1": "7"},
+                        lines_missing_account=2)
+    result = rc.check_ledger(facts)
+    assert result.status is CheckStatus.FAIL
+    assert "1 posted move(s) unbalanced (e.g. INV/1)" in result.detail
+    assert "trial balance not zero for company 1 (7)" in result.detail
+    assert "2 line(s) point at a missing account" in result.detail
+
+
+def test_ledger_totals_differing_from_the_manifest_fail() -> None:
+    facts = LedgerFacts(posted_moves=2, posted_lines=4, debit_total="10", credit_total="10")
+    result = rc.check_ledger(facts, 3, 4, "10", "10")
+    assert result.status is CheckStatus.FAIL and "the manifest says 3" in result.detail
+
+
+def test_numbering_gap_warns_and_duplicate_fails() -> None:
+    gap = SequenceGap("INV INV/2025/", 2025, 7, 2)
+    warn = rc.check_invoice_numbering([gap], [], 1)
+    assert warn.status is CheckStatus.WARN and "INV INV/2025/ 2025 after 7 (2 missing)" in warn.detail
+    assert rc.check_invoice_numbering([], ["INV/2025/00001"], 1).status is CheckStatus.FAIL
+    assert rc.check_invoice_numbering([], [], 1).status is CheckStatus.PASS
+
+
+def test_attachment_check_states_the_sample_rate() -> None:
+    result = rc.check_attachments(100, [], 25, [], 0.25)
+    assert result.status is CheckStatus.PASS and "a 25% sample" in result.detail
+    assert result.data["sample_rate"] == 0.25
+
+
+def test_attachment_missing_or_mismatched_fails() -> None:
+    assert rc.check_attachments(3, ["ab/abc"], 2, [], 1.0).status is CheckStatus.FAIL
+    assert rc.check_attachments(3, [], 3, ["ab/abc"], 1.0).status is CheckStatus.FAIL
+
+
+def test_indexes_without_amcheck_are_unavailable_never_a_pass() -> None:
+    result = rc.check_indexes(False, "no contrib", 0, {})
+    assert result.status is CheckStatus.UNAVAILABLE and "no contrib" in result.detail
+
+
+def test_corrupt_index_fails_naming_it() -> None:
+    result = rc.check_indexes(True, "", 10, {"account_move_pkey": "item order invariant violated"})
+    assert result.status is CheckStatus.FAIL and "account_move_pkey" in result.detail
+
+
+def test_assertion_error_and_wrong_value_fail() -> None:
+    assert rc.check_assertion("x", True, None, "permission denied").status is CheckStatus.FAIL
+    assert rc.check_assertion("x", True, False, None).status is CheckStatus.FAIL
+    ok = rc.check_assertion("x", 3, 3, None)
+    assert ok.status is CheckStatus.PASS and ok.id == "assertion:x"
+
+
+def test_a_failed_prerequisite_stops_the_run_and_a_failed_finance_check_does_not() -> None:
+    assert rc.stop_reason([CheckResult(CheckId.FILE_CHECKSUM, CheckStatus.FAIL, "x")]) == "file_checksum failed"
+    assert rc.stop_reason([CheckResult(CheckId.LEDGER, CheckStatus.FAIL, "x")]) is None
+    assert rc.not_run(CheckId.LEDGER, "file_checksum failed").status is CheckStatus.UNAVAILABLE
+
+
+def test_check_result_round_trips_through_json() -> None:
+    result = CheckResult(CheckId.LEDGER, CheckStatus.WARN, "detail", 1.23456, {"n": 1})
+    assert CheckResult.from_json(result.to_json()) == CheckResult(CheckId.LEDGER, CheckStatus.WARN, "detail", 1.235,
+                                                                  {"n": 1})
+
+
+# ---- objectives and verdict ------------------------------------------------------------------------
+
+
+def test_projection_scales_linearly_to_a_larger_production_size() -> None:
+    assert rc.projected_restore_seconds(60, 10**9, 10 * 10**9) == pytest.approx(600)
+
+
+def test_projection_never_scales_down() -> None:
+    assert rc.projected_restore_seconds(60, 10**9, 10**8) == 60
+    assert rc.projected_restore_seconds(60, 10**9, None) == 60
+
+
+@given(measured=st.floats(0.1, 1e5), restored=st.integers(1, 10**12), production=st.integers(1, 10**13))
+def test_projection_is_at_least_the_measured_time(measured: float, restored: int, production: int) -> None:
+    assert rc.projected_restore_seconds(measured, restored, production) >= measured
+
+
+def test_everything_passing_within_objectives_is_recoverable() -> None:
+    verdict = rc.decide_verdict(passing("a", "b"), objectives())
+    assert verdict.status is VerdictStatus.RECOVERABLE and verdict.within_objectives and verdict.backup_valid
+    assert verdict.reason.startswith("recoverable within objectives: all 2 checks passed")
+
+
+def test_a_failed_check_makes_it_not_recoverable_naming_the_check() -> None:
+    results = [*passing("a"), CheckResult("ledger", CheckStatus.FAIL, "x")]
+    verdict = rc.decide_verdict(results, objectives())
+    assert verdict.status is VerdictStatus.NOT_RECOVERABLE and not verdict.backup_valid
+    assert verdict.reason == "not recoverable: check(s) failed: ledger" and verdict.failed_checks == ("ledger",)
+
+
+def test_unavailable_check_is_not_within_objectives_but_the_backup_stays_valid() -> None:
+    results = [*passing("a"), CheckResult("indexes", CheckStatus.UNAVAILABLE, "no amcheck")]
+    verdict = rc.decide_verdict(results, objectives())
+    assert verdict.status is VerdictStatus.RECOVERABLE_OUTSIDE_OBJECTIVES and verdict.backup_valid
+    assert "indexes" in verdict.reason
+
+
+def test_rto_breach_after_scaling_to_production_size_is_explained() -> None:
+    verdict = rc.decide_verdict(passing("a"), objectives(measured_s=600, restored=10**9, production=10 * 10**9))
+    assert verdict.status is VerdictStatus.RECOVERABLE_OUTSIDE_OBJECTIVES
+    assert "projected restore 100.0 min (measured 10.0 min scaled x10.0 to production size) exceeds RTO 60.0 min" \
+        in verdict.reason
+
+
+def test_rpo_breach_is_explained() -> None:
+    verdict = rc.decide_verdict(passing("a"), objectives(age=timedelta(hours=2)))
+    assert "backup age 120.0 min exceeds RPO 15.0 min" in verdict.reason
+
+
+def test_no_checks_is_never_recoverable() -> None:
+    assert rc.decide_verdict([], objectives()).status is not VerdictStatus.RECOVERABLE
+
+
+def test_objectives_round_trip_through_json() -> None:
+    value = objectives(production=5 * 10**9)
+    assert rc.Objectives.from_json(value.to_json()).to_json() == value.to_json()
+
+
+# ---- attachment sample and scratch names -------------------------------------------------------------
+
+
+def test_attachment_sample_is_reproducible_and_sized_by_rate() -> None:
+    keys = [f"k{i}" for i in range(100)]
+    first = rc.attachment_sample(keys, 0.1, "seed")
+    assert len(first) == 10 and first == rc.attachment_sample(keys, 0.1, "seed")
+    assert rc.attachment_sample(keys, 1.0, "seed") == keys
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.5, 1.5])
+def test_attachment_sample_refuses_a_rate_outside_zero_to_one(rate: float) -> None:
+    with pytest.raises(ValueError, match="sample rate"):
+        rc.attachment_sample(["a"], rate, "s")
+
+
+def test_scratch_name_fits_postgres_identifiers_and_parses_back() -> None:
+    name = scratch_database_name("a" + "-b" * 19, NOW, "abcdef")
+    assert len(name) <= 63 and name.endswith("_20250601020000_abcdef")
+    assert scratch_created_at(name) == NOW
+    assert scratch_created_at("odoo_acme") is None
+
+
+def test_isolation_refuses_same_port_on_the_same_machine() -> None:
+    servers = [ProductionServer("weu-primary", Endpoint("127.0.0.1", 5432), None)]
+    assert "is production server 'weu-primary'" in (isolation_refusal(Endpoint("/run/pg", 5432), "1", "", servers)
+                                                     or "")
+
+
+def test_isolation_passes_a_socket_only_server_of_its_own() -> None:
+    servers = [ProductionServer("weu-primary", Endpoint("127.0.0.1", 5432), "1")]
+    assert isolation_refusal(Endpoint("/run/pg", 5435), "2", "", servers) is None
