@@ -156,7 +156,7 @@ class _StoreUnreachable(Exception):
 def _error_code(exc: HttpResponseError) -> str | None:
     code = getattr(exc, "error_code", None)
     if code:
-        return str(code)
+        return str(getattr(code, "value", code))  # the SDK may give a StorageErrorCode enum
     response: Any = exc.response
     if response is None:
         return None
@@ -313,6 +313,10 @@ class RetentionStore:
             return [BlobResult(name, status, exc.status_code, code, message) for name, _ in items]
         except AzureError as exc:
             raise _StoreUnreachable(f"store failed during a {kind.value} batch: {_first_line(str(exc))}") from exc
+        except ValueError as exc:
+            # azure-core could not read the answer as multipart/mixed: nothing is known about any blob.
+            message = f"the batch answer could not be read: {_first_line(str(exc))}"
+            return [BlobResult(name, OutcomeStatus.FAILED, None, None, message) for name, _ in items]
         if len(answers) != len(items):
             message = f"the batch answered {len(answers)} parts for {len(items)} sub-requests"
             return [BlobResult(name, OutcomeStatus.FAILED, None, None, message) for name, _ in items]
