@@ -72,7 +72,8 @@ def test_approval_refused_after_the_window_closed() -> None:
     request = make_request(window=30)
     late = T0 + timedelta(minutes=30)
     reason = approval_refusal(request, approve(person("amir", Role.APPROVER), at=late), late)
-    assert reason is not None and reason.startswith("the approval window of failover-platform closed at 2026-03-01T03:30")
+    assert reason is not None
+    assert reason.startswith("the approval window of failover-platform closed at 2026-03-01T03:30")
     assert isinstance(refusal_error(request, approve(person("amir", Role.APPROVER), at=late), late), Conflict)
 
 

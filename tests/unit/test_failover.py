@@ -109,7 +109,8 @@ def test_healthy_preflight_has_no_blocking_findings(registry: Registry) -> None:
 
 def test_failover_refused_when_replica_unreachable(registry: Registry) -> None:
     plan = plan_failover(registry, "platform", "northeurope")
-    preflight = healthy_preflight(plan, replicas=[ReplicaObservation("neu-replica", False, detail="connection refused")])
+    down = ReplicaObservation("neu-replica", False, detail="connection refused")
+    preflight = healthy_preflight(plan, replicas=[down])
     assert failover_refusal(plan, preflight) == ("preflight failed: replica neu-replica is unreachable: "
                                                  "connection refused")
 
@@ -162,7 +163,8 @@ def test_drill_never_fences_nor_repoints() -> None:
 
 
 def test_promotion_refused_before_fence() -> None:
-    assert promotion_refusal(None, frozenset(), drill=False) == "the old primary has not been fenced: fence before promote"
+    reason = promotion_refusal(None, frozenset(), drill=False)
+    assert reason == "the old primary has not been fenced: fence before promote"
 
 
 def test_promotion_refused_while_old_primary_accepts_writes() -> None:
