@@ -53,7 +53,7 @@ create table catalog.backups (
 create index backups_tenant_created on catalog.backups (tenant, created_at, backup_id);
 create index backups_tenant_status_created on catalog.backups (tenant, status, created_at, backup_id);
 -- The all-tenants listing (CLI) and reconcile's "what should be in storage".
-create index backups_created on catalog.backups (created_at, tenant, backup_id);
+create index backups_created on catalog.backups (created_at, backup_id, tenant);
 
 create table catalog.validations (
     id            bigserial   primary key,
