@@ -1,0 +1,433 @@
+"""The Odoo 17 tables that matter to recovery, as SQL text, and the ledger queries shared by backup and restore.
+
+Table and column names follow Odoo 17.0 (``addons/account``, ``odoo/addons/base``): the ORM's
+column types (Char -> varchar, translated Char -> jsonb, Html/Text -> text, Monetary and Float with
+digits -> numeric, Many2one -> int4), its ``{table}__{column}_index`` index names and its
+``{table}_{column}_fkey`` foreign keys. Only the columns a recovery check or a realistic dump needs
+are here; ``res_users`` and ``res_country`` are out of scope, so ``create_uid``, ``write_uid`` and
+``country_id`` are plain integers without a foreign key.
+
+The ledger fingerprint is computed the same way at backup time (in the dump's snapshot) and after a
+restore: :data:`LEDGER_MOVES_SQL` returns one digest per posted move and :func:`fold_ledger` folds
+them into one sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+# Columns written by the demo seed, in COPY order; the DDL below declares each of them.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "res_currency": ("id", "name", "full_name", "symbol", "rounding", "decimal_places", "active", "position",
+                     "create_date", "write_date"),
+    "res_company": ("id", "name", "partner_id", "currency_id", "sequence", "email", "phone", "company_registry",
+                    "active", "fiscalyear_last_day", "fiscalyear_last_month", "create_date", "write_date"),
+    "res_partner": ("id", "name", "complete_name", "company_id", "type", "ref", "lang", "vat", "street", "street2",
+                    "zip", "city", "country_id", "email", "phone", "website", "comment", "is_company", "active",
+                    "parent_id", "commercial_partner_id", "commercial_company_name", "customer_rank",
+                    "supplier_rank", "create_date", "write_date"),
+    "account_account": ("id", "name", "code", "account_type", "internal_group", "reconcile", "deprecated",
+                        "non_trade", "note", "currency_id", "company_id", "create_date", "write_date"),
+    "account_journal": ("id", "name", "code", "type", "active", "sequence", "default_account_id", "currency_id",
+                        "company_id", "invoice_reference_type", "invoice_reference_model", "create_date",
+                        "write_date"),
+    "account_move": ("id", "name", "ref", "date", "state", "move_type", "journal_id", "company_id", "partner_id",
+                     "commercial_partner_id", "currency_id", "sequence_prefix", "sequence_number", "invoice_date",
+                     "invoice_date_due", "payment_reference", "invoice_origin", "narration", "payment_state",
+                     "amount_untaxed", "amount_tax", "amount_total", "amount_residual", "amount_untaxed_signed",
+                     "amount_tax_signed", "amount_total_signed", "amount_total_in_currency_signed",
+                     "amount_residual_signed", "auto_post", "posted_before", "create_date", "write_date"),
+    "account_move_line": ("id", "move_id", "move_name", "date", "ref", "parent_state", "journal_id", "company_id",
+                          "company_currency_id", "account_id", "name", "display_type", "sequence", "debit",
+                          "credit", "balance", "amount_currency", "currency_id", "partner_id", "quantity",
+                          "price_unit", "discount", "price_subtotal", "price_total", "amount_residual",
+                          "amount_residual_currency", "reconciled", "date_maturity", "create_date",
+                          "write_date"),
+    "ir_attachment": ("id", "name", "description", "res_model", "res_field", "res_id", "company_id", "type", "url",
+                      "public", "access_token", "db_datas", "store_fname", "file_size", "checksum", "mimetype",
+                      "index_content", "create_date", "write_date"),
+    "ir_module_module": ("id", "name", "shortdesc", "summary", "author", "website", "latest_version",
+                         "published_version", "sequence", "auto_install", "state", "demo", "license",
+                         "application", "create_date", "write_date"),
+}
+
+_AUDIT = """    create_uid int4,
+    create_date timestamp without time zone,
+    write_uid int4,
+    write_date timestamp without time zone"""
+
+TABLES_DDL: tuple[str, ...] = (
+    f"""CREATE TABLE res_currency (
+    id serial NOT NULL PRIMARY KEY,
+    name varchar NOT NULL,
+    full_name varchar,
+    symbol varchar NOT NULL,
+    rounding numeric,
+    decimal_places int4,
+    active bool,
+    position varchar,
+    currency_unit_label jsonb,
+    currency_subunit_label jsonb,
+{_AUDIT},
+    CONSTRAINT res_currency_unique_name UNIQUE (name),
+    CONSTRAINT res_currency_rounding_gt_zero CHECK (rounding > 0)
+)""",
+    f"""CREATE TABLE res_company (
+    id serial NOT NULL PRIMARY KEY,
+    name varchar NOT NULL,
+    partner_id int4 NOT NULL,
+    currency_id int4 NOT NULL,
+    parent_id int4,
+    sequence int4,
+    email varchar,
+    phone varchar,
+    company_registry varchar,
+    active bool,
+    fiscalyear_last_day int4 NOT NULL,
+    fiscalyear_last_month varchar NOT NULL,
+{_AUDIT},
+    CONSTRAINT res_company_name_uniq UNIQUE (name)
+)""",
+    f"""CREATE TABLE res_partner (
+    id serial NOT NULL PRIMARY KEY,
+    name varchar,
+    complete_name varchar,
+    company_id int4,
+    type varchar,
+    ref varchar,
+    lang varchar,
+    tz varchar,
+    vat varchar,
+    street varchar,
+    street2 varchar,
+    zip varchar,
+    city varchar,
+    state_id int4,
+    country_id int4,
+    email varchar,
+    phone varchar,
+    mobile varchar,
+    website varchar,
+    comment text,
+    function varchar,
+    is_company bool,
+    active bool,
+    employee bool,
+    parent_id int4,
+    commercial_partner_id int4,
+    commercial_company_name varchar,
+    company_name varchar,
+    customer_rank int4,
+    supplier_rank int4,
+{_AUDIT},
+    CONSTRAINT res_partner_check_name CHECK ((type = 'contact' AND name IS NOT NULL) OR type != 'contact')
+)""",
+    f"""CREATE TABLE account_account (
+    id serial NOT NULL PRIMARY KEY,
+    name jsonb NOT NULL,
+    code varchar(64) NOT NULL,
+    account_type varchar NOT NULL,
+    internal_group varchar,
+    reconcile bool,
+    deprecated bool,
+    non_trade bool,
+    include_initial_balance bool,
+    note text,
+    currency_id int4,
+    company_id int4 NOT NULL,
+    group_id int4,
+    root_id int4,
+{_AUDIT},
+    CONSTRAINT account_account_code_company_uniq UNIQUE (code, company_id)
+)""",
+    f"""CREATE TABLE account_journal (
+    id serial NOT NULL PRIMARY KEY,
+    name jsonb NOT NULL,
+    code varchar(5) NOT NULL,
+    type varchar NOT NULL,
+    active bool,
+    sequence int4,
+    default_account_id int4,
+    suspense_account_id int4,
+    currency_id int4,
+    company_id int4 NOT NULL,
+    invoice_reference_type varchar NOT NULL,
+    invoice_reference_model varchar NOT NULL,
+{_AUDIT},
+    CONSTRAINT account_journal_code_company_uniq UNIQUE (company_id, code)
+)""",
+    f"""CREATE TABLE account_move (
+    id serial NOT NULL PRIMARY KEY,
+    name varchar,
+    ref varchar,
+    date date NOT NULL,
+    state varchar NOT NULL,
+    move_type varchar NOT NULL,
+    journal_id int4 NOT NULL,
+    company_id int4,
+    partner_id int4,
+    commercial_partner_id int4,
+    currency_id int4 NOT NULL,
+    sequence_prefix varchar,
+    sequence_number int4,
+    invoice_date date,
+    invoice_date_due date,
+    payment_reference varchar,
+    invoice_origin varchar,
+    narration text,
+    payment_state varchar,
+    amount_untaxed numeric,
+    amount_tax numeric,
+    amount_total numeric,
+    amount_residual numeric,
+    amount_untaxed_signed numeric,
+    amount_tax_signed numeric,
+    amount_total_signed numeric,
+    amount_total_in_currency_signed numeric,
+    amount_residual_signed numeric,
+    auto_post varchar NOT NULL,
+    posted_before bool,
+    to_check bool,
+    reversed_entry_id int4,
+{_AUDIT}
+)""",
+    f"""CREATE TABLE account_move_line (
+    id serial NOT NULL PRIMARY KEY,
+    move_id int4 NOT NULL,
+    move_name varchar,
+    date date,
+    ref varchar,
+    parent_state varchar,
+    journal_id int4,
+    company_id int4,
+    company_currency_id int4,
+    account_id int4,
+    name varchar,
+    display_type varchar NOT NULL,
+    sequence int4,
+    debit numeric,
+    credit numeric,
+    balance numeric,
+    amount_currency numeric,
+    currency_id int4 NOT NULL,
+    partner_id int4,
+    product_id int4,
+    quantity numeric,
+    price_unit numeric,
+    discount numeric,
+    price_subtotal numeric,
+    price_total numeric,
+    tax_line_id int4,
+    amount_residual numeric,
+    amount_residual_currency numeric,
+    reconciled bool,
+    full_reconcile_id int4,
+    date_maturity date,
+{_AUDIT},
+    CONSTRAINT account_move_line_check_credit_debit CHECK (credit + debit >= 0 AND credit * debit = 0),
+    CONSTRAINT account_move_line_check_accountable_required_fields
+        CHECK (COALESCE(display_type IN ('line_section', 'line_note'), 'f') OR account_id IS NOT NULL)
+)""",
+    f"""CREATE TABLE ir_attachment (
+    id serial NOT NULL PRIMARY KEY,
+    name varchar NOT NULL,
+    description text,
+    res_model varchar,
+    res_field varchar,
+    res_id int4,
+    company_id int4,
+    type varchar NOT NULL,
+    url varchar(1024),
+    public bool,
+    access_token varchar,
+    db_datas bytea,
+    store_fname varchar,
+    file_size int4,
+    checksum varchar(40),
+    mimetype varchar,
+    index_content text,
+    original_id int4,
+{_AUDIT}
+)""",
+    f"""CREATE TABLE ir_module_module (
+    id serial NOT NULL PRIMARY KEY,
+    name varchar NOT NULL,
+    category_id int4,
+    shortdesc jsonb,
+    summary jsonb,
+    description jsonb,
+    author varchar,
+    maintainer varchar,
+    contributors text,
+    website varchar,
+    latest_version varchar,
+    published_version varchar,
+    url varchar,
+    sequence int4,
+    auto_install bool,
+    state varchar(16),
+    demo bool,
+    license varchar(32),
+    application bool,
+    icon varchar,
+    to_buy bool,
+{_AUDIT},
+    CONSTRAINT ir_module_module_name_uniq UNIQUE (name)
+)""",
+)
+
+# Added after the bulk load: building indexes once is much faster than maintaining them per row.
+INDEXES_DDL: tuple[str, ...] = (
+    "CREATE INDEX res_partner__name_index ON res_partner (name)",
+    "CREATE INDEX res_partner__complete_name_index ON res_partner (complete_name)",
+    "CREATE INDEX res_partner__ref_index ON res_partner (ref)",
+    "CREATE INDEX res_partner__company_id_index ON res_partner (company_id)",
+    "CREATE INDEX res_partner__parent_id_index ON res_partner (parent_id)",
+    "CREATE INDEX res_partner__commercial_partner_id_index ON res_partner (commercial_partner_id)",
+    "CREATE INDEX res_partner__vat_index ON res_partner (vat)",
+    "CREATE INDEX account_account__account_type_index ON account_account (account_type)",
+    "CREATE INDEX account_account__company_id_index ON account_account (company_id)",
+    "CREATE INDEX account_journal__company_id_index ON account_journal (company_id)",
+    "CREATE INDEX account_move__date_index ON account_move (date)",
+    "CREATE INDEX account_move__state_index ON account_move (state)",
+    "CREATE INDEX account_move__journal_id_index ON account_move (journal_id)",
+    "CREATE INDEX account_move__partner_id_index ON account_move (partner_id)",
+    "CREATE INDEX account_move__commercial_partner_id_index ON account_move (commercial_partner_id)",
+    "CREATE INDEX account_move__company_id_index ON account_move (company_id)",
+    "CREATE INDEX account_move__invoice_date_index ON account_move (invoice_date)",
+    "CREATE INDEX account_move__payment_reference_index ON account_move (payment_reference)",
+    "CREATE INDEX account_move_sequence_index ON account_move (journal_id, sequence_prefix desc, "
+    "sequence_number desc)",
+    "CREATE UNIQUE INDEX account_move_unique_name ON account_move (name, journal_id) "
+    "WHERE (state = 'posted' AND name != '/')",
+    "CREATE INDEX account_move_to_check_idx ON account_move (journal_id) WHERE to_check = true",
+    "CREATE INDEX account_move_line__move_id_index ON account_move_line (move_id)",
+    "CREATE INDEX account_move_line__account_id_index ON account_move_line (account_id)",
+    "CREATE INDEX account_move_line__partner_id_index ON account_move_line (partner_id)",
+    "CREATE INDEX account_move_line__date_index ON account_move_line (date)",
+    "CREATE INDEX account_move_line__journal_id_index ON account_move_line (journal_id)",
+    "CREATE INDEX account_move_line__company_id_index ON account_move_line (company_id)",
+    "CREATE INDEX account_move_line__full_reconcile_id_index ON account_move_line (full_reconcile_id)",
+    "CREATE INDEX account_move_line_account_id_date_idx ON account_move_line (account_id, date)",
+    "CREATE INDEX account_move_line_partner_id_ref_idx ON account_move_line (partner_id, ref)",
+    "CREATE INDEX ir_attachment_res_idx ON ir_attachment (res_model, res_id)",
+    "CREATE INDEX ir_attachment__checksum_index ON ir_attachment (checksum)",
+    "CREATE INDEX ir_attachment__store_fname_index ON ir_attachment (store_fname)",
+    "CREATE INDEX ir_attachment__company_id_index ON ir_attachment (company_id)",
+    "CREATE INDEX ir_module_module__state_index ON ir_module_module (state)",
+)
+
+# (table, column, referenced table, ON DELETE); Odoo: restrict for required many2ones, set null otherwise.
+FOREIGN_KEYS: tuple[tuple[str, str, str, str], ...] = (
+    ("res_company", "partner_id", "res_partner", "restrict"),
+    ("res_company", "currency_id", "res_currency", "restrict"),
+    ("res_company", "parent_id", "res_company", "set null"),
+    ("res_partner", "company_id", "res_company", "set null"),
+    ("res_partner", "parent_id", "res_partner", "set null"),
+    ("res_partner", "commercial_partner_id", "res_partner", "set null"),
+    ("account_account", "currency_id", "res_currency", "set null"),
+    ("account_account", "company_id", "res_company", "restrict"),
+    ("account_journal", "default_account_id", "account_account", "restrict"),
+    ("account_journal", "suspense_account_id", "account_account", "restrict"),
+    ("account_journal", "currency_id", "res_currency", "set null"),
+    ("account_journal", "company_id", "res_company", "restrict"),
+    ("account_move", "journal_id", "account_journal", "restrict"),
+    ("account_move", "company_id", "res_company", "set null"),
+    ("account_move", "partner_id", "res_partner", "restrict"),
+    ("account_move", "commercial_partner_id", "res_partner", "set null"),
+    ("account_move", "currency_id", "res_currency", "restrict"),
+    ("account_move", "reversed_entry_id", "account_move", "set null"),
+    ("account_move_line", "move_id", "account_move", "cascade"),
+    ("account_move_line", "journal_id", "account_journal", "set null"),
+    ("account_move_line", "company_id", "res_company", "set null"),
+    ("account_move_line", "company_currency_id", "res_currency", "set null"),
+    ("account_move_line", "account_id", "account_account", "restrict"),
+    ("account_move_line", "currency_id", "res_currency", "restrict"),
+    ("account_move_line", "partner_id", "res_partner", "restrict"),
+    ("ir_attachment", "company_id", "res_company", "set null"),
+    ("ir_attachment", "original_id", "ir_attachment", "set null"),
+)
+
+
+def foreign_keys_ddl() -> list[str]:
+    """ALTER TABLE statements adding every foreign key, named as Odoo names them."""
+    return [
+        f"ALTER TABLE {table} ADD CONSTRAINT {table}_{column}_fkey FOREIGN KEY ({column}) "
+        f"REFERENCES {target} (id) ON DELETE {on_delete}"
+        for table, column, target, on_delete in FOREIGN_KEYS
+    ]
+
+
+def reset_sequences_ddl() -> list[str]:
+    """Point each table's id sequence past the ids the bulk load wrote, as Odoo's ORM expects."""
+    return [
+        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT max(id) FROM {table}), 0) + 1, "
+        "false)"
+        for table in COLUMNS
+    ]
+
+
+# ---- ledger: the same queries at backup time and after a restore ---------------------------------
+
+LEDGER_TABLES = ("account_move", "account_move_line", "account_account")
+
+LEDGER_TOTALS_SQL = """
+SELECT
+    (SELECT count(*) FROM account_move WHERE state = 'posted') AS posted_moves,
+    count(l.id) AS posted_lines,
+    COALESCE(sum(l.debit), 0)::text AS debit_total,
+    COALESCE(sum(l.credit), 0)::text AS credit_total
+FROM account_move_line l
+JOIN account_move m ON m.id = l.move_id
+WHERE m.state = 'posted'
+"""
+
+# One row per posted move, in id order: the move's identity and a sha256 over its lines.
+LEDGER_MOVES_SQL = """
+SELECT m.id, COALESCE(m.name, ''), m.date::text, m.move_type, m.journal_id,
+       encode(sha256(convert_to(string_agg(concat_ws('|', l.id, a.code, l.partner_id, l.debit::text,
+                                                      l.credit::text, l.amount_currency::text, l.currency_id),
+                                            E'\\n' ORDER BY l.id), 'UTF8')), 'hex')
+FROM account_move m
+JOIN account_move_line l ON l.move_id = m.id
+LEFT JOIN account_account a ON a.id = l.account_id
+WHERE m.state = 'posted'
+GROUP BY m.id
+ORDER BY m.id
+"""
+
+LEDGER_TABLES_PRESENT_SQL = """
+SELECT count(*) FROM unnest(%s::text[]) AS t(name) WHERE to_regclass('public.' || t.name) IS NOT NULL
+"""
+
+
+def fold_ledger(moves: Iterable[Sequence[object]]) -> str:
+    """One sha256 over the rows of :data:`LEDGER_MOVES_SQL`, in the order given (id order).
+
+    An empty ledger folds to the sha256 of the empty string.
+    """
+    digest = hashlib.sha256()
+    for row in moves:
+        digest.update(("|".join("" if v is None else str(v) for v in row) + "\n").encode())
+    return digest.hexdigest()
+
+
+def count_rows_sql(table: str) -> str:
+    """``SELECT count(*)`` of one of the known tables (never an arbitrary name)."""
+    if table not in COLUMNS and table != "continuity_demo_seed":
+        raise ValueError(f"not a known Odoo table: {table!r}")
+    return f"SELECT count(*) FROM {table}"
+
+
+# ---- the demo seed's marker ----------------------------------------------------------------------
+
+SEED_MARKER_TABLE = "continuity_demo_seed"
+SEED_MARKER_DDL = f"""CREATE TABLE {SEED_MARKER_TABLE} (
+    tenant varchar PRIMARY KEY,
+    scale int4 NOT NULL,
+    generator int4 NOT NULL,
+    seeded_at timestamptz NOT NULL DEFAULT now(),
+    row_counts jsonb NOT NULL,
+    attachment_bytes int8 NOT NULL
+)"""
