@@ -11,8 +11,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from continuity.errors import ConfigError
+
+if TYPE_CHECKING:
+    from continuity.tenants import Registry
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +52,7 @@ DEFAULTS: dict[str, str] = {
     "CONTINUITY_APPROVAL_WINDOW_MINUTES": "30",
     "CONTINUITY_PLATFORM_AUTH": "false",
     "CONTINUITY_FAILOVER_FENCE_MODE": "read-only",
+    "CONTINUITY_FAILOVER_STEP_PAUSE": "",
     "CONTINUITY_INCIDENT_RETRY_ATTEMPTS": "3",
     "CONTINUITY_INCIDENT_FIRST_RETRY_SECONDS": "30",
     "CONTINUITY_EVENTGRID_TOPIC_ENDPOINT": "",
@@ -151,3 +156,11 @@ def storage_connection_string() -> str:
     if explicit:
         return explicit
     return LocalStackSettings.from_env().azurite_connection_string
+
+
+def configured_registry() -> Registry:
+    """The tenant registry named by ``CONTINUITY_TENANTS_FILE`` (relative paths from the project root)."""
+    from continuity.tenants import load_registry
+
+    path = Path(get("CONTINUITY_TENANTS_FILE"))
+    return load_registry(path if path.is_absolute() else PROJECT_ROOT / path)
