@@ -388,6 +388,12 @@ class LocalTopic:
 
 
 # ---- blob watcher (storage system topic) -------------------------------------------------------
+def quoted_etag(etag: object) -> str:
+    """The ETag as the storage service sends it in BlobCreated (``"0x8D..."``, quotes included)."""
+    text = str(etag)
+    return text if text.startswith('"') else f'"{text}"'
+
+
 class BlobWatcher:
     """Polls Azurite containers and emits ``Microsoft.Storage.BlobCreated`` for new or overwritten blobs.
 
@@ -458,14 +464,14 @@ class BlobWatcher:
                 blobs = {}
             known: dict[str, str] | None = self._state["containers"].get(container)
             if known is None:
-                self._state["containers"][container] = {name: str(b.etag) for name, b in blobs.items()}
+                self._state["containers"][container] = {name: quoted_etag(b.etag) for name, b in blobs.items()}
                 self._save()
                 continue
             for name, blob in blobs.items():
-                if known.get(name) == str(blob.etag):
+                if known.get(name) == quoted_etag(blob.etag):
                     continue
                 emitted.append(self._event(store, client, container, blob))
-                known[name] = str(blob.etag)
+                known[name] = quoted_etag(blob.etag)
             for name in set(known) - set(blobs):
                 del known[name]
             if emitted:
@@ -498,7 +504,7 @@ class BlobWatcher:
                 "api": api,
                 "clientRequestId": str(uuid.uuid4()),
                 "requestId": str(uuid.uuid4()),
-                "eTag": str(blob.etag),
+                "eTag": quoted_etag(blob.etag),
                 "contentType": settings_.content_type or "application/octet-stream",
                 "contentLength": int(blob.size or 0),
                 "blobType": blob_type,

@@ -256,7 +256,11 @@ def index_function(function: Any) -> IndexedFunction:
 
 def index_app(app: Any) -> list[IndexedFunction]:
     """Index every function; duplicate names are refused as the host refuses them."""
-    indexed = [index_function(f) for f in app.get_functions()]
+    try:
+        functions = app.get_functions()
+    except ValueError as exc:  # azure-functions validates names and bindings here, as at worker indexing
+        raise ConfigError(f"the app's functions do not index: {exc}") from exc
+    indexed = [index_function(f) for f in functions]
     names = [f.name for f in indexed]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

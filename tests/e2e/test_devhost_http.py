@@ -201,3 +201,26 @@ def test_devhost_refuses_a_subscription_to_a_function_that_is_not_an_event_grid_
     with pytest.raises(ServerUnavailable, match="function 'hello' is not an Event Grid trigger"):
         host.start()
     assert not (host.dir / "devhost.pid").exists()
+
+
+def test_local_status_shows_the_devhost_health_and_functions(devhost: SampleDevhost,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from continuity.commands.local import render_devhost
+    from devhost import process
+
+    monkeypatch.setenv("CONTINUITY_LOCAL_DIR", str(devhost.local_dir))
+    info = process.status(devhost.port)
+    assert info["healthy"] is True and info["pid"] == devhost.pid
+    assert info["durable"]["engine"] == "no durable functions in this app"
+    text = "\n".join(render_devhost(info))
+    assert text.startswith("devhost   healthy")
+    assert "fn tenant_backups" in text and "/tenants/{tenant}/backups/{id:int?} GET,POST (FUNCTION)" in text
+    assert "fn tick" in text and "timerTrigger" in text
+
+
+def test_local_status_reports_a_devhost_that_is_not_running(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from devhost import process
+
+    monkeypatch.setenv("CONTINUITY_LOCAL_DIR", str(tmp_path))
+    info = process.status(PORT_BASE + 78)
+    assert info["healthy"] is False and info["detail"] == "not running"
