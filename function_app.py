@@ -3,12 +3,16 @@
 import azure.durable_functions as df
 import azure.functions as func
 
+from activities import validation as validation_activities
+from orchestrations import nightly_validation, tenant_validation
 from triggers import health, openapi
+from triggers import validation as validation_triggers
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 for blueprint in (
     health.bp,
     openapi.bp,
+    validation_triggers.bp, nightly_validation.bp, tenant_validation.bp, validation_activities.bp,
 ):
     app.register_functions(blueprint)

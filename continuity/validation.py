@@ -353,3 +353,114 @@ def _drop_quietly(sandbox: SandboxPort, name: str, must_succeed: bool) -> None:
         if must_succeed:
             raise
         logger.warning("could not drop scratch database %s; the sweeper will", name)
+
+
+# ---- recording ---------------------------------------------------------------------------------
+
+
+class CatalogPort(Protocol):
+    def record_validation(self, *, tenant: str, backup_id: str, run_id: str, started_at: datetime,
+                          finished_at: datetime, passed: bool, checks: Any, durations: dict[str, float],
+                          summary: dict[str, Any]) -> Any: ...
+
+
+class EvidencePort(Protocol):
+    def append(self, *, actor: str, action: str, subject: str, data: Any = None,
+               idempotency_key: str | None = None, at: datetime | None = None) -> Any: ...
+
+
+def summary_of(report: ValidationReport) -> dict[str, Any]:
+    """What the catalog, evidence and events keep of a run: ids, statuses and numbers, never row sets."""
+    return {
+        "run_id": report.run_id, "tenant": report.tenant, "backup_id": report.backup_id,
+        "outcome": str(report.outcome), "verdict": str(report.verdict.status), "reason": report.verdict.reason,
+        "within_objectives": report.verdict.within_objectives, "failed_checks": report.failed_checks,
+        "checks": {c.id: str(c.status) for c in report.checks},
+        "objectives": report.objectives.to_json() if report.objectives else None,
+        "started_at": report.started_at.isoformat(), "finished_at": report.finished_at.isoformat(),
+    }
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording did; every part says whether it happened, and why not."""
+
+    cataloged: bool
+    catalog_note: str
+    evidence_seq: int | None
+    published: bool
+    publish_note: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cataloged": self.cataloged, "catalog_note": self.catalog_note, "evidence_seq": self.evidence_seq,
+                "published": self.published, "publish_note": self.publish_note}
+
+
+def record_report(report: ValidationReport, *, catalog: CatalogPort, evidence: EvidencePort,
+                  publish: Callable[[str, dict[str, Any], dict[str, Any] | None], None],
+                  actor: str = "validation") -> Recorded:
+    """Catalog (VALIDATED / FAILED_VALIDATION + a validation row), evidence, then the outgoing event.
+
+    An ERROR run marks nothing in the catalog: the backup was not judged. Evidence is appended with the
+    run id as idempotency key, so a retried activity appends once.
+    """
+    from continuity.errors import ContinuityError
+
+    summary = summary_of(report)
+    cataloged, note = False, "not judged: the run did not complete"
+    if report.outcome is not Outcome.ERROR:
+        try:
+            catalog.record_validation(
+                tenant=report.tenant, backup_id=report.backup_id, run_id=report.run_id,
+                started_at=report.started_at, finished_at=report.finished_at,
+                passed=report.outcome is Outcome.PASSED, checks=[c.to_json() for c in report.checks],
+                durations={c.id: round(c.duration_s, 3) for c in report.checks}, summary=summary)
+            cataloged = True
+            note = "validated" if report.outcome is Outcome.PASSED else "failed_validation"
+        except ContinuityError as exc:
+            # e.g. a backup the catalog rejected at ingest: the run is still evidence, the status stays.
+            note = f"catalog not updated: {exc}"
+    action = {Outcome.PASSED: "validation.passed", Outcome.FAILED: "validation.failed",
+              Outcome.ERROR: "validation.error"}[report.outcome]
+    record = evidence.append(actor=actor, action=action, subject=f"{report.tenant}/{report.backup_id}",
+                             data={**summary, "catalog": note}, idempotency_key=f"validation:{report.run_id}",
+                             at=report.finished_at)
+    head = record.head.to_json() if hasattr(record, "head") else None
+    event_type = "continuity.validation.succeeded" if report.outcome is Outcome.PASSED else \
+        "continuity.validation.failed"
+    published, publish_note = True, "published"
+    try:
+        publish(event_type, summary, head)
+    except ContinuityError as exc:
+        published, publish_note = False, f"event not published: {exc}"
+        logger.warning("validation event not published: %s", exc, extra={"tenant": report.tenant,
+                                                                         "run_id": report.run_id})
+    return Recorded(cataloged, note, getattr(record, "seq", None), published, publish_note)
+
+
+def recoverability(tenant_id: str, rto_minutes: int, rpo_minutes: int, newest_backup: tuple[str, datetime] | None,
+                   last_validation: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+    """Where a tenant stands now: its newest backup's age against RPO and its last validation's verdict."""
+    out: dict[str, Any] = {"tenant": tenant_id, "rto_minutes": rto_minutes, "rpo_minutes": rpo_minutes,
+                           "newest_backup": None, "last_validation": last_validation}
+    if newest_backup is None:
+        return {**out, "recoverable_within_objectives": False,
+                "reason": f"tenant {tenant_id} has no backup in the catalog"}
+    backup_id, created_at = newest_backup
+    age_s = max(0.0, (now - created_at).total_seconds())
+    rpo_met = age_s <= rpo_minutes * 60
+    out["newest_backup"] = {"backup_id": backup_id, "created_at": created_at.isoformat(), "age_s": round(age_s, 1),
+                            "rpo_met": rpo_met}
+    if last_validation is None:
+        return {**out, "recoverable_within_objectives": False,
+                "reason": "no backup of this tenant has been validated yet"}
+    reasons = []
+    if not last_validation.get("within_objectives"):
+        reasons.append(f"last validation ({last_validation.get('backup_id')}): {last_validation.get('reason')}")
+    if not rpo_met:
+        reasons.append(f"newest backup is {age_s / 60:.1f} min old, RPO is {rpo_minutes} min")
+    if reasons:
+        return {**out, "recoverable_within_objectives": False, "reason": "; ".join(reasons)}
+    return {**out, "recoverable_within_objectives": True,
+            "reason": f"last validation of {last_validation.get('backup_id')} was within objectives and the newest "
+                      f"backup is {age_s / 60:.1f} min old (RPO {rpo_minutes} min)"}

@@ -1,0 +1,107 @@
+"""Activities of restore validation: thin wrappers over :mod:`continuity.validation`.
+
+Inputs and outputs are small JSON (ids, check statuses, numbers), never row sets. Every activity
+that touches the sandbox goes through the isolation guard first.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.durable_functions as df
+
+from continuity import validation
+from continuity.adapters import restore_runner
+from continuity.adapters.sandbox import Sandbox
+from continuity.errors import ContinuityError
+
+logger = logging.getLogger(__name__)
+
+bp = df.Blueprint()
+
+
+def _ports() -> validation.ValidationPorts:
+    return restore_runner.local_ports(restore_runner.registry_from_settings())
+
+
+@bp.activity_trigger(input_name="request")
+def list_tenants_for_validation(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each tenant's newest backup, whether it was validated before, or why it has none."""
+    ports = _ports()
+    validated = restore_runner.validated_run_ids()
+    picked: list[dict[str, Any]] = []
+    for tenant in ports.registry.list_tenants():
+        try:
+            ref = validation.pick_backup(ports.source, tenant.id)
+        except ContinuityError as exc:
+            picked.append({"tenant": tenant.id, "backup_id": None, "error": str(exc)})
+            continue
+        run_id = validation.run_id_for(tenant.id, ref.backup_id)
+        picked.append({"tenant": tenant.id, "backup_id": ref.backup_id, "already_validated": run_id in validated})
+    return picked
+
+
+@bp.activity_trigger(input_name="request")
+def pick_backup_for_validation(request: dict[str, Any]) -> dict[str, Any]:
+    ref = validation.pick_backup(_ports().source, request["tenant"], request.get("backup_id"))
+    return {"tenant": ref.tenant, "backup_id": ref.backup_id, "created_at": ref.created_at.isoformat()}
+
+
+@bp.activity_trigger(input_name="request")
+def restore_into_sandbox(request: dict[str, Any]) -> dict[str, Any]:
+    ports = _ports()
+    ref = validation.pick_backup(ports.source, request["tenant"], request["backup_id"])
+    logger.info("restoring into the sandbox", extra={"tenant": ref.tenant, "backup_id": ref.backup_id,
+                                                     "run_id": request["run_id"]})
+    step = validation.restore_into_sandbox(ports, ref, request["scratch_database"],
+                                           int(request.get("jobs", validation.RESTORE_JOBS)))
+    return step.to_json()
+
+
+@bp.activity_trigger(input_name="request")
+def run_restore_checks(request: dict[str, Any]) -> list[dict[str, Any]]:
+    ports = _ports()
+    ref = validation.pick_backup(ports.source, request["tenant"], request["backup_id"])
+    step = validation.RestoreStep.from_json(request["step"])
+    checks = validation.run_restore_checks(ports, ref, step, float(request.get("sample_rate",
+                                                                              validation.DEFAULT_SAMPLE_RATE)))
+    return [c.to_json() for c in checks]
+
+
+@bp.activity_trigger(input_name="request")
+def record_validation(request: dict[str, Any]) -> dict[str, Any]:
+    """Conclude (objectives, verdict) and record: catalog, evidence, event. Returns the run's summary."""
+    registry = restore_runner.registry_from_settings()
+    started = datetime.fromisoformat(request["started_at"])
+    finished = datetime.fromisoformat(request["finished_at"])
+    if request.get("error") or not request.get("step"):
+        report = validation.error_report(request["tenant"], request["backup_id"], request["run_id"], started,
+                                         finished, request.get("error") or "the run did not complete")
+    else:
+        from continuity.restore_checks import CheckResult
+
+        step = validation.RestoreStep.from_json(request["step"])
+        checks = [CheckResult.from_json(c) for c in request.get("checks") or []]
+        report = validation.conclude(registry, request["tenant"], request["backup_id"],
+                                     datetime.fromisoformat(request["backup_created_at"]), request["run_id"],
+                                     started, finished, step, checks)
+    catalog, evidence, publish = restore_runner.open_recording()
+    recorded = validation.record_report(report, catalog=catalog, evidence=evidence, publish=publish)
+    logger.info("validation recorded", extra={"tenant": report.tenant, "backup_id": report.backup_id,
+                                              "run_id": report.run_id, "outcome": str(report.outcome)})
+    return {**validation.summary_of(report), "recorded": recorded.to_json()}
+
+
+@bp.activity_trigger(input_name="request")
+def drop_scratch_database(request: dict[str, Any]) -> dict[str, Any]:
+    Sandbox.local(restore_runner.registry_from_settings()).drop_scratch_database(request["scratch_database"])
+    return {"dropped": request["scratch_database"]}
+
+
+@bp.activity_trigger(input_name="request")
+def sweep_scratch_databases(request: dict[str, Any]) -> dict[str, Any]:
+    sandbox = Sandbox.local(restore_runner.registry_from_settings())
+    dropped = sandbox.sweep_scratch_databases(int(request["older_than_minutes"]), now=datetime.now(UTC))
+    return {"dropped": dropped}

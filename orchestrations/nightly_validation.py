@@ -1,0 +1,69 @@
+"""Nightly validation: sweep crashed runs' scratch databases, then validate every tenant's newest backup.
+
+Instance id ``nightly-YYYYMMDD`` (the trigger makes it; starting twice the same day does nothing new).
+One ``validate-{tenant}-{backup_id}`` sub-orchestration per tenant, at most ``parallelism`` at once
+(the setting arrives in the input: no environment reads here). Output: a small summary per tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import azure.durable_functions as df
+
+from activities import validation as steps
+from continuity.validation import SWEEP_AFTER_MINUTES, run_id_for
+
+bp = df.Blueprint()
+
+
+def plan_batches(items: list[dict[str, Any]], parallelism: int) -> list[list[dict[str, Any]]]:
+    size = max(1, parallelism)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+@bp.orchestration_trigger(context_name="context")
+def nightly_validation(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
+    request: dict[str, Any] = context.get_input() or {}
+    parallelism = int(request.get("parallelism", 2))
+    swept = yield context.call_activity(steps.sweep_scratch_databases,
+                                        {"older_than_minutes": request.get("sweep_after_minutes",
+                                                                           SWEEP_AFTER_MINUTES)})
+    picked: list[dict[str, Any]] = yield context.call_activity(steps.list_tenants_for_validation, {})
+    runnable = [p for p in picked if p.get("backup_id") and not p.get("already_validated")]
+    results: list[dict[str, Any]] = [
+        {"tenant": p["tenant"], "backup_id": p.get("backup_id"), "outcome": "skipped",
+         "reason": p.get("error") or "its newest backup was validated before; no newer backup since"}
+        for p in picked if p not in runnable]
+    for number, batch in enumerate(plan_batches(runnable, parallelism), 1):
+        context.set_custom_status({"stage": "validating", "batch": number, "tenants": [p["tenant"] for p in batch]})
+        tasks = [context.call_sub_orchestrator("tenant_validation", {
+                     "tenant": p["tenant"], "backup_id": p["backup_id"],
+                     "sample_rate": request.get("sample_rate", 1.0), "jobs": request.get("jobs", 2)},
+                     run_id_for(p["tenant"], p["backup_id"]))
+                 for p in batch]
+        try:
+            outputs = yield context.task_all(tasks)
+        except Exception:  # noqa: BLE001 - one tenant's failure must not hide the others' results
+            outputs = []
+            for p, task in zip(batch, tasks, strict=True):
+                try:
+                    outputs.append((yield task))
+                except Exception as exc:  # noqa: BLE001 - e.g. this backup's validation instance already exists
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                    outputs.append({"tenant": p["tenant"], "backup_id": p["backup_id"], "outcome": "skipped",
+                                    "reason": f"not validated in this run: {first}"})
+        results.extend(outputs)
+    summary = {
+        "instance_id": context.instance_id, "tenants": len(picked),
+        "passed": sum(1 for r in results if r.get("outcome") == "passed"),
+        "failed": sum(1 for r in results if r.get("outcome") == "failed"),
+        "errors": sum(1 for r in results if r.get("outcome") == "error"),
+        "skipped": sum(1 for r in results if r.get("outcome") == "skipped"),
+        "swept_scratch_databases": swept.get("dropped", []),
+        "results": [{k: r.get(k) for k in ("tenant", "backup_id", "outcome", "verdict", "reason", "failed_checks",
+                                           "within_objectives")} for r in results],
+    }
+    context.set_custom_status({"stage": "done", "passed": summary["passed"], "failed": summary["failed"]})
+    return summary

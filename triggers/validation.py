@@ -1,0 +1,134 @@
+"""Restore validation over HTTP and on the nightly timer.
+
+- timer ``%CONTINUITY_NIGHTLY_SCHEDULE%`` and ``POST /api/validations/nightly``: start ``nightly-YYYYMMDD``
+  (a second start the same day answers with the existing instance);
+- ``POST /api/tenants/{tenant}/validations``: start ``validate-{tenant}-{backup_id}`` (newest backup unless
+  ``backup_id`` is given);
+- ``GET /api/tenants/{tenant}/recoverability``: the tenant's newest backup and last validation verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+from pydantic import BaseModel, ConfigDict, Field
+
+from continuity import settings
+from continuity.errors import InvalidRequest
+from continuity.manifest import BACKUP_ID_PATTERN
+from continuity.tenants import TENANT_ID_RE
+from triggers.api_docs import document
+from triggers.common import handles_errors, json_response, parse_body
+
+logger = logging.getLogger(__name__)
+
+bp = df.Blueprint()
+
+TERMINAL_RESTARTABLE = ("Failed", "Terminated", "Canceled")
+
+
+class TenantValidationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backup_id: str | None = Field(None, pattern=BACKUP_ID_PATTERN)
+    sample_rate: float = Field(1.0, gt=0.0, le=1.0)
+
+
+class NightlyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    date: str | None = Field(None, pattern=r"^[0-9]{8}$", description="YYYYMMDD; default today (UTC)")
+    sample_rate: float = Field(1.0, gt=0.0, le=1.0)
+
+
+STARTED = {"type": "object", "required": ["instance_id", "created"],
+           "properties": {"instance_id": {"type": "string"}, "created": {"type": "boolean"},
+                          "runtime_status": {"type": ["string", "null"]}, "status_url": {"type": "string"}}}
+TENANT_PATH = {"tenant": {"type": "string", "pattern": TENANT_ID_RE.pattern}}
+
+document("validations/nightly", "POST", "Start tonight's validation of every tenant (idempotent per UTC day)",
+         "startNightlyValidation", request=NightlyRequest, responses={202: STARTED, 200: STARTED})
+document("tenants/{tenant}/validations", "POST", "Validate one tenant's backup in the isolated sandbox",
+         "startTenantValidation", request=TenantValidationRequest, responses={202: STARTED, 200: STARTED},
+         path_params=TENANT_PATH)
+document("tenants/{tenant}/recoverability", "GET", "The tenant's newest backup and last validation verdict",
+         "getRecoverability", path_params=TENANT_PATH,
+         responses={200: {"type": "object", "required": ["tenant", "recoverable_within_objectives", "reason"]}})
+
+
+def nightly_input(sample_rate: float = 1.0) -> dict[str, Any]:
+    """Settings travel in the input: orchestrators never read the environment."""
+    return {"parallelism": settings.get_int("CONTINUITY_NIGHTLY_PARALLELISM"), "sample_rate": sample_rate}
+
+
+async def start_once(client: df.DurableOrchestrationClient, name: str, instance_id: str,
+                     payload: dict[str, Any]) -> tuple[bool, str | None]:
+    """Start ``instance_id`` unless it already exists (and did not fail); returns (created, runtime status)."""
+    existing = await client.get_status(instance_id)
+    status = str(existing.runtime_status.name) if existing is not None and existing.runtime_status else None
+    if status is not None and status not in TERMINAL_RESTARTABLE:
+        return False, status
+    await client.start_new(name, instance_id, payload)
+    return True, "Pending"
+
+
+def _started(instance_id: str, created: bool, status: str | None) -> func.HttpResponse:
+    return json_response({"instance_id": instance_id, "created": created, "runtime_status": status,
+                          "status_url": f"/runtime/webhooks/durabletask/instances/{instance_id}"},
+                         status=202 if created else 200)
+
+
+@bp.timer_trigger(schedule="%CONTINUITY_NIGHTLY_SCHEDULE%", arg_name="timer", run_on_startup=False)
+@bp.durable_client_input(client_name="client")
+async def nightly_validation_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    instance = f"nightly-{datetime.now(UTC):%Y%m%d}"
+    created, status = await start_once(client, "nightly_validation", instance, nightly_input())
+    logger.info("nightly validation %s", "started" if created else f"already {status}",
+                extra={"run_id": instance})
+
+
+@bp.route(route="validations/nightly", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def start_nightly_validation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    body = parse_body(req, NightlyRequest)
+    instance = f"nightly-{body.date or f'{datetime.now(UTC):%Y%m%d}'}"
+    created, status = await start_once(client, "nightly_validation", instance, nightly_input(body.sample_rate))
+    return _started(instance, created, status)
+
+
+def _tenant(req: func.HttpRequest) -> str:
+    from continuity.adapters.restore_runner import registry_from_settings
+
+    raw = req.route_params.get("tenant", "")
+    if not TENANT_ID_RE.match(raw):
+        raise InvalidRequest("path tenant: must match ^[a-z][a-z0-9-]{1,39}$")
+    return registry_from_settings().get_tenant(raw).id
+
+
+@bp.route(route="tenants/{tenant}/validations", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def start_tenant_validation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    from continuity.adapters.blob_store import BlobStore
+    from continuity.adapters.restore_runner import StorageBackupSource
+    from continuity.validation import pick_backup, run_id_for
+
+    tenant = _tenant(req)
+    body = parse_body(req, TenantValidationRequest)
+    # The instance id names the backup, so "latest" is resolved before starting.
+    backup_id = pick_backup(StorageBackupSource(BlobStore()), tenant, body.backup_id).backup_id
+    instance = run_id_for(tenant, backup_id)
+    created, status = await start_once(client, "tenant_validation", instance,
+                                       {"tenant": tenant, "backup_id": backup_id, "sample_rate": body.sample_rate})
+    return _started(instance, created, status)
+
+
+@bp.route(route="tenants/{tenant}/recoverability", methods=["GET"])
+@handles_errors
+def get_recoverability(req: func.HttpRequest) -> func.HttpResponse:
+    from continuity.adapters.restore_runner import recoverability
+
+    return json_response(recoverability(_tenant(req)))
