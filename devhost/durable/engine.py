@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -85,7 +86,7 @@ class DurableEngine:
     def client_binding_json(self) -> str:
         return json.dumps(client_binding(self.base_url, self.task_hub))
 
-    def handle_management(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
+    def handle_management(self, method: str, path: str, query: Mapping[str, list[str] | str], body: bytes,
                           headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         return self.api.handle(method, path, query, body, headers)
 

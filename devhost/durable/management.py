@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -152,15 +152,17 @@ class ManagementApi:
         self.orchestrators = orchestrators
         self.wake = wake
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], body: bytes,
+    def handle(self, method: str, path: str, query: Mapping[str, list[str] | str], body: bytes,
                headers: dict[str, str]) -> Response:
+        """Answer one request; ``query`` values may be lists (``parse_qs``) or single strings."""
+        normalized = {k: (list(v) if isinstance(v, list | tuple) else [str(v)]) for k, v in query.items()}
         route = path.split("?", 1)[0]
         if not route.startswith(PREFIX):
             return _error(404, f"not a durable task route: {route}")
         parts = [unquote(p) for p in route[len(PREFIX):].strip("/").split("/") if p != ""]
         lowered = {k.lower(): v for k, v in headers.items()}
         try:
-            return self._route(method.upper(), parts, query, body, lowered)
+            return self._route(method.upper(), parts, normalized, body, lowered)
         except ContinuityError as exc:
             return _error(exc.http_status, str(exc))
 
