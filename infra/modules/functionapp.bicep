@@ -163,6 +163,8 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     CONTINUITY_INCIDENT_RETRY_ATTEMPTS: string(incidentRetryAttempts)
     CONTINUITY_INCIDENT_FIRST_RETRY_SECONDS: string(incidentFirstRetrySeconds)
     CONTINUITY_FAILOVER_FENCE_MODE: failoverFenceMode
+    // Fault injection for drills only: empty in every real deployment.
+    CONTINUITY_FAILOVER_STEP_PAUSE: ''
     CONTINUITY_MAX_REQUEST_BYTES: string(maxRequestBytes)
     // Trust X-MS-CLIENT-PRINCIPAL only when App Service Authentication fronts the app.
     CONTINUITY_PLATFORM_AUTH: empty(entraClientId) ? 'false' : 'true'
