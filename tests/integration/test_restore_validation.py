@@ -397,3 +397,93 @@ def test_sandbox_down_raises_a_clear_error_and_validates_nothing(registry: Regis
     assert "the sandbox at" in str(err.value) and "nothing was validated" in str(err.value)
     live = Sandbox(stack.dsn("sandbox"), production_dsns_of(registry))
     assert live.list_scratch_databases() == []
+
+
+# ---- the real demo seed and backup job, recorded in the catalog and the evidence chain ----------------
+
+DEMO = "acme-finance"
+
+
+@pytest.fixture(scope="module")
+def demo_registry() -> Registry:
+    """The shipped registry: the catalog only ingests backups of tenants it knows."""
+    from continuity.tenants import load_registry
+
+    return load_registry(ROOT / "config" / "tenants.yaml")
+
+
+@pytest.fixture(scope="module")
+def demo_backup(stack: LocalStack, blob_store: BlobStore, demo_registry: Registry) -> Any:
+    from continuity.adapters.backup_taker import take_backup as real_backup
+    from continuity.adapters.demo_seed import seed_tenant as real_seed
+
+    tenant = demo_registry.get_tenant(DEMO)
+    real_seed(demo_registry, tenant, 1, force=True, store=blob_store)
+    return real_backup(demo_registry, DEMO, store=blob_store)
+
+
+def test_demo_seed_backup_validates_and_is_recorded_validated(demo_registry: Registry, demo_backup: Any,
+                                                              blob_store: BlobStore, sandbox: Sandbox) -> None:
+    from continuity.adapters.catalog_store import PgCatalogStore
+    from continuity.adapters.control_db import prepare
+    from continuity.adapters.restore_runner import open_recording
+    from continuity.catalog import BackupStatus
+    from continuity.validation import record_report
+
+    report = validate(local_ports(demo_registry, blobs=blob_store), DEMO, demo_backup.backup_id)
+    assert failed(report) == [], [c.to_json() for c in report.checks if c.status is CheckStatus.FAIL]
+    assert report.outcome is Outcome.PASSED
+    catalog, evidence, publish = open_recording(blob_store)
+    recorded = record_report(report, catalog=catalog, evidence=evidence, publish=publish)
+    assert recorded.cataloged and recorded.catalog_note == "validated"
+    assert recorded.evidence_seq is not None
+    entry = PgCatalogStore(prepare()).get_backup(DEMO, demo_backup.backup_id)
+    assert entry.status is BackupStatus.VALIDATED
+    assert entry.last_validation is not None and entry.last_validation["run_id"] == report.run_id
+    again = record_report(report, catalog=catalog, evidence=evidence, publish=publish)
+    assert again.evidence_seq == recorded.evidence_seq  # a retried activity appends once
+
+
+def test_failed_validation_is_recorded_failed_and_names_the_check(demo_registry: Registry, demo_backup: Any,
+                                                                  blob_store: BlobStore, sandbox: Sandbox) -> None:
+    from continuity.adapters.catalog_store import PgCatalogStore
+    from continuity.adapters.control_db import prepare
+    from continuity.adapters.restore_runner import open_recording
+    from continuity.catalog import BackupStatus
+    from continuity.validation import record_report
+
+    raw = json.loads(blob_store.download("backups", demo_backup.manifest))
+    raw["row_counts"]["res_partner"] += 1
+    dump = blob_store.download("backups", demo_backup.dump)
+    lying = upload_backup(blob_store, DEMO, dump, {**raw, "backup_id": ""})
+    report = validate(local_ports(demo_registry, blobs=blob_store), DEMO, lying.backup_id)
+    assert failed(report) == [CheckId.ROW_COUNTS]
+    events: list[tuple[str, dict[str, Any]]] = []
+    catalog, evidence, _ = open_recording(blob_store)
+    recorded = record_report(report, catalog=catalog, evidence=evidence,
+                             publish=lambda kind, summary, head: events.append((kind, summary)))
+    assert recorded.cataloged and recorded.catalog_note == "failed_validation"
+    assert PgCatalogStore(prepare()).get_backup(DEMO, lying.backup_id).status is BackupStatus.FAILED_VALIDATION
+    assert events == [("continuity.validation.failed", events[0][1])]
+    assert events[0][1]["failed_checks"] == ["row_counts"]
+
+
+def test_error_run_marks_nothing_in_the_catalog(demo_registry: Registry, demo_backup: Any,
+                                                blob_store: BlobStore) -> None:
+    from continuity.adapters.catalog_store import PgCatalogStore
+    from continuity.adapters.control_db import prepare
+    from continuity.adapters.restore_runner import open_recording
+    from continuity.catalog import BackupStatus
+    from continuity.validation import error_report, record_report
+
+    store = PgCatalogStore(prepare())
+    before = store.list_backups(tenant=DEMO, limit=100)[0]
+    now = datetime.now(UTC)
+    report = error_report(DEMO, demo_backup.backup_id, "validate-acme-finance-error-probe", now, now,
+                          "the sandbox at '/nowhere' port 1 is unreachable")
+    catalog, evidence, _ = open_recording(blob_store)
+    recorded = record_report(report, catalog=catalog, evidence=evidence, publish=lambda *a: None)
+    assert not recorded.cataloged and recorded.evidence_seq is not None
+    after = store.list_backups(tenant=DEMO, limit=100)[0]
+    assert [(e.backup_id, e.status) for e in after] == [(e.backup_id, e.status) for e in before]
+    assert all(e.status is not BackupStatus.VALIDATED or e.last_validation for e in after)
