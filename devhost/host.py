@@ -9,7 +9,6 @@ the durable engine that replays orchestrations and runs activities.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import functools
 import json
@@ -29,7 +28,7 @@ from continuity import settings
 from continuity.errors import ConfigError, ContinuityError
 from devhost import keys as keys_module
 from devhost.eventgrid import BlobWatcher, EventRouter, LocalTopic, parse_subscriptions, to_binding
-from devhost.index import IndexedFunction, TriggerType, index_app, load_app
+from devhost.index import IndexedFunction, TriggerType, index_app, list_functions, load_app
 from devhost.timers import TimerService
 
 logger = logging.getLogger(__name__)
@@ -142,7 +141,8 @@ class Host:
         self.route_prefix = "api"
         self.app = load_app(app_spec)
         self._read_host_json()
-        self.functions = index_app(self.app)
+        self.function_objects = list_functions(self.app)
+        self.functions = index_app(self.function_objects)
         self.by_name = {f.name: f for f in self.functions}
         self.keys = keys_module.load_keys([f.name for f in self.functions if not f.is_durable])
         self.topic_endpoint = f"{self.base_url}/eventgrid/topics/continuity/api/events"
@@ -198,7 +198,9 @@ class Host:
             return
         from continuity.adapters.postgres import control_dsn
 
-        self.engine = engine_class([f for f in self.app.get_functions()], control_dsn(), self.base_url,
+        # get_functions() remembers the names it validated and refuses a second call; index_app() made the first.
+        self.app.functions_bindings = None
+        self.engine = engine_class(self.function_objects, control_dsn(), self.base_url,
                                    task_hub="ContinuityHub", activity_workers=4)
         self.engine_detail = "running"
 
@@ -223,8 +225,10 @@ class Host:
         self.blob_watcher.stop()
         self.events.stop()
         if self.engine is not None:
-            with contextlib.suppress(Exception):  # noqa: BLE001 - shutdown must go on; the engine logs its own error
+            try:
                 self.engine.stop()
+            except Exception:  # noqa: BLE001 - shutdown goes on; the error is logged, not hidden
+                logger.exception("durable engine did not stop cleanly")
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(timeout=5)
 

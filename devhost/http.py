@@ -176,7 +176,11 @@ class Handler(BaseHTTPRequestHandler):
             if host.engine is None:
                 return error_response(503, "durable_unavailable", f"the durable engine is not running "
                                                                   f"({host.engine_detail})")
-            status, out_headers, out_body = host.engine.handle_management(method, path, query, body, headers)
+            # The engine decodes the path itself (instance ids may hold '%') and takes every query value.
+            raw_path = urllib.parse.urlsplit(self.path).path
+            all_values = urllib.parse.parse_qs(raw_query, keep_blank_values=True)
+            status, out_headers, out_body = host.engine.handle_management(method, raw_path, all_values, body,
+                                                                          headers)
             return int(status), dict(out_headers), bytes(out_body)
         if path == EVENTGRID_WEBHOOK:
             from devhost.eventgrid import handle_webhook

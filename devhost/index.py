@@ -254,12 +254,18 @@ def index_function(function: Any) -> IndexedFunction:
     return indexed
 
 
-def index_app(app: Any) -> list[IndexedFunction]:
-    """Index every function; duplicate names are refused as the host refuses them."""
+def list_functions(app: Any) -> list[Any]:
+    """``app.get_functions()``, called once: azure-functions remembers the names it validated, so a
+    second call on the same app fails as if every function were a duplicate.
+    """
     try:
-        functions = app.get_functions()
+        return list(app.get_functions())
     except ValueError as exc:  # azure-functions validates names and bindings here, as at worker indexing
         raise ConfigError(f"the app's functions do not index: {exc}") from exc
+
+
+def index_app(functions: list[Any]) -> list[IndexedFunction]:
+    """Index every function of ``list_functions(app)``; duplicate names are refused as the host refuses them."""
     indexed = [index_function(f) for f in functions]
     names = [f.name for f in indexed]
     duplicates = sorted({n for n in names if names.count(n) > 1})

@@ -46,7 +46,12 @@ class Schedule:
     @classmethod
     def resolve(cls, raw: str, environ: dict[str, str] | None = None) -> Schedule:
         """Resolve ``%SETTING%`` and validate; raises :class:`ConfigError` naming the expression."""
-        environ = dict(os.environ) if environ is None else environ
+        if environ is None:
+            # App settings: the environment (local.settings.json is loaded into it), else the documented
+            # local default, the value local.settings.example.json gives every setting.
+            from continuity.settings import DEFAULTS
+
+            environ = {**DEFAULTS, **os.environ}
         expression = raw.strip()
         ref = _SETTING_REF.match(expression)
         if ref:

@@ -98,7 +98,7 @@ def test_missed_occurrence_fires_past_due_at_startup_and_bad_schedule_disables_o
         host.stop()
 
 
-def test_schedule_resolution_refuses_bad_expressions_and_accepts_timespans() -> None:
+def test_schedule_resolution_refuses_bad_expressions_and_accepts_timespans(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Schedule.resolve("%S%", {"S": "0 */5 * * * *"}).expression == "0 */5 * * * *"
     span = Schedule.resolve("00:00:30", {})
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -108,3 +108,6 @@ def test_schedule_resolution_refuses_bad_expressions_and_accepts_timespans() -> 
         Schedule.resolve("0 2 * * *", {})  # five fields: the Unix form, not NCRONTAB
     with pytest.raises(ConfigError, match="app setting MISSING is not set"):
         Schedule.resolve("%MISSING%", {})
+    # Without an explicit environment, a documented setting falls back to its local default.
+    monkeypatch.delenv("CONTINUITY_NIGHTLY_SCHEDULE", raising=False)
+    assert Schedule.resolve("%CONTINUITY_NIGHTLY_SCHEDULE%").expression == "0 0 2 * * *"
