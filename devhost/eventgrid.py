@@ -213,12 +213,19 @@ class Subscription(BaseModel):
             self.subject_ends_with.lower())
 
 
-def parse_subscriptions(raw: str, functions: dict[str, IndexedFunction]) -> list[Subscription]:
-    """Read ``CONTINUITY_DEVHOST_SUBSCRIPTIONS``; :raises ConfigError: naming the entry and field."""
+def parse_subscriptions(raw: str, functions: dict[str, IndexedFunction]) -> tuple[list[Subscription], dict[str, str]]:
+    """Read ``CONTINUITY_DEVHOST_SUBSCRIPTIONS``: the active subscriptions, and the inactive ones with why.
+
+    A subscription whose function is not an Event Grid trigger of the served app is inactive, not
+    fatal: the same settings serve function_app.py and the test apps.
+
+    :raises ConfigError: malformed JSON or entry, naming the entry and field.
+    """
     from devhost.index import TriggerType
 
+    inactive: dict[str, str] = {}
     if not raw.strip():
-        return []
+        return [], inactive
     try:
         entries = json.loads(raw)
     except ValueError as exc:
@@ -235,11 +242,12 @@ def parse_subscriptions(raw: str, functions: dict[str, IndexedFunction]) -> list
             where = ".".join(str(p) for p in first["loc"])
             raise ConfigError(f"CONTINUITY_DEVHOST_SUBSCRIPTIONS[{index}].{where}: {first['msg']}") from exc
         target = functions.get(sub.function)
-        if target is None or target.trigger_type != TriggerType.EVENT_GRID:
-            raise ConfigError(f"CONTINUITY_DEVHOST_SUBSCRIPTIONS[{index}] ({sub.name}): function {sub.function!r} "
-                              f"is not an Event Grid trigger of this app")
+        if target is None or target.trigger_type != TriggerType.EVENT_GRID or target.unservable:
+            inactive[sub.name] = f"function {sub.function!r} is not a served Event Grid trigger of this app"
+            logger.warning("event grid subscription %s is inactive: %s", sub.name, inactive[sub.name])
+            continue
         result.append(sub)
-    return result
+    return result, inactive
 
 
 @dataclass(order=True)

@@ -157,7 +157,8 @@ class Host:
         )
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._run_loop, name="devhost-asyncio", daemon=True)
-        subscriptions = parse_subscriptions(settings.get("CONTINUITY_DEVHOST_SUBSCRIPTIONS"), self.by_name)
+        subscriptions, self.inactive_subscriptions = parse_subscriptions(
+            settings.get("CONTINUITY_DEVHOST_SUBSCRIPTIONS"), self.by_name)
         self.events = EventRouter(self, subscriptions, self.dir / "events.jsonl",
                                   backoff_seconds=delivery_backoff_seconds)
         self.topic = LocalTopic(self.events, self.keys)
@@ -338,6 +339,7 @@ class Host:
                         **({"error": orchestration_error} if orchestration_error else {})},
             "eventGrid": {"topicEndpoint": self.topic_endpoint,
                           "subscriptions": [s.name for s in self.events.subscriptions],
+                          "inactiveSubscriptions": self.inactive_subscriptions,
                           "watchedContainers": self.blob_watcher.containers},
             "timers": self.timers.describe(),
         }

@@ -195,10 +195,25 @@ def test_devhost_refuses_an_app_it_cannot_import() -> None:
     assert "cannot import 'no_such_module'" in result.stderr
 
 
-def test_devhost_refuses_a_subscription_to_a_function_that_is_not_an_event_grid_trigger(tmp_path: Path) -> None:
+def test_subscription_to_a_function_that_is_not_an_event_grid_trigger_is_inactive(tmp_path: Path) -> None:
     host = SampleDevhost(PORT_BASE + 77, tmp_path, CONTINUITY_DEVHOST_SUBSCRIPTIONS=json.dumps(
-        [{"name": "bad", "source": "topic", "function": "hello"}]))
-    with pytest.raises(ServerUnavailable, match="function 'hello' is not an Event Grid trigger"):
+        [{"name": "bad", "source": "topic", "function": "hello"},
+         {"name": "good", "source": "topic", "function": "on_event"}]))
+    host.start()
+    try:
+        status, body = host.json("GET", "/admin/host/status", headers={"x-functions-key": host.keys["masterKey"]})
+    finally:
+        host.stop()
+    assert status == 200
+    assert body["eventGrid"]["subscriptions"] == ["good"]
+    assert body["eventGrid"]["inactiveSubscriptions"] == {
+        "bad": "function 'hello' is not a served Event Grid trigger of this app"}
+
+
+def test_devhost_refuses_malformed_subscriptions_naming_the_field(tmp_path: Path) -> None:
+    host = SampleDevhost(PORT_BASE + 77, tmp_path, CONTINUITY_DEVHOST_SUBSCRIPTIONS=json.dumps(
+        [{"name": "bad", "source": "queue", "function": "on_event"}]))
+    with pytest.raises(ServerUnavailable, match=r"CONTINUITY_DEVHOST_SUBSCRIPTIONS\[0\]\.source"):
         host.start()
     assert not (host.dir / "devhost.pid").exists()
 
