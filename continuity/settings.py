@@ -39,7 +39,9 @@ DEFAULTS: dict[str, str] = {
     "CONTINUITY_DEVHOST_EVENTGRID_KEY": "",
     "CONTINUITY_DEVHOST_WATCHED_CONTAINERS": "backups",
     "CONTINUITY_DEVHOST_BLOB_POLL_SECONDS": "2",
-    "CONTINUITY_DEVHOST_SUBSCRIPTIONS": "",
+    "CONTINUITY_DEVHOST_SUBSCRIPTIONS": (
+        '[{"name":"backups-created","source":"storage","function":"catalog_blob_created","includedEventTypes":["Microsoft.Storage.BlobCreated"],"subjectBeginsWith":"/blobServices/default/containers/backups/"},{"name":"backup-failed","source":"topic","function":"backup_failed","includedEventTypes":["Continuity.Backup.Failed"]}]'
+    ),
     "CONTINUITY_PG_SUPERUSER": "continuity",
     "CONTINUITY_PG_OS_USER": "continuity-pg",
     "CONTINUITY_STORAGE_CONNECTION": "",

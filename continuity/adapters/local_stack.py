@@ -446,8 +446,18 @@ class LocalStack:
     def up(self) -> StackStatus:
         self.up_clusters()
         self.up_azurite()
+        self.ensure_containers()
         self.up_devhost()
         return self.status()
+
+    def ensure_containers(self) -> None:
+        """The storage account's containers, as Bicep creates them in Azure."""
+        from continuity import settings
+        from continuity.adapters.blob_store import BlobStore
+
+        names = [settings.get(key) for key in ("CONTINUITY_BACKUP_CONTAINER", "CONTINUITY_ATTACHMENT_CONTAINER",
+                                               "CONTINUITY_EVIDENCE_CONTAINER")]
+        BlobStore(self.settings.azurite_connection_string).ensure_containers(names)
 
     def down(self) -> None:
         from devhost import process
