@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -79,6 +80,12 @@ class CatalogRepository(Protocol):
 
     def insert_missing(self, entries: list[CatalogEntry]) -> int:
         """Insert entries not cataloged yet; never overwrite one. Returns how many were inserted."""
+        ...
+
+    def record_validation(self, *, tenant: str, backup_id: str, run_id: str, started_at: datetime,
+                          finished_at: datetime, passed: bool, checks: Any, durations: dict[str, float],
+                          summary: dict[str, Any]) -> CatalogEntry:
+        """Record one validation run (idempotent per run) and move the entry to VALIDATED/FAILED_VALIDATION."""
         ...
 
 
@@ -349,6 +356,18 @@ class CatalogService:
                 self.storage.set_tags(path.sibling(file), tags)
             except BackupNotFound:
                 continue  # deleted meanwhile: reconcile marks it missing
+
+    def record_validation(self, *, tenant: str, backup_id: str, run_id: str, started_at: datetime,
+                          finished_at: datetime, passed: bool, checks: Any, durations: dict[str, float],
+                          summary: dict[str, Any]) -> CatalogEntry:
+        """Record a validation run in the catalog and carry the new status into the blobs' tags, so that
+        storage alone (and a rebuild) knows the backup was validated."""
+        entry = self.repo.record_validation(tenant=tenant, backup_id=backup_id, run_id=run_id, started_at=started_at,
+                                            finished_at=finished_at, passed=passed, checks=checks,
+                                            durations=durations, summary=summary)
+        path = parse_backup_blob(entry.dump_blob, lambda _tenant: True)
+        self._tag(path, entry.kind, entry.status)
+        return entry
 
     # ---- storage sweeps ----------------------------------------------------------------------
     def _backups_in_storage(self, report: SweepReport) -> dict[tuple[str, str], dict[str, BlobFacts]]:

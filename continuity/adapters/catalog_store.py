@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ from continuity.catalog import (
     encode_cursor,
 )
 from continuity.catalog_ingest import CatalogService
-from continuity.errors import BackupNotFound
+from continuity.errors import BackupNotFound, ServerUnavailable
 from continuity.settings import PROJECT_ROOT
 
 logger = logging.getLogger(__name__)
@@ -114,10 +115,44 @@ class PgCatalogSession:
 
 
 class PgCatalogStore:
-    """Catalog queries and upserts on the control database."""
+    """Catalog queries and upserts on the control database.
 
-    def __init__(self, dsn: str) -> None:
+    With ``keep_connection`` (for long-lived hosts such as the HTTP triggers' worker), read queries
+    reuse one connection, serialised by a lock, instead of paying a connect (TLS/SCRAM) per call;
+    a broken connection is dropped and the next query reconnects.
+    """
+
+    def __init__(self, dsn: str, keep_connection: bool = False) -> None:
         self.dsn = dsn
+        self.keep_connection = keep_connection
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _reader(self) -> Iterator[psycopg.Connection]:
+        if not self.keep_connection:
+            with connect(self.dsn) as conn:
+                yield conn
+            return
+        with self._lock:
+            if self._conn is None or self._conn.closed:
+                try:
+                    self._conn = psycopg.connect(self.dsn, autocommit=True)
+                except psycopg.OperationalError as exc:
+                    raise ServerUnavailable(f"cannot connect to the control database: {str(exc).strip()[-200:]}; "
+                                            "is it up (`continuity local status`)?") from exc
+            try:
+                yield self._conn
+            except psycopg.OperationalError:
+                self._conn.close()
+                self._conn = None
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     @contextmanager
     def locked(self, tenant: str, backup_id: str) -> Iterator[PgCatalogSession]:
@@ -139,7 +174,7 @@ class PgCatalogStore:
 
         :raises BackupNotFound: also when the id belongs to another tenant.
         """
-        with connect(self.dsn) as conn:
+        with self._reader() as conn:
             entry = PgCatalogSession(conn).get_entry(tenant, backup_id)
         if entry is None:
             raise BackupNotFound(f"tenant {tenant} has no backup {backup_id[:40]!r} in the catalog; "
@@ -186,7 +221,7 @@ class PgCatalogStore:
         sql = (f"select * from catalog.backups {'where ' + ' and '.join(where) if where else ''} "
                f"order by {order} limit %s")
         params.append(query.limit + 1)
-        with connect(self.dsn) as conn, conn.cursor(row_factory=dict_row) as cur:
+        with self._reader() as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(sql, params).fetchall()
         items = [_entry(r) for r in rows[:query.limit]]
         next_cursor = encode_cursor(items[-1]) if len(rows) > query.limit else None

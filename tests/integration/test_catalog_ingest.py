@@ -306,10 +306,10 @@ def test_rebuild_from_storage_alone_equals_the_original_catalog(env: Env) -> Non
     svc.ingest_blob(prefix("globex", bid(41)) + "db.dump")
     store = env.store()
     validated = store.list_backups("globex")[0][0]
-    store.record_validation(tenant="globex", backup_id=validated.backup_id, run_id="r1",
-                            started_at=validated.created_at, finished_at=validated.created_at, passed=True,
-                            checks=[], durations={}, summary={})
-    svc.reconcile()  # a validation re-tags through the reconcile (or the validation workflow)
+    svc.record_validation(tenant="globex", backup_id=validated.backup_id, run_id="r1",
+                          started_at=validated.created_at, finished_at=validated.created_at, passed=True,
+                          checks=[], durations={}, summary={})
+    assert env.blobs.get_tags(env.backups, validated.manifest_blob)["status"] == "validated"
 
     original = sorted((e.storage_view() for e in store.iter_entries()), key=lambda v: (v["tenant"], v["backup_id"]))
     fresh_dsn = env.new_db()
@@ -360,3 +360,38 @@ def test_cli_catalog_list_and_reconcile(env: Env, monkeypatch: pytest.MonkeyPatc
     listed = json.loads(capsys.readouterr().out)
     assert [i["backup_id"] for i in listed["items"]] == [bid(60)] and listed["next_cursor"] is None
     assert main(["catalog", "ingest", "umbrella/2025/03/01/20250301T020000Z-a1b2c3/db.dump"]) == 1
+
+
+def test_a_real_backup_taken_by_the_backup_adapter_is_cataloged(env: Env, tmp_path: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import secrets
+
+    import yaml
+
+    from continuity.adapters.backup_taker import take_backup
+    from continuity.adapters.demo_seed import seed_tenant
+    from tests.integration.test_demo_seed import CONFIG, drop_database, make_registry
+
+    token = secrets.token_hex(3)
+    registry = make_registry((f"t{token}", f"demo_{token}"))
+    tenant = registry.tenants[0]
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["tenants"] = [tenant.model_dump(mode="json", exclude_none=True)]
+    tenants_file = tmp_path / "tenants.yaml"
+    tenants_file.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("CONTINUITY_BACKUP_CONTAINER", env.backups)
+    try:
+        seed_tenant(registry, tenant, 1, store=env.blobs)
+        stored = take_backup(registry, tenant.id, store=env.blobs)
+        svc = open_catalog(env.dsn, env.blobs, backup_container=env.backups, evidence_container=env.evidence,
+                           tenants_file=tenants_file)
+        outcome = svc.ingest_blob(stored.manifest)
+        assert (outcome.action, outcome.status) == (A.CATALOGED, S.AVAILABLE), outcome.message
+        entry = env.store().get_backup(tenant.id, stored.backup_id)
+        assert (entry.dump_size, entry.dump_sha256) == (stored.size, stored.sha256)
+        assert entry.source_database == tenant.database
+        assert svc.ingest_blob(stored.dump).action is A.DUPLICATE
+    finally:
+        drop_database(env.stack, tenant.database)
+        for name in env.blobs.list_names("attachments", tenant.attachments):
+            env.blobs.delete("attachments", name)
