@@ -209,3 +209,13 @@ def status(port: int | None = None) -> dict[str, Any]:
                 durable=payload.get("durable", {}), eventGrid=payload.get("eventGrid", {}),
                 detail=f"{len(payload.get('functions', []))} functions")
     return info
+
+
+def local_topic(port: int | None = None) -> tuple[str, str]:
+    """Endpoint and key of the devhost's local custom topic, for publishers outside the devhost (the CLI).
+
+    Inside the devhost, ``CONTINUITY_EVENTGRID_TOPIC_ENDPOINT``/``_KEY`` already default to these.
+    """
+    from devhost.http import TOPIC_PATH
+
+    return f"{endpoint(port)}{TOPIC_PATH}", load_keys().topic_key

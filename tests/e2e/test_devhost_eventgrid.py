@@ -258,3 +258,16 @@ def test_blob_watcher_emits_a_real_blob_created_event_for_a_new_blob(blob_store:
     assert re.fullmatch(r"[0-9a-f]{32}", data["sequencer"])
     assert dt.datetime.fromisoformat(event["eventTime"].replace("Z", "+00:00")) == props.last_modified
     assert call[0]["type"] == "EventGridEvent" and call[0]["subject"] == event["subject"]
+
+
+def test_local_topic_helper_gives_publishers_outside_the_devhost_a_working_endpoint(
+        devhost: SampleDevhost, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devhost import process
+
+    monkeypatch.setenv("CONTINUITY_LOCAL_DIR", str(devhost.local_dir))
+    endpoint, key = process.local_topic(devhost.port)
+    event = EventGridEvent(subject="cli", event_type="continuity.test.published", data={"from": "cli"},
+                           data_version="1.0")
+    with EventGridPublisherClient(endpoint, AzureKeyCredential(key), retry_total=0) as client:
+        client.send(event)
+    wait_for(lambda: [c for c in devhost.calls("on_event") if c["id"] == str(event.id)], timeout=10)
