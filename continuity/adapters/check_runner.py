@@ -135,13 +135,14 @@ def ledger(conn: psycopg.Connection, manifest: Manifest) -> CheckResult:
     return timed(_tagged(CheckId.LEDGER, run))
 
 
-# Per journal, sequence prefix and year: the posted numbers, each with the next one (lead).
+# Per journal, sequence prefix and year: the numbers used, each with the one before it. Odoo keeps a
+# cancelled move's number, so numbers of posted and cancelled moves together must be gapless.
 GAPS_SQL = """
 with posted as (
   select m.journal_id, coalesce(j.code, m.journal_id::text) as journal, m.sequence_prefix,
          extract(year from m.date)::int as year, m.sequence_number as n
   from account_move m left join account_journal j on j.id = m.journal_id
-  where m.state = 'posted' and m.sequence_number is not null and m.sequence_prefix is not null
+  where m.state in ('posted', 'cancel') and m.sequence_number is not null and m.sequence_prefix is not null
 ), ordered as (
   select journal, sequence_prefix, year, n, lag(n) over w as prev, row_number() over w as rn
   from posted window w as (partition by journal_id, sequence_prefix, year order by n)
@@ -155,11 +156,12 @@ limit 50
 """
 SEQUENCES_SQL = """
 select count(distinct (journal_id, sequence_prefix, extract(year from date)))
-from account_move where state = 'posted' and sequence_number is not null and sequence_prefix is not null
+from account_move where state in ('posted', 'cancel') and sequence_number is not null
+  and sequence_prefix is not null
 """
 DUPLICATES_SQL = """
 select m.name from account_move m
-where m.state = 'posted' and m.name is not null and m.name <> '/'
+where m.state in ('posted', 'cancel') and m.name is not null and m.name <> '/'
 group by m.journal_id, m.name having count(*) > 1
 order by m.name limit 10
 """

@@ -191,6 +191,10 @@ def seeded(stack: LocalStack, blob_store: BlobStore, registry: Registry) -> dict
     taken = {}
     for tenant in registry.tenants:
         seed_tenant(stack, blob_store, tenant.database, tenant.id, draft=tenant.id == "vt-assert")
+        if tenant.id == "vt-assert":
+            # A posted invoice deleted outright (not cancelled): its number leaves a gap.
+            with psycopg.connect(stack.dsn("primary", tenant.database), autocommit=True) as conn:
+                conn.execute("delete from account_move where id = 10")
         if tenant.id == "vt-ledger":
             # An unbalanced posted move, written before the backup (the backup faithfully copies it).
             with psycopg.connect(stack.dsn("primary", tenant.database), autocommit=True) as conn:
@@ -359,6 +363,18 @@ def test_failing_tenant_assertion_fails_only_itself(ports: ValidationPorts, sand
     report = validate(ports, "vt-assert", backup.backup_id)
     assert failed(report) == ["assertion:no-draft-invoices"]
     assert statuses(report)["assertion:has-companies"] == "pass"
+
+
+def test_gap_in_posted_numbers_is_a_warning_naming_journal_year_and_place(ports: ValidationPorts, sandbox: Sandbox,
+                                                                          blob_store: BlobStore,
+                                                                          seeded: dict[str, Any]) -> None:
+    dump, manifest = seeded["vt-assert"]
+    backup = upload_backup(blob_store, "vt-assert", dump, manifest)
+    report = validate(ports, "vt-assert", backup.backup_id)
+    numbering = next(c for c in report.checks if c.id == CheckId.INVOICE_NUMBERING)
+    assert numbering.status is CheckStatus.WARN
+    assert "INV INV/2025/ 2025 after 9 (1 missing)" in numbering.detail
+    assert report.verdict.status is not VerdictStatus.RECOVERABLE
 
 
 def test_tenant_assertion_cannot_write(stack: LocalStack, blob_store: BlobStore, sandbox: Sandbox,

@@ -249,3 +249,28 @@ def test_isolation_refuses_same_port_on_the_same_machine() -> None:
 def test_isolation_passes_a_socket_only_server_of_its_own() -> None:
     servers = [ProductionServer("weu-primary", Endpoint("127.0.0.1", 5432), "1")]
     assert isolation_refusal(Endpoint("/run/pg", 5435), "2", "", servers) is None
+
+
+# ---- the HTML report -------------------------------------------------------------------------------
+
+
+def test_report_is_self_contained_and_marks_runs_over_the_rto() -> None:
+    from continuity.report import Run, TenantSection, render_html
+
+    runs = (Run("20250601T020000Z-aaaaaa", NOW, "passed", "recoverable", "ok", 100.0, 100.0, 60.0),
+            Run("20250602T020000Z-bbbbbb", NOW, "passed", "recoverable_outside_objectives", "slow", 5000.0, 9000.0,
+                60.0))
+    section = TenantSection("acme", "ACME", "gold", 60, 15, runs, {"recoverable_within_objectives": False,
+                                                                    "reason": "projected restore exceeds RTO"})
+    html = render_html([section], NOW, {"seq": 3, "hash": "abc"})
+    assert html.count("<svg") == 2 and "RTO 60 min" in html and "RPO 15 min" in html
+    assert "#c0392b" in html  # the slow run's bar is drawn over the limit
+    assert "src=" not in html and "href=" not in html and "<link" not in html  # nothing external
+    assert "projected restore exceeds RTO" in html and "seq 3" in html
+
+
+def test_report_escapes_tenant_supplied_text() -> None:
+    from continuity.report import TenantSection, render_html
+
+    section = TenantSection("acme", "<script>x</script>", "gold", 60, 15, (), {})
+    assert "<script>" not in render_html([section], NOW, None)
