@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Mapping
@@ -30,6 +31,9 @@ RETRY_AFTER_ERROR_SECONDS = 1.0
 # After an episode, the same instance waits as long as that replay took (at most this long), so that
 # results arriving meanwhile are batched into one replay and activities get the CPU half of the time.
 MAX_EPISODE_SPACING_SECONDS = 0.5
+# Work items claimed ahead of the pool (they queue in it; at most ``activity_workers`` run at once), so that
+# one claim query feeds many activities. Claims die with the process and are released on the next start.
+PREFETCH_PER_WORKER = 16
 
 
 class DurableEngine:
@@ -55,6 +59,7 @@ class DurableEngine:
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
         self._backoff: dict[str, float] = {}
+        self._results: queue.Queue[tuple[WorkItem, dict[str, Any]]] = queue.Queue()
         self.episodes = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -67,6 +72,7 @@ class DurableEngine:
         self._threads = [
             threading.Thread(target=self._orchestration_loop, name="durable-orchestrations", daemon=True),
             threading.Thread(target=self._activity_loop, name="durable-activities", daemon=True),
+            threading.Thread(target=self._commit_loop, name="durable-results", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -172,14 +178,15 @@ class DurableEngine:
 
     # ---- activities ------------------------------------------------------------------------
     def _activity_loop(self) -> None:
+        target = self.activity_workers * PREFETCH_PER_WORKER
         while not self._stopping.is_set():
             self._activity_signal.clear()
             with self._in_flight_lock:
-                free = self.activity_workers - self._in_flight
+                in_flight = self._in_flight
             claimed: list[WorkItem] = []
-            if free > 0:
+            if in_flight <= target // 2:
                 try:
-                    claimed = self.store.claim_work(free)
+                    claimed = self.store.claim_work(target - in_flight)
                 except Exception:  # noqa: BLE001 - the dispatcher must survive a database hiccup; it retries
                     logger.exception("claiming activity work failed; retrying")
             for item in claimed:
@@ -187,9 +194,6 @@ class DurableEngine:
                     self._in_flight += 1
                 assert self._pool is not None
                 self._pool.submit(self._run_activity, item)
-            if claimed and len(claimed) == free:
-                self._activity_signal.wait(0.05)
-                continue
             self._activity_signal.wait(POLL_SECONDS)
 
     def _run_activity(self, item: WorkItem) -> None:
@@ -207,11 +211,29 @@ class DurableEngine:
                     event = h.task_failed(dt.datetime.now(dt.UTC), item.task_id, failure.reason, failure.details)
             if self._stopping.is_set():
                 return  # not committed: the next start runs it again (at-least-once)
-            self.store.complete_work(item, event)
-            self._orchestration_signal.set()
-        except Exception:  # noqa: BLE001 - a failed commit leaves the work item claimed; a restart reruns it
-            logger.exception("recording the result of activity %s (instance %s) failed", item.name, item.instance_id)
+            self._results.put((item, event))
         finally:
             with self._in_flight_lock:
                 self._in_flight -= 1
             self._activity_signal.set()
+
+    def _commit_loop(self) -> None:
+        """Commit finished activities' results in batches: one transaction (one fsync) for many results."""
+        while True:
+            try:
+                first = self._results.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
+            batch = [first]
+            while len(batch) < 500:
+                try:
+                    batch.append(self._results.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self.store.complete_work(batch)
+            except Exception:  # noqa: BLE001 - the work items stay claimed; the next start runs them again
+                logger.exception("recording %d activity results failed", len(batch))
+            self._orchestration_signal.set()

@@ -544,7 +544,9 @@ class TaskHubStore:
 
     # ---- activities ------------------------------------------------------------------------
     def claim_work(self, limit: int) -> list[WorkItem]:
-        with self.pool.connection() as conn:
+        # A claim lost in a crash costs nothing (acquire() releases every claim), so it need not wait for fsync.
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("set local synchronous_commit = off")
             rows = conn.execute(
                 "update taskhub.work_items set claimed_by = %s where id in (select id from taskhub.work_items "
                 "where hub = %s and claimed_by is null order by id limit %s for update skip locked) "
@@ -552,15 +554,24 @@ class TaskHubStore:
                 (self.owner, self.hub, limit)).fetchall()
         return sorted((WorkItem(*r) for r in rows), key=lambda w: w.id)
 
-    def complete_work(self, item: WorkItem, event: dict[str, Any]) -> bool:
-        """Commit an activity's result as a message; False when the work item is gone (instance ended)."""
+    def complete_work(self, results: list[tuple[WorkItem, dict[str, Any]]]) -> int:
+        """Commit activity results as messages, each with the deletion of its work item, in one transaction.
+
+        A result whose work item is gone (its instance ended or continued as new) is dropped.
+        :returns: how many results were recorded.
+        """
+        now = _now()
         with self.pool.connection() as conn, conn.transaction():
-            gone = conn.execute("delete from taskhub.work_items where id = %s and claimed_by = %s returning id",
-                                (item.id, self.owner)).fetchone()
-            if gone is None:
-                return False
-            self._insert_message(conn, item.instance_id, item.execution_id, event, _now())
-        return True
+            deleted = {r[0] for r in conn.execute(
+                "delete from taskhub.work_items where id = any(%s) and claimed_by = %s returning id",
+                ([item.id for item, _ in results], self.owner)).fetchall()}
+            kept = [(item, event) for item, event in results if item.id in deleted]
+            if kept:
+                with conn.cursor().copy("copy taskhub.messages (hub, instance_id, execution_id, event, visible_at) "
+                                        "from stdin") as copy:
+                    for item, event in kept:
+                        copy.write_row((self.hub, item.instance_id, item.execution_id, json.dumps(event), now))
+        return len(kept)
 
     def outcomes(self, instance_id: str) -> list[tuple[str, str]]:
         """Every recorded ending of an instance (execution id, status): one per completed execution."""

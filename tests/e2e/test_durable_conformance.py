@@ -60,6 +60,9 @@ class Devhost:
         # A database of its own: the stack's devhost (function_app.py) owns the default task hub.
         self.dsn = make_conninfo(LocalStack().dsn("control"), dbname=dbname)
         self.env["CONTINUITY_CONTROL_DSN"] = self.dsn
+        # The default Event Grid subscriptions and blob watch name function_app.py's functions, not ours.
+        self.env["CONTINUITY_DEVHOST_SUBSCRIPTIONS"] = ""
+        self.env["CONTINUITY_DEVHOST_WATCHED_CONTAINERS"] = ""
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
