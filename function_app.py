@@ -3,8 +3,11 @@
 import azure.durable_functions as df
 import azure.functions as func
 
+from activities import failover as failover_activities
 from activities import validation as validation_activities
+from orchestrations import failover as failover_orchestration
 from orchestrations import nightly_validation, tenant_validation
+from triggers import failover as failover_triggers
 from triggers import health, openapi
 from triggers import validation as validation_triggers
 
@@ -14,5 +17,6 @@ for blueprint in (
     health.bp,
     openapi.bp,
     validation_triggers.bp, nightly_validation.bp, tenant_validation.bp, validation_activities.bp,
+    failover_triggers.bp, failover_orchestration.bp, failover_activities.bp,
 ):
     app.register_functions(blueprint)

@@ -108,7 +108,7 @@ class ApprovalRequest:
 
 
 def open_request(*, request_id: str, kind: str, subject: str, requested_by: str, requested_at: datetime,
-                 window_minutes: int, acknowledgements: Iterable[str] = ()) -> ApprovalRequest:
+                 window_minutes: float, acknowledgements: Iterable[str] = ()) -> ApprovalRequest:
     """A pending request that expires ``window_minutes`` after it was made.
 
     :raises ContinuityError: a window that is not positive (a request that can never be approved).

@@ -1,0 +1,144 @@
+"""``/api/failovers``: request a regional failover, approve or reject it, follow it.
+
+POST /api/failovers {scope, target_region, reason, drill} → 202 + status URL (instance ``failover-{scope}``);
+POST /api/failovers/{id}/approve|reject {comment, acknowledge} ; GET /api/failovers/{id}.
+Callers are local users (X-Continuity-Key) or, with platform authentication, Entra ID principals.
+Every refusal after authentication is answered 4xx and recorded in the evidence chain.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+from pydantic import BaseModel, ConfigDict, Field
+
+from continuity import approval_service, settings
+from continuity.approvals import Verdict
+from continuity.errors import ConfigError, Conflict, ContinuityError
+from continuity.failover import MAX_REASON_CHARS, SCOPE_PATTERN, instance_id, plan_failover
+from continuity.identity import Principal, Role, require_role
+from continuity.tenants import REGION_PATTERN
+from triggers import approval_http
+from triggers.api_docs import document
+from triggers.common import handles_errors, json_response, parse_body
+
+bp = df.Blueprint()
+
+RUNNING = {"Pending", "Running", "ContinuedAsNew"}
+
+
+class FailoverBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str = Field(pattern=SCOPE_PATTERN, description="a tenant id, or 'platform'")
+    target_region: str = Field(pattern=REGION_PATTERN)
+    reason: str = Field(min_length=1, max_length=MAX_REASON_CHARS)
+    drill: bool = False
+
+
+class Accepted(BaseModel):
+    id: str
+    run_id: str | None = None
+    state: str
+    status_url: str
+
+
+document("failovers", "POST", "Request a regional failover (preflight, then wait for a second person's approval)",
+         "requestFailover", request=FailoverBody, responses={202: Accepted})
+document("failovers/{id}/approve", "POST", "Approve a pending failover (approver role, not the requester)",
+         "approveFailover", request=approval_http.DecisionBody, responses={202: Accepted})
+document("failovers/{id}/reject", "POST", "Reject (or, as its requester, withdraw) a pending failover",
+         "rejectFailover", request=approval_http.DecisionBody, responses={202: Accepted})
+document("failovers/{id}", "GET", "A failover's state, preflight findings, steps with timings, chain head",
+         "getFailover", responses={200: {"type": "object", "required": ["id", "state"]}})
+
+
+def _runtime(status: Any) -> str | None:
+    if status is None or status.runtime_status is None:
+        return None
+    return str(getattr(status.runtime_status, "value", status.runtime_status))
+
+
+def _window_minutes() -> float:
+    raw = settings.get("CONTINUITY_APPROVAL_WINDOW_MINUTES")
+    try:
+        window = float(raw)
+    except ValueError:
+        window = 0.0
+    if window <= 0:
+        raise ConfigError(f"CONTINUITY_APPROVAL_WINDOW_MINUTES must be a positive number of minutes, got {raw!r}")
+    return window
+
+
+def _authenticate(req: func.HttpRequest) -> Principal:
+    return approval_service.authenticate_headers(dict(req.headers))
+
+
+@bp.route(route="failovers", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def request_failover(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    principal = _authenticate(req)
+    subject = "failover"
+    try:
+        require_role(principal, Role.OPERATOR, "request failovers")
+        body = parse_body(req, FailoverBody)
+        subject = instance_id(body.scope)
+        plan_failover(settings.configured_registry(), body.scope, body.target_region, body.drill)
+        running = _runtime(await client.get_status(subject))
+        if running in RUNNING:
+            raise Conflict(f"a failover of scope {body.scope} is already in progress ({subject}, {running}); "
+                           "follow it, or reject it before requesting another")
+    except ContinuityError as exc:
+        approval_service.record_refusal("failover", subject, principal.name, str(exc), exc.code)
+        raise
+    window = _window_minutes()
+    run_id = str(uuid.uuid4())
+    request = {"scope": body.scope, "target_region": body.target_region, "reason": body.reason, "drill": body.drill,
+               "requested_by": principal.name, "requested_at": datetime.now(UTC).isoformat()}
+    try:
+        await client.start_new("failover", subject, {
+            "run_id": run_id, "request": request, "window_minutes": window,
+            "fence_mode": settings.get("CONTINUITY_FAILOVER_FENCE_MODE")})
+    except Exception as exc:  # the client raises a bare Exception carrying the host's answer
+        if "already exists" not in str(exc):
+            raise
+        conflict = Conflict(f"a failover of scope {body.scope} is already in progress ({subject}); follow it")
+        approval_service.record_refusal("failover", subject, principal.name, str(conflict), conflict.code)
+        raise conflict from exc
+    url = f"/api/failovers/{subject}"
+    return json_response({"id": subject, "run_id": run_id, "state": "PREFLIGHT", "status_url": url}, status=202,
+                         headers={"Location": url})
+
+
+@bp.route(route="failovers/{id}/approve", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def approve_failover(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    return await approval_http.decide(req, client, Verdict.APPROVE, "failover", _authenticate(req))
+
+
+@bp.route(route="failovers/{id}/reject", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def reject_failover(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    return await approval_http.decide(req, client, Verdict.REJECT, "failover", _authenticate(req))
+
+
+@bp.route(route="failovers/{id}", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def get_failover(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    _authenticate(req)
+    instance = req.route_params.get("id", "")
+    status = await client.get_status(instance)
+    runtime = _runtime(status)
+    if runtime is None or not instance.startswith("failover-"):
+        raise approval_http.NotFound(f"no failover {instance[:80]!r}")
+    custom = status.custom_status if isinstance(status.custom_status, dict) else {}
+    return json_response({"id": instance, "runtime_status": runtime, **custom,
+                          "output": status.output if runtime in ("Completed", "Failed") else None})
