@@ -112,6 +112,24 @@ def retrying(context: df.DurableOrchestrationContext):  # type: ignore[no-untype
 
 
 @app.orchestration_trigger(context_name="context")
+def retry_pair(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
+    """Retried activities in flight while the orchestrator keeps scheduling new work around them."""
+    key = context.get_input()
+    options = df.RetryOptions(first_retry_interval_in_milliseconds=100, max_number_of_attempts=4)
+    background = context.call_activity_with_retry(flaky, options, {"key": f"{key}-bg", "failures": 3})
+    yield context.task_any([background, context.call_activity(double, 1)])
+    results = yield context.task_all([
+        context.call_activity_with_retry(flaky, options, {"key": f"{key}-a", "failures": 1}),
+        context.call_activity(double, 21),
+        context.call_activity_with_retry(flaky, options, {"key": f"{key}-b", "failures": 2}),
+    ])
+    last = yield context.call_activity_with_retry(flaky, options, {"key": f"{key}-c", "failures": 3})
+    chained = yield context.call_activity(double, 50)
+    late = yield background
+    return [*results, last, chained, late]
+
+
+@app.orchestration_trigger(context_name="context")
 def approval(context: df.DurableOrchestrationContext):  # type: ignore[no-untyped-def]
     timeout_seconds = float(context.get_input())
     context.set_custom_status({"stage": "waiting for approval"})
