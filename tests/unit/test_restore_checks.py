@@ -274,3 +274,123 @@ def test_report_escapes_tenant_supplied_text() -> None:
 
     section = TenantSection("acme", "<script>x</script>", "gold", 60, 15, (), {})
     assert "<script>" not in render_html([section], NOW, None)
+
+
+# ---- the orchestrators, driven as generators (deterministic, always drop) --------------------------------
+
+
+class FakeContext:
+    """Just enough of DurableOrchestrationContext to drive a generator: records every activity call."""
+
+    def __init__(self, payload: dict, instance_id: str) -> None:
+        self.payload = payload
+        self.instance_id = instance_id
+        self.current_utc_datetime = NOW
+        self.is_replaying = False
+        self.calls: list[tuple[str, dict]] = []
+        self.statuses: list[dict] = []
+
+    def get_input(self) -> dict:
+        return self.payload
+
+    def new_uuid(self) -> str:
+        return "0123abcd-0000-5000-8000-000000000000"
+
+    def set_custom_status(self, status: dict) -> None:
+        self.statuses.append(status)
+
+    def call_activity(self, fn: object, payload: dict) -> tuple[str, dict]:
+        name = fn.build().get_user_function().__name__ if hasattr(fn, "build") else str(fn)
+        self.calls.append((name, payload))
+        return (name, payload)
+
+    def call_activity_with_retry(self, fn: object, retry: object, payload: dict) -> tuple[str, dict]:
+        return self.call_activity(fn, payload)
+
+
+def drive(gen: object, answers: dict) -> dict:
+    """Send each activity's scripted answer (an Exception is thrown into the generator)."""
+    result = None
+    send: object = None
+    throw: BaseException | None = None
+    while True:
+        try:
+            name, _ = gen.throw(throw) if throw else gen.send(send)  # type: ignore[attr-defined]
+        except StopIteration as stop:
+            result = stop.value
+            break
+        answer = answers[name]
+        throw, send = (answer, None) if isinstance(answer, BaseException) else (None, answer)
+    return result
+
+
+def _tenant_orchestrator() -> object:
+    from orchestrations.tenant_validation import tenant_validation
+
+    return tenant_validation.build().get_user_function().orchestrator_function
+
+
+PICKED = {"tenant": "acme", "backup_id": "20250601T010000Z-abcdef", "created_at": NOW.isoformat()}
+
+
+def test_tenant_validation_drops_the_scratch_database_after_recording() -> None:
+    ctx = FakeContext({"tenant": "acme"}, "validate-acme-20250601T010000Z-abcdef")
+    step = {"checks": [], "scratch_database": "x", "restored": True, "restored_bytes": 1, "seconds": 1.0}
+    summary = drive(_tenant_orchestrator()(ctx), {
+        "pick_backup_for_validation": PICKED, "restore_into_sandbox": step, "run_restore_checks": [],
+        "record_validation": {"outcome": "passed"}, "drop_scratch_database": {}})
+    names = [c[0] for c in ctx.calls]
+    assert names == ["pick_backup_for_validation", "restore_into_sandbox", "run_restore_checks",
+                     "record_validation", "drop_scratch_database"]
+    scratch = ctx.calls[1][1]["scratch_database"]
+    assert scratch == "scratch_acme_20250601020000_0123ab"  # from the replay-safe clock and uuid
+    assert ctx.calls[-1][1] == {"scratch_database": scratch}
+    assert summary["scratch_dropped"] is True
+
+
+def test_tenant_validation_records_an_error_and_still_drops_when_the_sandbox_is_down() -> None:
+    ctx = FakeContext({"tenant": "acme"}, "validate-acme-x")
+    summary = drive(_tenant_orchestrator()(ctx), {
+        "pick_backup_for_validation": PICKED,
+        "restore_into_sandbox": RuntimeError("the sandbox at '/run' port 1 is unreachable"),
+        "record_validation": {"outcome": "error"}, "drop_scratch_database": RuntimeError("unreachable")})
+    record = next(payload for name, payload in ctx.calls if name == "record_validation")
+    assert record["step"] is None and "the sandbox at '/run' port 1 is unreachable" in record["error"]
+    assert [c[0] for c in ctx.calls][-1] == "drop_scratch_database"
+    assert summary["scratch_dropped"] is False and "unreachable" in summary["drop_error"]
+
+
+def test_nightly_fans_out_in_batches_of_the_configured_parallelism() -> None:
+    from orchestrations.nightly_validation import nightly_validation, plan_batches
+
+    items = [{"tenant": f"t{i}"} for i in range(5)]
+    assert [len(b) for b in plan_batches(items, 2)] == [2, 2, 1]
+    assert [len(b) for b in plan_batches(items, 0)] == [1] * 5
+
+    class NightlyContext(FakeContext):
+        def __init__(self) -> None:
+            super().__init__({"parallelism": 2}, "nightly-20250601")
+            self.batches: list[list[str]] = []
+
+        def call_sub_orchestrator(self, name: str, payload: dict, instance_id: str) -> str:
+            return instance_id
+
+        def task_all(self, tasks: list[str]) -> tuple[str, list[str]]:
+            self.batches.append(tasks)
+            return ("task_all", tasks)
+
+    ctx = NightlyContext()
+    picked = [{"tenant": f"t{i}", "backup_id": f"2025060{i}T010000Z-abcdef"} for i in range(3)]
+    picked.append({"tenant": "t9", "backup_id": None, "error": "no backup"})
+    gen = nightly_validation.build().get_user_function().orchestrator_function(ctx)
+    assert gen.send(None)[0] == "sweep_scratch_databases"
+    assert gen.send({"dropped": []})[0] == "list_tenants_for_validation"
+    outputs = [{"tenant": p["tenant"], "backup_id": p["backup_id"], "outcome": "passed"} for p in picked[:3]]
+    assert gen.send(picked)[0] == "task_all"
+    assert gen.send(outputs[:2])[0] == "task_all"
+    with pytest.raises(StopIteration) as done:
+        gen.send(outputs[2:])
+    summary = done.value.value
+    assert ctx.batches == [["validate-t0-20250600T010000Z-abcdef", "validate-t1-20250601T010000Z-abcdef"],
+                           ["validate-t2-20250602T010000Z-abcdef"]]
+    assert (summary["passed"], summary["skipped"], summary["instance_id"]) == (3, 1, "nightly-20250601")
