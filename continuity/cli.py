@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from continuity import settings
-from continuity.commands import backup, catalog, demo, evidence, local, trigger, validate
+from continuity.commands import backup, catalog, demo, evidence, failover, local, trigger, users, validate
 from continuity.errors import ContinuityError
 
-AREAS = (local, demo, backup, catalog, evidence, trigger, validate)
+AREAS = (local, demo, backup, catalog, evidence, trigger, validate, users, failover)
 
 
 def build_parser() -> argparse.ArgumentParser:

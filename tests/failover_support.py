@@ -4,16 +4,25 @@ writer that commits numbered rows, so lost commits can be counted after a failov
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
+import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from continuity.adapters.local_stack import LocalStack
 from continuity.settings import LocalStackSettings
+from devhost import process
+
+ACK = ["no_validated_backup"]  # a throwaway stack's catalog has no validated backup: approvers must say so
 
 
 def dedicated_settings(port_base: int, name: str = "failover", offset: int = 40) -> LocalStackSettings:
@@ -89,3 +98,91 @@ class Writer(threading.Thread):
         with psycopg.connect(dsn, autocommit=True) as conn:
             present = {r[0] for r in conn.execute(f"select n from {self.table}")}
         return [n for n in self.acked if n not in present]
+
+
+class Host:
+    """The devhost process serving function_app.py, and an HTTP client for the failover API."""
+
+    def __init__(self, stack: LocalStack, keys: dict[str, str], port: int) -> None:
+        self.stack = stack
+        self.port = port
+        self.user_keys = keys
+        s = stack.settings
+        self.env = {
+            "CONTINUITY_LOCAL_DIR": str(s.base_dir), "CONTINUITY_PRIMARY_PORT": str(s.primary_port),
+            "CONTINUITY_REPLICA_PORT": str(s.replica_port), "CONTINUITY_CONTROL_PORT": str(s.control_port),
+            "CONTINUITY_SANDBOX_PORT": str(s.sandbox_port), "CONTINUITY_DEVHOST_PORT": str(port),
+            "CONTINUITY_DEVHOST_APP": "function_app:app", "CONTINUITY_DEVHOST_SUBSCRIPTIONS": "",
+            "CONTINUITY_DEVHOST_WATCHED_CONTAINERS": "", "CONTINUITY_APPROVAL_WINDOW_MINUTES": "0.5",
+            "CONTINUITY_FAILOVER_STEP_PAUSE": "", "CONTINUITY_NIGHTLY_SCHEDULE": "0 0 0 1 1 *",
+        }
+        self.pid: int | None = None
+
+    def start(self, **overrides: str) -> None:
+        self.pid = process.start(port=self.port, env={**self.env, **overrides}, timeout=60)
+
+    def stop(self) -> None:
+        process.stop(env=self.env)
+
+    def kill(self) -> None:
+        """SIGKILL the devhost and everything it started: no cleanup, no goodbye."""
+        assert self.pid is not None
+        os.killpg(self.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(self.pid, 0)
+            except OSError:
+                break
+            with_zombie = Path(f"/proc/{self.pid}/stat")
+            if with_zombie.exists() and " Z " in with_zombie.read_text():
+                os.waitpid(self.pid, os.WNOHANG)
+            time.sleep(0.05)
+
+    @property
+    def function_key(self) -> str:
+        return str(json.loads((self.stack.base / "devhost" / "keys.json").read_text())["functionKey"])
+
+    def call(self, method: str, path: str, user: str | None, body: Any = None,
+             raw: bytes | None = None) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/json", "x-functions-key": self.function_key}
+        if user:
+            headers["X-Continuity-Key"] = self.user_keys[user]
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+            return resp.status, json.loads(payload) if payload else None
+        finally:
+            conn.close()
+
+    def request(self, user: str, scope: str = "platform", drill: bool = False, region: str = "northeurope",
+                reason: str = "westeurope outage") -> tuple[int, Any]:
+        return self.call("POST", "/api/failovers", user, {"scope": scope, "target_region": region,
+                                                          "reason": reason, "drill": drill})
+
+    def decide(self, verdict: str, instance: str, user: str, ack: list[str] | None = None,
+               comment: str = "ok") -> tuple[int, Any]:
+        return self.call("POST", f"/api/failovers/{instance}/{verdict}", user,
+                         {"comment": comment, "acknowledge": ACK if ack is None else ack})
+
+    def status(self, instance: str, user: str = "amir") -> dict[str, Any]:
+        code, body = self.call("GET", f"/api/failovers/{instance}", user)
+        assert code == 200, body
+        return dict(body)
+
+    def wait_state(self, instance: str, *states: str, timeout: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                body = self.status(instance)
+            except (OSError, http.client.HTTPException):
+                time.sleep(0.2)
+                continue
+            if body.get("state") in states:
+                return body
+            time.sleep(0.1)
+        raise AssertionError(f"{instance} never reached {states}: {json.dumps(body)[:2000]}")

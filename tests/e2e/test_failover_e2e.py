@@ -3,13 +3,9 @@ gets promoted), driven over HTTP with local users' keys; a writer commits number
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
-import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -23,102 +19,13 @@ from continuity.adapters.local_stack import LocalStack
 from continuity.adapters.postgres import ensure_database
 from continuity.adapters.secret_store import LocalSecrets, seed_local_recovery_credentials
 from continuity.identity import Role
-from devhost import process
 from tests.conftest import PORT_BASE
-from tests.failover_support import Writer, dedicated_stack
+from tests.failover_support import Host, Writer, dedicated_stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.devhost]
 
 DEVHOST_PORT = PORT_BASE + 73
-ACK = ["no_validated_backup"]  # the throwaway stack's catalog has no validated backup: approvers must say so
 TENANT_DBS = ("odoo_acme_finance", "odoo_globex", "odoo_initech")
-
-
-class Host:
-    """The devhost process serving function_app.py, and an HTTP client for the failover API."""
-
-    def __init__(self, stack: LocalStack, keys: dict[str, str]) -> None:
-        self.stack = stack
-        self.user_keys = keys
-        s = stack.settings
-        self.env = {
-            "CONTINUITY_LOCAL_DIR": str(s.base_dir), "CONTINUITY_PRIMARY_PORT": str(s.primary_port),
-            "CONTINUITY_REPLICA_PORT": str(s.replica_port), "CONTINUITY_CONTROL_PORT": str(s.control_port),
-            "CONTINUITY_SANDBOX_PORT": str(s.sandbox_port), "CONTINUITY_DEVHOST_PORT": str(DEVHOST_PORT),
-            "CONTINUITY_DEVHOST_APP": "function_app:app", "CONTINUITY_DEVHOST_SUBSCRIPTIONS": "",
-            "CONTINUITY_DEVHOST_WATCHED_CONTAINERS": "", "CONTINUITY_APPROVAL_WINDOW_MINUTES": "0.5",
-            "CONTINUITY_FAILOVER_STEP_PAUSE": "", "CONTINUITY_NIGHTLY_SCHEDULE": "0 0 0 1 1 *",
-        }
-        self.pid: int | None = None
-
-    def start(self, **overrides: str) -> None:
-        self.pid = process.start(port=DEVHOST_PORT, env={**self.env, **overrides}, timeout=60)
-
-    def stop(self) -> None:
-        process.stop(env=self.env)
-
-    def kill(self) -> None:
-        """SIGKILL the devhost and everything it started: no cleanup, no goodbye."""
-        assert self.pid is not None
-        os.killpg(self.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(self.pid, 0)
-            except OSError:
-                break
-            with_zombie = Path(f"/proc/{self.pid}/stat")
-            if with_zombie.exists() and " Z " in with_zombie.read_text():
-                os.waitpid(self.pid, os.WNOHANG)
-            time.sleep(0.05)
-
-    @property
-    def function_key(self) -> str:
-        return str(json.loads((self.stack.base / "devhost" / "keys.json").read_text())["functionKey"])
-
-    def call(self, method: str, path: str, user: str | None, body: Any = None,
-             raw: bytes | None = None) -> tuple[int, Any]:
-        headers = {"Content-Type": "application/json", "x-functions-key": self.function_key}
-        if user:
-            headers["X-Continuity-Key"] = self.user_keys[user]
-        conn = http.client.HTTPConnection("127.0.0.1", DEVHOST_PORT, timeout=60)
-        try:
-            data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-            conn.request(method, path, body=data, headers=headers)
-            resp = conn.getresponse()
-            payload = resp.read()
-            return resp.status, json.loads(payload) if payload else None
-        finally:
-            conn.close()
-
-    def request(self, user: str, scope: str = "platform", drill: bool = False, region: str = "northeurope",
-                reason: str = "westeurope outage") -> tuple[int, Any]:
-        return self.call("POST", "/api/failovers", user, {"scope": scope, "target_region": region,
-                                                          "reason": reason, "drill": drill})
-
-    def decide(self, verdict: str, instance: str, user: str, ack: list[str] | None = None,
-               comment: str = "ok") -> tuple[int, Any]:
-        return self.call("POST", f"/api/failovers/{instance}/{verdict}", user,
-                         {"comment": comment, "acknowledge": ACK if ack is None else ack})
-
-    def status(self, instance: str, user: str = "amir") -> dict[str, Any]:
-        code, body = self.call("GET", f"/api/failovers/{instance}", user)
-        assert code == 200, body
-        return dict(body)
-
-    def wait_state(self, instance: str, *states: str, timeout: float = 90) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            try:
-                body = self.status(instance)
-            except (OSError, http.client.HTTPException):
-                time.sleep(0.2)
-                continue
-            if body.get("state") in states:
-                return body
-            time.sleep(0.1)
-        raise AssertionError(f"{instance} never reached {states}: {json.dumps(body)[:2000]}")
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +48,7 @@ def host(fstack: LocalStack, blob_store: BlobStore) -> Iterator[Host]:
     identities = IdentityStore(fstack.base)
     keys = {name: identities.add_user(name, roles, replace=True) for name, roles in (
         ("olivia", [Role.OPERATOR]), ("oscar", [Role.OPERATOR]), ("amir", [Role.APPROVER]), ("ada", [Role.ADMIN]))}
-    devhost = Host(fstack, keys)
+    devhost = Host(fstack, keys, DEVHOST_PORT)
     devhost.start()
     yield devhost
     devhost.stop()
@@ -339,3 +246,27 @@ def test_host_killed_during_step_resumes_to_completion_without_lost_commits(
     assert done["state"] == "COMPLETED", done["reason"]
     assert writer.lost_on(fstack.dsn("replica")) == []
     assert fresh.refuses_writes("primary") and not fresh.refuses_writes("replica")
+
+
+# ---- the CLI speaks the same HTTP ---------------------------------------------------------------
+
+
+def test_cli_users_add_prints_key_once_and_failover_verbs_drive_the_api(
+        host: Host, fstack: LocalStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from continuity.cli import main
+
+    for key, value in host.env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["users", "add", "cli-operator", "--role", "operator", "--replace", "--json"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert added["key"].startswith("ck_") and added["key"] not in (fstack.base / "users.json").read_text()
+    assert main(["failover", "request", "--scope", "acme-finance", "--region", "northeurope", "--reason", "cli",
+                 "--user", "cli-operator", "--wait", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["state"] == "AWAITING_APPROVAL" and shown["preflight"]
+    assert main(["failover", "approve", shown["id"], "--user", "cli-operator", "--json"]) == 2
+    assert "cannot approve it" in capsys.readouterr().err
+    assert main(["failover", "reject", shown["id"], "--user", "cli-operator", "--comment", "withdrawn",
+                 "--wait", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "REJECTED"
+    assert main(["users", "remove", "cli-operator"]) == 0
