@@ -203,7 +203,11 @@ def take_backup(registry: Registry, tenant_id: str, *, store: BlobStore | None =
                 assert proc.stdout is not None
                 reader = HashingReader(proc.stdout)
                 _create(store, container, paths.dump, reader, blob_tags(tenant.id, backup_id), written)
-                returncode = proc.wait(timeout=max(1.0, deadline_seconds - (time.monotonic() - started)))
+                try:
+                    returncode = proc.wait(timeout=max(1.0, deadline_seconds - (time.monotonic() - started)))
+                except subprocess.TimeoutExpired:
+                    expire()
+                    returncode = proc.wait(timeout=10)
                 timer.cancel()
                 if expired.is_set():
                     raise BackupFailed(f"pg_dump of {tenant.database!r} passed its deadline of {deadline_seconds:g}s; "
@@ -217,7 +221,11 @@ def take_backup(registry: Registry, tenant_id: str, *, store: BlobStore | None =
                 if stored_size != reader.size:
                     raise BackupFailed(f"uploaded dump has {stored_size} bytes but pg_dump wrote {reader.size}; "
                                        "no manifest written (retry the backup)")
-                facts = facts_future.result()
+                try:
+                    facts = facts_future.result()
+                except psycopg.Error as exc:
+                    raise BackupFailed(f"reading row counts and the ledger of {tenant.database!r} in the dump's "
+                                       f"snapshot failed ({str(exc).strip()[:200]}); no manifest written") from exc
                 conn.rollback()  # the snapshot transaction only read
                 manifest = build_manifest(
                     tenant=tenant.id, backup_id=backup_id, created_at=created_at, completed_at=datetime.now(UTC),

@@ -166,6 +166,8 @@ def _copy(conn: psycopg.Connection, table: str, rows: Iterable[Row]) -> int:
 
 def _load(conn: psycopg.Connection, demo: DemoTenant, store: BlobStore, container: str,
           tenant: Tenant) -> tuple[dict[str, int], list[Attachment]]:
+    # Index and foreign-key builds at large scales sort millions of rows: give them memory.
+    conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
     for ddl in (*TABLES_DDL, SEED_MARKER_DDL):
         conn.execute(ddl)  # our own constant DDL text
     counts = dict.fromkeys(COLUMNS, 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from continuity.demo import MAX_SCALE
+from continuity.demo import MAX_SCALE, SCALE_FOR_1GB_DUMP
 from continuity.errors import InvalidRequest
 
 
@@ -15,7 +15,8 @@ def register(sub: Any) -> None:
     seed = verbs.add_parser(
         "seed", help="create the first N tenants' databases with demo data (idempotent)",
         description="Seed the first N tenants of the registry. Scale 1 is about 2,000 moves, 8,400 journal "
-                    "items, 200 partners and 20 invoice PDFs; rows grow linearly with the scale.")
+                    "items, 200 partners and 20 invoice PDFs (~10,600 rows, ~0.6 MB of pg_dump -Fc); rows grow "
+                    f"linearly with the scale, and scale {SCALE_FOR_1GB_DUMP} gives a dump of about 1 GB.")
     seed.add_argument("--tenants", type=int, default=3, metavar="N", help="how many tenants, registry order")
     seed.add_argument("--scale", type=int, default=1, metavar="S", help=f"1..{MAX_SCALE} (default 1)")
     seed.add_argument("--force", action="store_true",
