@@ -237,3 +237,27 @@ def test_cli_backup_all_reports_each_failure_and_exits_non_zero(
     assert [b["tenant"] for b in out["backups"]] == [world["tenant"]]
     assert [(e["tenant"], e["code"]) for e in out["errors"]] == [(world["missing"], "database_missing")]
     assert len([n for n in blobs(blob_store, world["tenant"]) if n.endswith("manifest.json")]) == 1
+
+
+def test_a_database_without_odoo_tables_is_backed_up_with_an_empty_ledger(
+        stack: LocalStack, blob_store: BlobStore) -> None:
+    token = secrets.token_hex(3)
+    tenant, database = f"p{token}", f"plain_{token}"
+    registry = Registry.model_validate(registry_raw((tenant, database)))
+    with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    try:
+        with psycopg.connect(stack.dsn("primary", database), autocommit=True) as conn:
+            conn.execute("create table notes (id int primary key, body text)")
+            conn.execute("insert into notes select g, 'note ' || g from generate_series(1, 100) g")
+        stored = take_backup(registry, tenant, store=blob_store)
+        manifest = Manifest.model_validate_json(blob_store.download("backups", stored.manifest))
+        assert manifest.row_counts == {}
+        assert (manifest.ledger.posted_moves, manifest.ledger.fingerprint) == (0, hashlib.sha256(b"").hexdigest())
+        assert manifest.attachments.count == 0
+        assert hashlib.sha256(blob_store.download("backups", stored.dump)).hexdigest() == stored.sha256
+    finally:
+        with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        for name in blobs(blob_store, tenant):
+            blob_store.delete("backups", name)
