@@ -418,6 +418,8 @@ class Verdict:
 
 
 def _minutes(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
     return f"{seconds / 60:.1f} min"
 
 
