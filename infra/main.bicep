@@ -74,7 +74,7 @@ param image string = 'continuity-functions:latest'
 @description('Create the Event Grid subscriptions to the app. False on the first deploy: Event Grid needs the published app\'s functions to exist.')
 param subscribeEvents bool = false
 
-param blobCreatedFunctionName string = 'backup_blob_created'
+param blobCreatedFunctionName string = 'catalog_blob_created'
 param backupFailedFunctionName string = 'backup_failed'
 
 @description('Entra ID app registration fronting the HTTP API (App Service Authentication); empty = none.')

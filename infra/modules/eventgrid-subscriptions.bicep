@@ -13,7 +13,7 @@ param backupContainer string = 'backups'
 param deadLetterContainer string = 'eventgrid-deadletter'
 
 @description('Name of the Event Grid-triggered function that catalogs a new backup.')
-param blobCreatedFunctionName string = 'backup_blob_created'
+param blobCreatedFunctionName string = 'catalog_blob_created'
 
 @description('Name of the Event Grid-triggered function that handles a failed backup job.')
 param backupFailedFunctionName string = 'backup_failed'

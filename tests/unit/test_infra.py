@@ -828,3 +828,30 @@ def test_dockerignore_keeps_local_state_and_secrets_out_of_the_image() -> None:
     ignore = {ln.strip().strip("/") for ln in (ROOT / ".dockerignore").read_text().splitlines()}
     for private in (".venv", ".local", "local.settings.json", "node_modules", ".git"):
         assert private in ignore, f".dockerignore must exclude {private}"
+
+
+def _event_grid_functions() -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for path in (ROOT / "triggers").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and any(
+                    isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute)
+                    and d.func.attr == "event_grid_trigger" for d in node.decorator_list):
+                names.add(node.name)
+    return names
+
+
+def test_event_subscriptions_deliver_to_event_grid_functions_that_exist() -> None:
+    functions = _event_grid_functions()
+    for f in (load(INFRA / "main.bicep"), load(INFRA / "modules" / "eventgrid-subscriptions.bicep")):
+        for param in ("blobCreatedFunctionName", "backupFailedFunctionName"):
+            assert f.params[param].value in functions, f"{f.path.name}: {param} names no Event Grid trigger"
+
+
+def test_lifecycle_archive_status_is_the_catalogs_validated_status() -> None:
+    from continuity.catalog import BackupStatus
+
+    condition = dig(_rules("archiveRules"), "definition", "filters", "blobIndexMatch")
+    assert f"'{BackupStatus.VALIDATED.value}'" in condition.text
