@@ -335,12 +335,14 @@ class CatalogService:
         with self.repo.session() as session:
             if event_id is not None and session.event_processed(event_id) is not None:
                 return IngestOutcome(IngestAction.DUPLICATE_EVENT, blob, f"event {event_id} was processed before")
-            session.record_rejection(container=self.storage.container, blob=blob[:1024], etag=etag, tenant=None,
+            # PostgreSQL text cannot hold NUL; an event may name anything.
+            shown = blob[:1024].replace("\x00", "\\x00")
+            session.record_rejection(container=self.storage.container, blob=shown, etag=etag, tenant=None,
                                      backup_id=None, code=str(exc.rejection_code), reason=exc.reason,
                                      event_id=event_id)
             record = self.evidence.append(
                 actor=actor, action="catalog.rejected", subject=f"blob {self.storage.container}",
-                data={"blob": blob[:1024], "code": str(exc.rejection_code), "reason": exc.reason},
+                data={"blob": shown, "code": str(exc.rejection_code), "reason": exc.reason},
                 idempotency_key=("catalog.rejected:" + hashlib.sha256(
                     f"{self.storage.container}/{blob}:{etag}:{exc.rejection_code}".encode()).hexdigest()))
             if event_id is not None:

@@ -255,6 +255,7 @@ def test_manifest_of_another_tenant_is_rejected(env: Env) -> None:
 @pytest.mark.parametrize(("name", "code"), [
     ("acme-finance/2025/03/01/../../x/db.dump", RejectionCode.LAYOUT),
     ("acme-finance/2025/03/01/20250301T020000Z-a1b2c3/notes.txt", RejectionCode.LAYOUT),
+    ("acme-finance/2025/03/01/20250301T020000Z-a1b2c3/db.dump\x00.txt", RejectionCode.LAYOUT),
     ("umbrella/2025/03/01/20250301T020000Z-a1b2c3/db.dump", RejectionCode.UNKNOWN_TENANT),
 ])
 def test_blob_outside_the_layout_is_rejected_and_recorded(env: Env, name: str, code: RejectionCode) -> None:

@@ -94,6 +94,7 @@ def test_layout_parses_tenant_date_id_and_file() -> None:
     ("acme-finance/2025/03/01/20250301T020000Z-a1b2c3/db%2Edump", "characters outside"),
     ("acme-finance/2025/03/01/20250301T020000Z-a1b2c3/dB\u00e9.dump", "characters outside"),
     ("acme-finance\\2025/03/01/20250301T020000Z-a1b2c3/db.dump", "characters outside"),
+    ("acme-finance/2025/03/01/20250301T020000Z-a1b2c3/db.dump\x00", "characters outside"),
     ("acme-finance/2025/03/01/20250301T020000Z-a1b2c3/notes.txt", "unknown file 'notes.txt'"),
     ("acme-finance/2025/03/01/20250301T020000Z-a1b2c3/x/db.dump", "7 path segments"),
     ("acme-finance/2025/03/20250301T020000Z-a1b2c3/db.dump", "5 path segments"),
