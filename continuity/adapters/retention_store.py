@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -182,17 +183,23 @@ class RetentionStore:
         or ``"Locked"`` (irreversible: it can only be extended). Either way the blob cannot be deleted
         or overwritten before the date.
     :param batch_size: sub-requests per Blob Batch call, at most 256.
+    :param batch_concurrency: Blob Batch calls in flight at once. 1 by default: on Azurite (one
+        Node.js process that runs sub-requests one after another) more did not help in
+        bench/bench_retention.py; against Azure, where each call waits on the network, raise it.
     """
 
     def __init__(self, container: ContainerClient, *, immutability_mode: Literal["Unlocked", "Locked"] = "Unlocked",
-                 batch_size: int = BATCH_LIMIT, timeout: int = TIMEOUT_SECONDS) -> None:
+                 batch_size: int = BATCH_LIMIT, batch_concurrency: int = 1, timeout: int = TIMEOUT_SECONDS) -> None:
         if not 1 <= batch_size <= BATCH_LIMIT:
             raise ValueError(f"batch_size must be between 1 and {BATCH_LIMIT} (the Blob Batch limit)")
+        if not 1 <= batch_concurrency <= 16:
+            raise ValueError("batch_concurrency must be between 1 and 16")
         if immutability_mode not in ("Unlocked", "Locked"):
             raise ValueError("immutability_mode must be 'Unlocked' or 'Locked'")
         self.container = container
         self.immutability_mode = immutability_mode
         self.batch_size = batch_size
+        self.batch_concurrency = batch_concurrency
         self.timeout = timeout
         # None until the store answers a lock request; False once it said it has no such feature.
         self.enforces_immutability: bool | None = None
@@ -210,7 +217,7 @@ class RetentionStore:
         """Apply the actions; returns one outcome per action, in the order given.
 
         Locks go first (protection before anything else), then tiers, then deletes. If the store
-        becomes unreachable, the batch in flight is FAILED and everything after it NOT_ATTEMPTED.
+        becomes unreachable, the batches in flight are FAILED and everything after them NOT_ATTEMPTED.
         """
         names = {i: list(blob_names_for(a)) for i, a in enumerate(actions) if not isinstance(a, Keep)}
         results: dict[int, list[BlobResult]] = {i: [] for i in names}
@@ -234,19 +241,27 @@ class RetentionStore:
                     results[i].append(BlobResult(name, OutcomeStatus.FAILED, message=stopped))
 
         for kind, subrequests in ((ActionKind.SET_TIER, tier_subrequests), (ActionKind.DELETE, delete_subrequests)):
-            for start in range(0, len(subrequests), self.batch_size):
-                chunk = subrequests[start:start + self.batch_size]
+            chunks = [subrequests[s:s + self.batch_size] for s in range(0, len(subrequests), self.batch_size)]
+            # Up to batch_concurrency batches in flight; a wave finishes before the next starts, so a
+            # store that stops answering leaves at most one wave FAILED and the rest NOT_ATTEMPTED.
+            for w in range(0, len(chunks), self.batch_concurrency):
+                wave = chunks[w:w + self.batch_concurrency]
                 if stopped:
-                    for i, name in chunk:
-                        results[i].append(BlobResult(name, OutcomeStatus.NOT_ATTEMPTED, message=stopped))
+                    for chunk in wave:
+                        for i, name in chunk:
+                            results[i].append(BlobResult(name, OutcomeStatus.NOT_ATTEMPTED, message=stopped))
                     continue
-                try:
-                    answers = self._send_batch(kind, [(name, actions[i]) for i, name in chunk])
-                except _StoreUnreachable as exc:
-                    stopped = str(exc)
-                    answers = [BlobResult(name, OutcomeStatus.FAILED, message=stopped) for _, name in chunk]
-                for (i, _), answer in zip(chunk, answers, strict=True):
-                    results[i].append(answer)
+                requests = [[(name, actions[i]) for i, name in chunk] for chunk in wave]
+                self.batches_sent += len(wave)
+                if len(wave) == 1:
+                    answered = [self._try_batch(kind, requests[0])]
+                else:
+                    with ThreadPoolExecutor(len(wave), thread_name_prefix="retention-batch") as pool:
+                        answered = list(pool.map(self._try_batch, [kind] * len(requests), requests))
+                for chunk, (answers, unreachable) in zip(wave, answered, strict=True):
+                    stopped = stopped or unreachable
+                    for (i, _), answer in zip(chunk, answers, strict=True):
+                        results[i].append(answer)
 
         outcomes = [self._outcome(a, results.get(i, [])) for i, a in enumerate(actions)]
         for outcome in outcomes:
@@ -286,8 +301,15 @@ class RetentionStore:
 
     # ---- Blob Batch -----------------------------------------------------------------------
 
+    def _try_batch(self, kind: ActionKind, items: list[tuple[str, RetentionAction]]) \
+            -> tuple[list[BlobResult], str | None]:
+        """The batch's per-blob answers, and why the store is unreachable if it is."""
+        try:
+            return self._send_batch(kind, items), None
+        except _StoreUnreachable as exc:
+            return [BlobResult(name, OutcomeStatus.FAILED, message=str(exc)) for name, _ in items], str(exc)
+
     def _send_batch(self, kind: ActionKind, items: list[tuple[str, RetentionAction]]) -> list[BlobResult]:
-        self.batches_sent += 1
         try:
             if kind is ActionKind.SET_TIER:
                 parts: Iterable[Any] = self.container.set_standard_blob_tier_blobs(

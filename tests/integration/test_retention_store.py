@@ -168,7 +168,7 @@ def test_unreachable_store_fails_the_batch_in_flight_and_leaves_the_rest_not_att
         + f";BlobEndpoint=http://127.0.0.1:{PORT_BASE + 98}/devstoreaccount1;", "backups",
         retry_total=0, connection_timeout=2)
     actions = [set_tier(f"b{i}", StorageTier.COOL) for i in range(200)]  # 400 blobs: two batches
-    outcomes = RetentionStore(dead).apply(actions)
+    outcomes = RetentionStore(dead, batch_concurrency=1).apply(actions)
     statuses = [o.status for o in outcomes]
     assert statuses[:128] == [OutcomeStatus.FAILED] * 128  # the first batch: 256 blobs
     assert statuses[128:] == [OutcomeStatus.NOT_ATTEMPTED] * 72
@@ -184,3 +184,20 @@ def _azurite_key() -> str:
 def test_applier_refuses_a_batch_size_above_the_blob_batch_limit() -> None:
     with pytest.raises(ValueError, match="batch_size must be between 1 and 256"):
         RetentionStore(ContainerClient("http://127.0.0.1:1/devstoreaccount1", "backups"), batch_size=BATCH_LIMIT + 1)
+
+
+def test_applier_refuses_a_batch_concurrency_outside_1_to_16() -> None:
+    with pytest.raises(ValueError, match="batch_concurrency must be between 1 and 16"):
+        RetentionStore(ContainerClient("http://127.0.0.1:1/devstoreaccount1", "backups"), batch_concurrency=0)
+
+
+def test_concurrent_batches_tier_every_blob_and_report_every_action(container: ContainerClient) -> None:
+    backup_ids = [f"b{i:03d}" for i in range(400)]  # 800 blobs: 4 batches in one wave
+    for bid in backup_ids:
+        upload_backup(container, bid, NOW)
+    store = RetentionStore(container, batch_concurrency=4)
+    outcomes = store.apply([set_tier(bid, StorageTier.COLD) for bid in backup_ids])
+    assert store.batches_sent == 4
+    assert [o.action.backup_id for o in outcomes] == backup_ids
+    assert {o.status for o in outcomes} == {OutcomeStatus.APPLIED}
+    assert {str(b.blob_tier) for b in container.list_blobs()} == {"Cold"}

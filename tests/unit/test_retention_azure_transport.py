@@ -162,7 +162,7 @@ def test_batches_hold_at_most_256_subrequests() -> None:
     actions = [SetTier(tenant="acme-finance", backup_id=f"b{i}", created_at=NOW, to=StorageTier.COOL,
                        reason="tier cool") for i in range(300)]
     outcomes = store.apply(actions)
-    assert [body_text(r).count("&comp=tier") for r in transport.requests] == [256, 256, 88]
+    assert sorted(body_text(r).count("&comp=tier") for r in transport.requests) == [88, 256, 256]
     assert {o.status for o in outcomes} == {OutcomeStatus.APPLIED}
 
 
