@@ -275,7 +275,8 @@ class RetentionStore:
         if isinstance(action, Keep):
             return ActionOutcome(action, OutcomeStatus.NOTHING_TO_DO, "kept: nothing to change in storage")
         if not blobs:
-            return ActionOutcome(action, OutcomeStatus.APPLIED, "no blobs named for this backup")
+            return ActionOutcome(action, OutcomeStatus.FAILED,
+                                 "no blob names were given for this backup; nothing was done")
         status = max((b.status for b in blobs), key=lambda s: _SEVERITY[s])
         worst = next(b for b in blobs if b.status is status)
         said = f"{worst.status_code} {worst.error_code}" if worst.status_code else worst.message

@@ -207,6 +207,14 @@ def test_batch_answer_that_is_not_multipart_fails_the_batch() -> None:
     assert outcome.blobs[0].message.startswith("the batch answer could not be read")
 
 
+def test_action_without_blob_names_is_failed_not_reported_done() -> None:
+    store, transport = store_with(lambda r: batch_answer([]))
+    [outcome] = store.apply([delete("b1")], blob_names_for=lambda action: [])
+    assert outcome.status is OutcomeStatus.FAILED
+    assert outcome.detail == "no blob names were given for this backup; nothing was done"
+    assert transport.requests == []
+
+
 # ---- immutability policies and legal holds ------------------------------------------------------
 
 def test_set_immutability_is_applied_when_the_store_confirms_the_date() -> None:
