@@ -32,7 +32,8 @@ def backup_incident(context: df.DurableOrchestrationContext) -> Generator[Any, A
     context.set_custom_status({"stage": "measured", "exposure": exposure.to_json()})
     if exposure.level is not ExposureLevel.WITHIN:
         yield context.call_activity(steps.publish_rpo_event, {
-            "incident": incident, "level": "at_risk", "exposure": exposure.to_json(), "stage": "detected"})
+            "incident": incident, "level": exposure.level.value.lower(), "exposure": exposure.to_json(),
+            "stage": "detected"})
 
     attempts: list[dict[str, Any]] = []
     succeeded = False

@@ -20,7 +20,7 @@ from continuity.errors import InvalidRequest
 from continuity.manifest import BACKUP_ID_PATTERN
 from continuity.tenants import TENANT_ID_PATTERN
 from triggers.api_docs import document
-from triggers.common import handles_errors, instance_id, json_response
+from triggers.common import event_type_of, handles_errors, instance_id, json_response
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +42,10 @@ class BlobCreatedData(BaseModel):
 async def catalog_blob_created(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
     container = settings.get("CONTINUITY_BACKUP_CONTAINER")
     match = SUBJECT_RE.match(event.subject or "")
-    if event.event_type != BLOB_CREATED or match is None or match["container"] != container:
-        catalog_service.reject_event(event.id, event.subject, f"not a {BLOB_CREATED} event for container "
-                                     f"{container!r} (type {event.event_type!r}, subject {str(event.subject)[:200]!r})")
+    if event_type_of(event) != BLOB_CREATED or match is None or match["container"] != container:
+        reason = (f"not a {BLOB_CREATED} event for container {container!r} "
+                  f"(type {event_type_of(event)!r}, subject {str(event.subject)[:200]!r})")
+        catalog_service.reject_event(event.id, event.subject, reason)
         return
     try:
         data = BlobCreatedData.model_validate(event.get_json())

@@ -91,3 +91,8 @@ def instance_id(*parts: str) -> str:
     if len(safe) > 200:
         safe = safe[:150] + "-" + hashlib.sha256(raw.encode()).hexdigest()[:32]
     return safe
+
+
+def event_type_of(event: Any) -> str:
+    """The type of an Event Grid delivery: Event Grid schema (``event_type``) or CloudEvents (``type``)."""
+    return str(getattr(event, "event_type", None) or getattr(event, "type", "") or "")

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from continuity import incident_service, settings
 from continuity.errors import ContinuityError
 from continuity.incidents import BACKUP_FAILED_EVENT_TYPE, BackupFailedData
-from triggers.common import instance_id
+from triggers.common import event_type_of, instance_id
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +24,9 @@ bp = df.Blueprint()
 @bp.event_grid_trigger(arg_name="event")
 @bp.durable_client_input(client_name="client")
 async def backup_failed(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
-    if event.event_type != BACKUP_FAILED_EVENT_TYPE:
-        incident_service.reject_event(event.id, f"event type {event.event_type!r} is not {BACKUP_FAILED_EVENT_TYPE}")
+    if event_type_of(event) != BACKUP_FAILED_EVENT_TYPE:
+        reason = f"event type {event_type_of(event)!r} is not {BACKUP_FAILED_EVENT_TYPE}"
+        incident_service.reject_event(event.id, reason)
         return
     try:
         data = BackupFailedData.model_validate(event.get_json())
