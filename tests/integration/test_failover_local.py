@@ -152,3 +152,33 @@ def test_repoint_bumps_version_once_and_is_idempotent(fstack: LocalStack) -> Non
     assert changed2 and not changed3
     assert moved.version == first.version + 1 == again.version
     assert routes.get_route("acme-finance") == again
+
+
+def test_synchronous_replication_loses_no_commit_when_primary_crashes_unfenced(failover: LocalFailover,
+                                                                              fstack: LocalStack) -> None:
+    """The unreachable-primary case: no fence, no final LSN to wait for. With synchronous_standby_names naming
+    the replica and synchronous_commit=on, every acknowledged commit is already flushed on the replica."""
+    wait_streaming(failover)
+    with psycopg.connect(fstack.dsn("primary"), autocommit=True) as conn:
+        names = [r[0] for r in conn.execute("select application_name from pg_stat_replication")]
+        assert "replica" in names, names  # the walreceiver reports cluster_name as its application_name
+        conn.execute("alter system set synchronous_standby_names = 'replica'")
+        conn.execute("alter system set synchronous_commit = 'on'")
+        conn.execute("select pg_reload_conf()")
+    try:
+        writer = Writer(fstack.dsn("primary"), table="sync_ledger")
+        writer.start()
+        time.sleep(1.0)
+        fstack._pg_ctl("primary", "-m", "immediate", "-w", "stop")  # a crash: no shutdown checkpoint, no goodbye
+        writer.stop()
+        fence = failover.fence_primary("weu-primary")
+        assert fence.state is FenceState.STOPPED and fence.final_lsn is None
+        failover.promote_replica()
+        assert len(writer.acked) > 20
+        assert writer.lost_on(fstack.dsn("replica")) == []
+    finally:
+        fstack._start("primary")
+        with psycopg.connect(fstack.dsn("primary"), autocommit=True) as conn:
+            conn.execute("alter system reset synchronous_standby_names")
+            conn.execute("alter system reset synchronous_commit")
+            conn.execute("select pg_reload_conf()")

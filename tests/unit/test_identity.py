@@ -129,3 +129,25 @@ def test_operator_lacking_approver_role_is_forbidden_with_reason() -> None:
     with pytest.raises(Forbidden, match="olivia may not approve failovers: it needs the approver role "
                                         r"\(holds: operator\)"):
         require_role(olivia, Role.APPROVER, "approve failovers")
+
+
+def test_identity_store_keeps_hashes_mode_600_and_the_key_only_in_the_client_keyring(tmp_path) -> None:
+    import stat
+
+    from continuity.adapters.identity_store import IdentityStore
+    from continuity.errors import Conflict
+
+    store = IdentityStore(tmp_path)
+    key = store.add_user("amir", [Role.APPROVER])
+    assert stat.S_IMODE((tmp_path / "users.json").stat().st_mode) == 0o600
+    assert key not in (tmp_path / "users.json").read_text()
+    assert store.client_key("amir") == key
+    assert stat.S_IMODE(store.key_file("amir").stat().st_mode) == 0o600
+    assert verify_api_key(key, store.list_users()).name == "amir"
+    with pytest.raises(Conflict, match="already exists; use --replace"):
+        store.add_user("amir", [Role.ADMIN])
+    rotated = store.add_user("amir", [Role.ADMIN], replace=True)
+    with pytest.raises(Unauthorized):
+        verify_api_key(key, store.list_users())
+    assert verify_api_key(rotated, store.list_users()).roles == frozenset({Role.ADMIN})
+    assert store.remove_user("amir") is True and store.remove_user("amir") is False
