@@ -68,7 +68,7 @@ def attachment_blob_name(tenant: Tenant, fname: str) -> str:
 
 def seed_tenant(registry: Registry, tenant: Tenant, scale: int, *, force: bool = False,
                 store: BlobStore | None = None) -> SeedResult:
-    """Seed one tenant's database with demo data at ``scale``; idempotent.
+    """Seed one tenant's database with demo data at ``scale``; idempotent (``force`` rebuilds a demo database).
 
     :raises Conflict: the tenant is seeded at another scale (without ``force``), or its database
         holds tables that are not demo data (never overwritten, even with ``force``).
@@ -91,7 +91,8 @@ def seed_tenant(registry: Registry, tenant: Tenant, scale: int, *, force: bool =
     rebuilt = False
     with connect(dsn) as conn:
         existing = _marker(conn, tenant)
-        if existing is not None and existing["scale"] == scale and existing["generator"] == GENERATOR_VERSION:
+        same = existing is not None and existing["scale"] == scale and existing["generator"] == GENERATOR_VERSION
+        if existing is not None and same and not force:
             return SeedResult(tenant=tenant.id, database=tenant.database, scale=scale, status="already seeded",
                               row_counts=dict(existing["row_counts"]), attachments=existing["row_counts"].get(
                                   "ir_attachment", 0), attachment_bytes=existing["attachment_bytes"],

@@ -20,7 +20,8 @@ def register(sub: Any) -> None:
     seed.add_argument("--tenants", type=int, default=3, metavar="N", help="how many tenants, registry order")
     seed.add_argument("--scale", type=int, default=1, metavar="S", help=f"1..{MAX_SCALE} (default 1)")
     seed.add_argument("--force", action="store_true",
-                      help="drop and rebuild a demo database seeded at another scale (never a non-demo one)")
+                      help="drop and rebuild an already seeded demo database, e.g. at another scale "
+                           "(never a non-demo one)")
     seed.add_argument("--json", action="store_true")
     seed.set_defaults(handler=cmd_seed)
 

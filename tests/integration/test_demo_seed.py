@@ -145,7 +145,7 @@ def test_reseed_at_the_same_scale_is_a_no_op(stack: LocalStack, blob_store: Blob
                                          "from continuity_demo_seed") == before
 
 
-def test_seed_at_another_scale_is_refused_without_force_then_rebuilt_with_it(
+def test_seed_at_another_scale_is_refused_without_force_and_force_rebuilds(
         stack: LocalStack, blob_store: BlobStore, fresh_tenant: tuple[Registry, Tenant]) -> None:
     registry, tenant = fresh_tenant
     seed_tenant(registry, tenant, 1, store=blob_store)
@@ -155,6 +155,8 @@ def test_seed_at_another_scale_is_refused_without_force_then_rebuilt_with_it(
     assert rebuilt.status == "rebuilt"
     assert query(stack, tenant.database, "select scale from continuity_demo_seed") == [(2,)]
     assert query(stack, tenant.database, "select count(*) from res_partner") == [(scale_size(2).partners + 1,)]
+    again = seed_tenant(registry, tenant, 2, force=True, store=blob_store)
+    assert again.status == "rebuilt" and again.row_counts == rebuilt.row_counts
 
 
 def test_seed_refuses_a_database_that_holds_other_tables_even_with_force(
