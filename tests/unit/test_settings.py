@@ -23,7 +23,7 @@ def test_example_settings_hold_no_secret() -> None:
 
 
 def test_function_app_imports_and_lists_functions() -> None:
-    import function_app
+    from tests.app_functions import app_functions
 
-    names = {f.get_function_name() for f in function_app.app.get_functions()}
+    names = {f.get_function_name() for f in app_functions()}
     assert "health" in names
