@@ -157,7 +157,7 @@ class Registry(Strict):
         for tenant in self.tenants:
             if tenant.id == tenant_id:
                 return tenant
-        shown = tenant_id if TENANT_ID_RE.match(tenant_id) else repr(tenant_id[:60])
+        shown = tenant_id if TENANT_ID_RE.fullmatch(tenant_id) else repr(tenant_id[:60])
         raise UnknownTenant(f"unknown tenant {shown}; known tenants: {', '.join(t.id for t in self.tenants)}")
 
     def list_tenants(self) -> list[Tenant]:

@@ -29,6 +29,8 @@ class BlobStore:
         self.service = BlobServiceClient.from_connection_string(
             self.connection_string, connection_timeout=5, read_timeout=TIMEOUT_SECONDS,
             retry_total=2, retry_backoff_factor=0.2,
+            # The storage SDK's own ExponentialRetry waits 15 s, then 18 s: "storage down" took ~45 s to say so.
+            initial_backoff=1, increment_base=2,
         )
 
     @property
