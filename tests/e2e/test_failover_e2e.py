@@ -24,7 +24,7 @@ from tests.failover_support import Host, Writer, dedicated_stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.devhost]
 
-DEVHOST_PORT = PORT_BASE + 73
+DEVHOST_PORT = PORT_BASE + 81  # +72..+79 serve the devhost tests
 TENANT_DBS = ("odoo_acme_finance", "odoo_globex", "odoo_initech")
 
 
