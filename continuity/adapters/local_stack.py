@@ -494,7 +494,9 @@ class LocalStack:
                 if name == "replica" and status.role == "standby":
                     row = conn.execute(
                         "select pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()),"
-                        " extract(epoch from now() - pg_last_xact_replay_timestamp()),"
+                        # Caught up means no lag, however long ago the primary's last write was.
+                        " case when pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() then 0"
+                        " else extract(epoch from now() - pg_last_xact_replay_timestamp()) end,"
                         " (select status from pg_stat_wal_receiver)"
                     ).fetchone()
                     if row:
