@@ -27,11 +27,18 @@ node_modules/.stamp: package.json package-lock.json
 pg: venv
 	$(CONTINUITY) local pg-bin
 
+# The main job, locally: stack up, demo tenants seeded and backed up, the catalog settled, then the
+# nightly restore validation of every tenant with its per-tenant table and the HTML report.
 run: setup
 	$(CONTINUITY) local up
 	$(CONTINUITY) demo seed --tenants 3 --scale 1
 	$(CONTINUITY) backup --all
+	$(CONTINUITY) catalog reconcile
 	$(CONTINUITY) catalog list
+	$(CONTINUITY) nightly --wait
+	$(CONTINUITY) report --html report.html
+	@echo "report written to report.html; evidence chain:"
+	$(CONTINUITY) evidence verify
 
 lint: venv
 	$(BIN)/ruff check .
