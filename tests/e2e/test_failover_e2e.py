@@ -252,7 +252,8 @@ def test_host_killed_during_step_resumes_to_completion_without_lost_commits(
 
 
 def test_cli_users_add_prints_key_once_and_failover_verbs_drive_the_api(
-        host: Host, fstack: LocalStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        host: Host, fstack: LocalStack, fresh: LocalFailover, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     from continuity.cli import main
 
     for key, value in host.env.items():
