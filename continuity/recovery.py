@@ -412,9 +412,12 @@ _BACKWARD = {
 }
 
 
-def next_cutover_action(position: CutoverPosition, target: CutoverPosition) -> CutoverAction | None:
+def next_cutover_action(position: CutoverPosition, target: CutoverPosition,
+                        forward_only: bool = False) -> CutoverAction | None:
     """The one action that moves ``position`` toward ``target``; None when there already.
 
+    ``forward_only``: a forward step re-run after the cutover went further (a replayed activity) does
+    nothing rather than walk back: only a rollback moves backward.
     HALF_SWAPPED is never a target: it only exists between two renames and is always left at once.
 
     :raises ContinuityError: the position is UNKNOWN, or the target is UNKNOWN or HALF_SWAPPED.
@@ -428,6 +431,8 @@ def next_cutover_action(position: CutoverPosition, target: CutoverPosition) -> C
         return None
     if ORDER.index(position) < ORDER.index(target):
         return _FORWARD[position]
+    if forward_only:
+        return None
     return _BACKWARD[position]
 
 

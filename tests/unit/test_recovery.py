@@ -296,6 +296,12 @@ def test_any_sequence_of_targets_and_crashes_ends_with_exactly_one_live_database
     assert len(marked) == 1, "the recovered copy was lost or duplicated"
 
 
+def test_forward_step_rerun_after_the_cutover_went_further_does_not_walk_back() -> None:
+    assert next_cutover_action(CutoverPosition.REOPENED, CutoverPosition.SWAPPED, forward_only=True) is None
+    assert next_cutover_action(CutoverPosition.SWAPPED, CutoverPosition.FENCED, forward_only=True) is None
+    assert next_cutover_action(CutoverPosition.REOPENED, CutoverPosition.SWAPPED) is CutoverAction.FENCE_LIVE
+
+
 def test_states_this_recovery_did_not_make_stop_the_cutover() -> None:
     nothing = CutoverObservation(NAMES, MARK, None, None, None)
     position, why = cutover_position(nothing)

@@ -1,0 +1,242 @@
+"""Tenant recovery against real PostgreSQL and Azurite, step by step through continuity.recovery_service:
+staging beside live, the nightly checks on the staged copy, the data-loss report, the cutover with another
+tenant writing on the same cluster throughout, a kill between the two renames, resuming a half-made swap,
+rollback, and attachments the store cannot bring back (Azurite keeps no versions)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from continuity import recovery_service
+from continuity.adapters.blob_store import BlobStore
+from continuity.adapters.local_stack import LocalStack
+from continuity.adapters.tenant_recovery import TenantDatabases, restore_missing_attachments
+from continuity.errors import Conflict
+from continuity.recovery import CutoverPosition, DatabaseNames, RecoveryRefused
+from tests.failover_support import Writer
+from tests.recovery_support import (
+    backup_and_validate,
+    database_names,
+    delete_posted_moves,
+    drop_databases,
+    ledger_fingerprint,
+    manifest_of,
+    seed,
+    write_registry,
+)
+
+pytestmark = pytest.mark.stack
+
+ROOT = Path(__file__).resolve().parents[2]
+TENANT, OTHER = "rc-int", "rc-int-other"
+DB, OTHER_DB = "odoo_rc_int", "odoo_rc_int_other"
+
+
+@pytest.fixture(scope="module")
+def world(stack: LocalStack, blob_store: BlobStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    path = tmp_path_factory.mktemp("recovery") / "tenants.yaml"
+    registry = write_registry(path, {TENANT: DB, OTHER: OTHER_DB})
+    previous = os.environ.get("CONTINUITY_TENANTS_FILE")
+    os.environ["CONTINUITY_TENANTS_FILE"] = str(path)
+    try:
+        drop_databases(stack, "odoo_rc_int%")
+        seed(stack, blob_store, TENANT, DB)
+        seed(stack, blob_store, OTHER, OTHER_DB)
+        backup_id = backup_and_validate(registry, TENANT, blob_store)
+        yield {"registry": registry, "backup_id": backup_id, "tenants_file": path}
+    finally:
+        if previous is None:
+            os.environ.pop("CONTINUITY_TENANTS_FILE", None)
+        else:
+            os.environ["CONTINUITY_TENANTS_FILE"] = previous
+
+
+def new_run(world: dict[str, Any], stamp: datetime) -> dict[str, Any]:
+    run_id = f"it-{stamp:%H%M%S%f}"
+    planned = recovery_service.plan(TENANT, stamp, run_id, world["backup_id"])
+    return {"tenant": TENANT, "run_id": run_id, "backup_id": world["backup_id"], "names": planned["names"],
+            "marker": planned["marker"], "drill": False}
+
+
+def staged_and_checked(world: dict[str, Any], stamp: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+    run = new_run(world, stamp)
+    staged = recovery_service.stage(run)
+    assert staged["ok"], staged["detail"]
+    checked = recovery_service.check({**run, "restore": staged["data"]["restore"]})
+    return run, checked
+
+
+def test_refusals_of_the_backup_choice_name_the_reason(world: dict[str, Any], blob_store: BlobStore) -> None:
+    with pytest.raises(RecoveryRefused, match=f"belongs to tenant {TENANT}, not {OTHER}"):
+        recovery_service.choose(OTHER, world["backup_id"], None)
+    with pytest.raises(RecoveryRefused, match="is before the oldest backup"):
+        recovery_service.choose(TENANT, None, datetime(2020, 1, 1, tzinfo=UTC))
+    with pytest.raises(Conflict, match="already running"):
+        recovery_service.choose(TENANT, None, None, running="recovery-rc-int, CHECKING")
+    chosen = recovery_service.choose(TENANT, None, None)
+    assert chosen["backup"]["backup_id"] == world["backup_id"] and chosen["choice"] == "newest"
+
+
+def test_staged_copy_passes_the_nightly_checks_and_reports_data_loss_without_touching_live(
+        world: dict[str, Any], stack: LocalStack) -> None:
+    live_dsn = stack.dsn("primary", DB)
+    deleted = delete_posted_moves(live_dsn, 3)
+    with psycopg.connect(live_dsn, autocommit=True) as conn:
+        conn.execute("insert into account_move (id, name, date, state, move_type, journal_id, company_id, currency_id,"
+                     " auto_post, write_date) values (1000, '/', '2026-03-02', 'draft', 'out_invoice', 1, 1, 1, 'no',"
+                     " now() at time zone 'utc')")
+        conn.execute("update account_move set write_date = now() at time zone 'utc' where id = 1")
+    before = ledger_fingerprint(live_dsn)
+    run, checked = staged_and_checked(world, datetime.now(UTC))
+    try:
+        assert checked["ok"], checked["detail"]
+        assert checked["data"]["failed_checks"] == []
+        assert checked["data"]["checks"]["ledger"]["status"] == "pass"
+        moves = {t["name"]: t for t in checked["data"]["data_loss"]["tables"]}["moves"]
+        assert moves["missing_from_live"] == len(deleted) and moves["created_after"] == 1
+        assert moves["modified_after"] == 1
+        invoices = {t["name"]: t for t in checked["data"]["data_loss"]["tables"]}["invoices"]
+        assert invoices["created_after"] == 1
+        assert ledger_fingerprint(live_dsn) == before, "staging changed the live database"
+    finally:
+        assert recovery_service.cleanup(run)["data"]["dropped"] is True
+        with psycopg.connect(live_dsn, autocommit=True) as conn:
+            conn.execute("delete from account_move where id = 1000")
+
+
+def test_cutover_recovers_the_ledger_while_another_tenant_on_the_cluster_keeps_writing(
+        world: dict[str, Any], stack: LocalStack, blob_store: BlobStore) -> None:
+    live_dsn = stack.dsn("primary", DB)
+    delete_posted_moves(live_dsn, 2)
+    manifest = manifest_of(blob_store, TENANT, world["backup_id"])
+    corrupted = ledger_fingerprint(live_dsn)
+    assert corrupted[0] != manifest["ledger"]["fingerprint"]
+    run, checked = staged_and_checked(world, datetime.now(UTC))
+    assert checked["ok"], checked["detail"]
+    names = DatabaseNames.from_json(run["names"])
+    tenant_session = psycopg.connect(live_dsn, autocommit=True)  # an application session on the corrupted db
+    writer = Writer(stack.dsn("primary", OTHER_DB), table="recovery_probe")
+    writer.start()
+    try:
+        time.sleep(0.3)
+        during_start = len(writer.acked)
+        steps = [recovery_service.fence(run), recovery_service.swap(run), recovery_service.reopen(run),
+                 recovery_service.verify(run)]
+        during = len(writer.acked) - during_start
+        time.sleep(0.3)
+    finally:
+        writer.stop()
+    assert [s["ok"] for s in steps] == [True] * 4, [s["detail"] for s in steps]
+    assert writer.errors == 0 and writer.refused == 0, "the other tenant's writes were disturbed"
+    assert during > 0 and writer.lost_on(stack.dsn("primary", OTHER_DB)) == []
+    with pytest.raises(psycopg.OperationalError):
+        tenant_session.execute("select 1")  # the fence ended the tenant's own sessions
+    fingerprint, posted = ledger_fingerprint(live_dsn)
+    assert fingerprint == manifest["ledger"]["fingerprint"] and posted == manifest["ledger"]["posted_moves"]
+    dbs = database_names(stack, "odoo_rc_int%")
+    assert names.pre_recovery in dbs and names.staged not in dbs and dbs[DB]["allow_connections"]
+    with psycopg.connect(stack.dsn("primary", names.pre_recovery), autocommit=True) as kept:
+        assert kept.execute("show default_transaction_read_only").fetchone() == ("on",)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            kept.execute("delete from account_move")
+    assert ledger_fingerprint(stack.dsn("primary", names.pre_recovery)) == corrupted, "the original was not kept"
+    assert steps[3]["data"]["ledger_matches_manifest"] is True
+    again = recovery_service.swap(run)  # a re-run step is a no-op
+    assert again["ok"] and again["data"]["actions"] == []
+    taken = recovery_service.backup_after(run)
+    assert taken["ok"] and taken["data"]["backup_id"] != world["backup_id"]
+    assert manifest_of(blob_store, TENANT, taken["data"]["backup_id"])["ledger"]["fingerprint"] == fingerprint
+
+
+KILL_SCRIPT = """
+import sys, json
+from continuity import recovery_service
+print(json.dumps(recovery_service.swap(json.loads(sys.argv[1]))), flush=True)
+"""
+
+
+def test_kill_between_the_two_renames_leaves_the_original_live_and_the_resumed_step_completes(
+        world: dict[str, Any], stack: LocalStack) -> None:
+    import json
+
+    run, checked = staged_and_checked(world, datetime.now(UTC))
+    assert checked["ok"], checked["detail"]
+    names = DatabaseNames.from_json(run["names"])
+    assert recovery_service.fence(run)["ok"]
+    env = {**os.environ, "CONTINUITY_FAILOVER_STEP_PAUSE": "recovery.swap-mid:60", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, json.dumps(run)], env=env, cwd=ROOT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the swap's transaction has renamed live → pre_recovery and now sleeps
+            with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
+                row = conn.execute("select count(*) from pg_locks l join pg_stat_activity a using (pid) "
+                                   "where a.state = 'idle in transaction' and l.locktype = 'object' "
+                                   "and l.classid = 'pg_database'::regclass").fetchone()
+            if row and row[0]:
+                break
+            assert time.monotonic() < deadline and proc.poll() is None, "the swap never reached its pause"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    databases = TenantDatabases(stack.dsn("primary"), names, run["marker"])
+    deadline = time.monotonic() + 10
+    while databases.position()[0] is not CutoverPosition.FENCED:
+        assert time.monotonic() < deadline, databases.position()
+        time.sleep(0.05)
+    dbs = database_names(stack, "odoo_rc_int%")
+    assert DB in dbs and dbs[DB]["comment"] != run["marker"] and names.pre_recovery not in dbs, "a half swap was left"
+    resumed = recovery_service.swap(run)
+    assert resumed["ok"] and resumed["data"]["position"] == "SWAPPED"
+    assert recovery_service.reopen(run)["ok"]
+    dbs = database_names(stack, "odoo_rc_int%")
+    assert [n for n in dbs if n == DB] == [DB] and dbs[DB]["comment"] == run["marker"]
+
+
+def test_half_made_swap_resumes_forward_or_rolls_back_to_the_original(world: dict[str, Any],
+                                                                      stack: LocalStack) -> None:
+    from psycopg import sql
+
+    run, checked = staged_and_checked(world, datetime.now(UTC))
+    assert checked["ok"], checked["detail"]
+    names = DatabaseNames.from_json(run["names"])
+    original = ledger_fingerprint(stack.dsn("primary", DB))
+    assert recovery_service.fence(run)["ok"]
+    with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:  # a swap interrupted between renames
+        conn.execute(sql.SQL("alter database {} rename to {}").format(sql.Identifier(DB),
+                                                                      sql.Identifier(names.pre_recovery)))
+    databases = TenantDatabases(stack.dsn("primary"), names, run["marker"])
+    assert databases.position()[0] is CutoverPosition.HALF_SWAPPED
+    back = recovery_service.rollback(run)
+    assert back["ok"] and back["data"]["from"] == "HALF_SWAPPED" and back["data"]["staged_dropped"]
+    dbs = database_names(stack, "odoo_rc_int%")
+    assert dbs[DB]["allow_connections"] and names.pre_recovery not in dbs and names.staged not in dbs
+    assert ledger_fingerprint(stack.dsn("primary", DB)) == original
+
+
+def test_attachments_the_store_lost_are_reported_as_not_found_on_a_store_without_versions(
+        world: dict[str, Any], blob_store: BlobStore) -> None:
+    prefix = f"{TENANT}/"
+    names = [n.removeprefix(prefix) for n in blob_store.list_names("attachments", prefix=prefix)]
+    lost = names[0]
+    content = blob_store.download("attachments", prefix + lost)
+    blob_store.delete("attachments", prefix + lost)
+    try:
+        report = restore_missing_attachments(blob_store, "attachments", prefix, {n: "" for n in names})
+        assert report["missing"] == 1 and report["not_found"] == [lost] and report["restored"] == []
+        assert report["store_keeps_versions"] is False
+        assert "could not be found (the store keeps no blob versions or soft-deleted blobs)" in report["note"]
+    finally:
+        blob_store.upload("attachments", prefix + lost, content)
