@@ -44,7 +44,8 @@ DB, OTHER_DB = "odoo_rc_int", "odoo_rc_int_other"
 
 
 @pytest.fixture(scope="module")
-def world(stack: LocalStack, blob_store: BlobStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def world(stack: LocalStack, blob_store: BlobStore,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     path = tmp_path_factory.mktemp("recovery") / "tenants.yaml"
     registry = write_registry(path, {TENANT: DB, OTHER: OTHER_DB})
     previous = os.environ.get("CONTINUITY_TENANTS_FILE")
