@@ -61,6 +61,9 @@ def register(sub: Any) -> None:
     status.add_argument("--wait", action="store_true", help="wait until the failover ends")
     _common(status)
     status.set_defaults(handler=cmd_status)
+    seed = verbs.add_parser("seed-credentials", help="local stack only: put the recovery credential of every "
+                            "local-cluster region into the local secret source (preflight checks it)")
+    seed.set_defaults(handler=cmd_seed_credentials)
 
 
 def _function_key() -> str:
@@ -175,3 +178,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     body = _wait(args, args.id, TERMINAL) if args.wait else call(args, "GET", f"/api/failovers/{args.id}")
     emit(args, body, render(body))
     return _exit_code(body)
+
+
+def cmd_seed_credentials(args: argparse.Namespace) -> int:
+    from continuity import settings
+    from continuity.adapters.local_stack import LocalStack
+    from continuity.adapters.secret_store import LocalSecrets, seed_local_recovery_credentials
+    from continuity.tenants import ServerKind
+
+    if settings.get("CONTINUITY_KEYVAULT_URL"):
+        raise ContinuityError("CONTINUITY_KEYVAULT_URL is set: recovery credentials live in Key Vault; "
+                              "seed-credentials only fills the local secret source")
+    registry = settings.configured_registry()
+    regions = sorted({s.region for s in registry.servers.values() if s.kind is ServerKind.LOCAL_CLUSTER})
+    source = LocalSecrets()
+    seed_local_recovery_credentials(regions, LocalStack().superuser_password(), source)
+    print(f"recovery credentials present for {', '.join(regions)} in {source.directory}")
+    return 0

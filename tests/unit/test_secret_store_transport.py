@@ -117,3 +117,22 @@ def test_local_secret_source_keeps_owner_only_files(tmp_path: Path) -> None:
     assert mode == 0o600
     with pytest.raises(SecretMissing, match="not in the local secret source"):
         source.get_secret("pg-recovery-eastus")
+
+
+def test_cli_seed_credentials_fills_local_source_for_local_cluster_regions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from continuity.cli import main
+
+    monkeypatch.setenv("CONTINUITY_LOCAL_DIR", str(tmp_path))
+    monkeypatch.setenv("CONTINUITY_KEYVAULT_URL", "")
+    assert main(["failover", "seed-credentials"]) == 0
+    source = LocalSecrets(tmp_path / "secrets" / "vault")
+    assert source.has_secret("pg-recovery-northeurope") and source.has_secret("pg-recovery-westeurope")
+    assert source.get_secret("pg-recovery-northeurope") == (tmp_path / "secrets" / "pg-superuser").read_text().strip()
+
+
+def test_cli_seed_credentials_refused_when_key_vault_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from continuity.cli import main
+
+    monkeypatch.setenv("CONTINUITY_KEYVAULT_URL", "https://kv-prod.vault.azure.net")
+    assert main(["failover", "seed-credentials"]) == 2
