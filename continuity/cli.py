@@ -14,10 +14,23 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from continuity import settings
-from continuity.commands import backup, catalog, demo, evidence, failover, local, trigger, users, validate
+from continuity.commands import (
+    backup,
+    catalog,
+    demo,
+    evidence,
+    failover,
+    hold,
+    local,
+    recover,
+    retention,
+    trigger,
+    users,
+    validate,
+)
 from continuity.errors import ContinuityError
 
-AREAS = (local, demo, backup, catalog, evidence, trigger, validate, users, failover)
+AREAS = (local, demo, backup, catalog, evidence, trigger, validate, users, failover, retention, hold, recover)
 
 
 def build_parser() -> argparse.ArgumentParser:

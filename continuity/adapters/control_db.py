@@ -128,6 +128,44 @@ create table catalog.evidence_records (
 create index evidence_records_subject on catalog.evidence_records (subject, seq);
 create index evidence_records_action on catalog.evidence_records (action, seq);
 """),
+    (3, "legal holds, retention runs, retention action outcomes", """
+create table catalog.legal_holds (
+    id            bigserial   primary key,
+    tenant        text        not null,
+    backup_id     text,
+    reason        text        not null,
+    set_by        text        not null,
+    set_at        timestamptz not null default now(),
+    cleared_by    text,
+    cleared_at    timestamptz,
+    clear_reason  text
+);
+-- At most one active hold per tenant (backup_id null) and per backup.
+create unique index legal_holds_active on catalog.legal_holds (tenant, coalesce(backup_id, ''))
+    where cleared_at is null;
+
+create table catalog.retention_runs (
+    run_id        text        primary key,
+    as_of         timestamptz not null,
+    requested_by  text        not null,
+    state         text        not null check (state in ('running', 'completed', 'failed')),
+    started_at    timestamptz not null default now(),
+    finished_at   timestamptz,
+    lease_until   timestamptz,
+    plan          jsonb,
+    plan_sha256   text,
+    summary       jsonb       not null default '{}'::jsonb
+);
+-- One apply at a time: a second running row is refused by the database too.
+create unique index retention_runs_one_running on catalog.retention_runs ((true)) where state = 'running';
+
+alter table catalog.retention_actions
+    add column status   text,
+    add column detail   text not null default '',
+    add column target   text,
+    add column batch    int,
+    add column attempts int  not null default 0;
+"""),
 )
 
 

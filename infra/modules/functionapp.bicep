@@ -52,6 +52,7 @@ param attachmentContainer string = 'attachments'
 param evidenceContainer string = 'evidence'
 param nightlySchedule string = '0 0 2 * * *'
 param catalogReconcileSchedule string = '0 */15 * * * *'
+param retentionSchedule string = '0 30 3 * * *'
 param nightlyParallelism int = 2
 param approvalWindowMinutes int = 30
 param incidentRetryAttempts int = 3
@@ -160,6 +161,7 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     CONTINUITY_EVIDENCE_CONTAINER: evidenceContainer
     CONTINUITY_NIGHTLY_SCHEDULE: nightlySchedule
     CONTINUITY_CATALOG_RECONCILE_SCHEDULE: catalogReconcileSchedule
+    CONTINUITY_RETENTION_SCHEDULE: retentionSchedule
     CONTINUITY_NIGHTLY_PARALLELISM: string(nightlyParallelism)
     CONTINUITY_APPROVAL_WINDOW_MINUTES: string(approvalWindowMinutes)
     CONTINUITY_INCIDENT_RETRY_ATTEMPTS: string(incidentRetryAttempts)
