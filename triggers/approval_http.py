@@ -56,7 +56,7 @@ def open_request(status: Any, instance: str, kind: str) -> ApprovalRequest:
 
 
 async def decide(req: func.HttpRequest, client: df.DurableOrchestrationClient, verdict: Verdict,
-                 kind: str, principal: Principal) -> func.HttpResponse:
+                 kind: str, principal: Principal, status_url: str | None = None) -> func.HttpResponse:
     instance = req.route_params.get("id", "")
     try:
         body = parse_body(req, DecisionBody)
@@ -75,9 +75,9 @@ async def decide(req: func.HttpRequest, client: df.DurableOrchestrationClient, v
         raise error
     await client.raise_event(instance, EVENT_NAME, decision.to_json())
     outcome = await _wait_taken(client, instance, decision.id, kind)
+    url = status_url or f"/api/{kind}s/{instance}"
     return json_response({"id": instance, "decision_id": decision.id, "verdict": str(verdict),
-                          "state": outcome, "status_url": f"/api/{kind}s/{instance}"}, status=202,
-                         headers={"Location": f"/api/{kind}s/{instance}"})
+                          "state": outcome, "status_url": url}, status=202, headers={"Location": url})
 
 
 async def _wait_taken(client: df.DurableOrchestrationClient, instance: str, decision_id: str, kind: str) -> str:

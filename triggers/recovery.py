@@ -1,0 +1,184 @@
+"""Tenant recovery over HTTP: request one, approve or reject it (the shared approval handler), follow it.
+
+POST /api/tenants/{tenant}/recoveries {backup_id | before, reason, drill} → 202 + status URL
+    (instance ``recovery-{tenant}``, one per tenant; refused with a 4xx and recorded when the backup is
+    another tenant's, failed validation or is not validated, the time is before the oldest backup, a
+    recovery of the tenant is already running, or the body is malformed);
+POST /api/recoveries/{id}/approve|reject {comment, acknowledge} (approver role, never the requester);
+GET /api/tenants/{tenant}/recoveries/current and GET /api/recoveries/{id}.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+from pydantic import BaseModel, ConfigDict, Field
+
+from continuity import approval_service, recovery_service, settings
+from continuity.approvals import Verdict
+from continuity.errors import ConfigError, Conflict, ContinuityError
+from continuity.identity import Principal, Role, require_role
+from continuity.manifest import BACKUP_ID_PATTERN
+from continuity.recovery import MAX_REASON_CHARS, instance_id
+from continuity.tenants import TENANT_ID_PATTERN
+from triggers import approval_http
+from triggers.api_docs import document
+from triggers.common import handles_errors, json_response, parse_body
+
+bp = df.Blueprint()
+
+RUNNING = {"Pending", "Running", "ContinuedAsNew"}
+_TENANT = {"tenant": {"type": "string", "pattern": TENANT_ID_PATTERN}}
+_ID = {"id": {"type": "string", "pattern": r"^recovery-[a-z][a-z0-9-]{1,39}$"}}
+
+
+class RecoveryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backup_id: str | None = Field(None, pattern=BACKUP_ID_PATTERN, description="recover to this backup")
+    before: datetime | None = Field(None, description="else: the newest validated backup created before this time")
+    reason: str = Field(min_length=1, max_length=MAX_REASON_CHARS)
+    drill: bool = Field(False, description="stage, check and approve, then drop the copy: live is never touched")
+
+
+class Accepted(BaseModel):
+    id: str
+    run_id: str | None = None
+    state: str
+    status_url: str
+
+
+_STATUS = {"type": "object", "required": ["id", "state"]}
+document("tenants/{tenant}/recoveries", "POST",
+         "Request a recovery of one tenant to a known-good backup (staged and checked, then a second person approves)",
+         "requestRecovery", request=RecoveryBody, responses={202: Accepted}, path_params=_TENANT)
+document("tenants/{tenant}/recoveries/current", "GET", "The tenant's latest recovery: state, data loss, steps",
+         "getCurrentRecovery", responses={200: _STATUS}, path_params=_TENANT)
+document("recoveries/{id}", "GET", "A recovery's state, backup, data-loss summary, checks, steps with timings",
+         "getRecovery", responses={200: _STATUS}, path_params=_ID)
+document("recoveries/{id}/approve", "POST", "Approve a pending recovery (approver role, not the requester)",
+         "approveRecovery", request=approval_http.DecisionBody, responses={202: Accepted}, path_params=_ID)
+document("recoveries/{id}/reject", "POST", "Reject (or, as its requester, withdraw) a pending recovery",
+         "rejectRecovery", request=approval_http.DecisionBody, responses={202: Accepted}, path_params=_ID)
+
+
+def _runtime(status: Any) -> str | None:
+    if status is None or status.runtime_status is None:
+        return None
+    return str(getattr(status.runtime_status, "value", status.runtime_status))
+
+
+def _window_minutes() -> float:
+    raw = settings.get("CONTINUITY_APPROVAL_WINDOW_MINUTES")
+    try:
+        window = float(raw)
+    except ValueError:
+        window = 0.0
+    if window <= 0:
+        raise ConfigError(f"CONTINUITY_APPROVAL_WINDOW_MINUTES must be a positive number of minutes, got {raw!r}")
+    return window
+
+
+def _authenticate(req: func.HttpRequest) -> Principal:
+    return approval_service.authenticate_headers(dict(req.headers))
+
+
+def _status_url(instance: str) -> str:
+    return f"/api/recoveries/{instance}"
+
+
+@bp.route(route="tenants/{tenant}/recoveries", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def request_recovery(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    principal = _authenticate(req)
+    tenant_id = req.route_params.get("tenant", "")
+    subject = "recovery"
+    try:
+        tenant = settings.configured_registry().get_tenant(tenant_id)
+        subject = instance_id(tenant.id)
+        require_role(principal, Role.OPERATOR, "request recoveries")
+        body = parse_body(req, RecoveryBody)
+        status = await client.get_status(subject)
+        runtime = _runtime(status)
+        running = None
+        if runtime in RUNNING:
+            custom = status.custom_status if isinstance(status.custom_status, dict) else {}
+            running = f"{subject}, {custom.get('state', runtime)}"
+        chosen = recovery_service.choose(tenant.id, body.backup_id, body.before, running)
+    except ContinuityError as exc:
+        approval_service.record_refusal("recovery", subject, principal.name, str(exc), exc.code,
+                                        {"tenant": tenant_id[:60]})
+        raise
+    window = _window_minutes()
+    run_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    backup_id = chosen["backup"]["backup_id"]
+    request = {"tenant": tenant.id, "backup_id": backup_id, "choice": chosen["choice"],
+               "before": body.before.isoformat() if body.before else None, "reason": body.reason, "drill": body.drill,
+               "requested_by": principal.name, "requested_at": now.isoformat()}
+    planned = recovery_service.plan(tenant.id, now, run_id, backup_id)
+    try:
+        await client.start_new("tenant_recovery", subject, {
+            "run_id": run_id, "request": request, "names": planned["names"], "marker": planned["marker"],
+            "window_minutes": window})
+    except Exception as exc:  # the client raises a bare Exception carrying the host's answer
+        if "already exists" not in str(exc):
+            raise
+        conflict = Conflict(f"a recovery of {tenant.id} is already running ({subject}); follow it")
+        approval_service.record_refusal("recovery", subject, principal.name, str(conflict), conflict.code)
+        raise conflict from exc
+    url = _status_url(subject)
+    return json_response({"id": subject, "run_id": run_id, "state": "PICKING", "status_url": url,
+                          "backup_id": backup_id, "choice": chosen["choice"], "databases": planned["names"]},
+                         status=202, headers={"Location": url})
+
+
+@bp.route(route="recoveries/{id}/approve", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def approve_recovery(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    instance = req.route_params.get("id", "")
+    return await approval_http.decide(req, client, Verdict.APPROVE, "recovery", _authenticate(req),
+                                      status_url=_status_url(instance))
+
+
+@bp.route(route="recoveries/{id}/reject", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def reject_recovery(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    instance = req.route_params.get("id", "")
+    return await approval_http.decide(req, client, Verdict.REJECT, "recovery", _authenticate(req),
+                                      status_url=_status_url(instance))
+
+
+async def _show(client: df.DurableOrchestrationClient, instance: str) -> func.HttpResponse:
+    status = await client.get_status(instance)
+    runtime = _runtime(status)
+    if runtime is None or not instance.startswith("recovery-"):
+        raise approval_http.NotFound(f"no recovery {instance[:80]!r}; request one with "
+                                     "POST /api/tenants/{tenant}/recoveries")
+    custom = status.custom_status if isinstance(status.custom_status, dict) else {}
+    return json_response({"id": instance, "runtime_status": runtime, "state": custom.get("state", runtime), **custom,
+                          "output": status.output if runtime in ("Completed", "Failed") else None})
+
+
+@bp.route(route="recoveries/{id}", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def get_recovery(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    _authenticate(req)
+    return await _show(client, req.route_params.get("id", ""))
+
+
+@bp.route(route="tenants/{tenant}/recoveries/current", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+@handles_errors
+async def get_current_recovery(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    _authenticate(req)
+    tenant = settings.configured_registry().get_tenant(req.route_params.get("tenant", ""))
+    return await _show(client, instance_id(tenant.id))
