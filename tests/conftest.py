@@ -1,5 +1,9 @@
 """Session fixtures: a real local stack (PostgreSQL clusters + Azurite) on test ports.
 
+Test devhost ports, offsets from the base: +71 the stack's own devhost (function_app); +72..+79 the devhost
+shell tests (sample app); +81 failover e2e; +82 durable conformance; +83 durable crash; +85 tenant recovery
+e2e; +98 a port nobody listens on.
+
 Tests never share the `make run` stack: they use ``.local/test-<base>`` and ports offset from
 ``CONTINUITY_TEST_PORT_BASE`` (default 56400), so a developer's running stack is untouched.
 """

@@ -20,7 +20,7 @@ from continuity.errors import InvalidRequest
 from continuity.manifest import BACKUP_ID_PATTERN
 from continuity.tenants import TENANT_ID_PATTERN
 from triggers.api_docs import document
-from triggers.common import event_type_of, handles_errors, instance_id, json_response
+from triggers.common import event_type_of, handles_errors, instance_id, json_response, start_once
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +54,8 @@ async def catalog_blob_created(event: func.EventGridEvent, client: df.DurableOrc
         return
     blob = match["blob"]
     iid = instance_id("catalog", blob, data.eTag.strip('"'))
-    status = await client.get_status(iid)
-    if status is not None and status.runtime_status is not None:
+    if not await start_once(client, "catalog_ingest", iid, {"blob": blob, "etag": data.eTag, "event_id": event.id}):
         logger.info("duplicate BlobCreated ignored", extra={"blob": blob, "run_id": iid})
-        return
-    await client.start_new("catalog_ingest", iid, {"blob": blob, "etag": data.eTag, "event_id": event.id})
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%CONTINUITY_CATALOG_RECONCILE_SCHEDULE%")

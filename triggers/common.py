@@ -96,3 +96,23 @@ def instance_id(*parts: str) -> str:
 def event_type_of(event: Any) -> str:
     """The type of an Event Grid delivery: Event Grid schema (``event_type``) or CloudEvents (``type``)."""
     return str(getattr(event, "event_type", None) or getattr(event, "type", "") or "")
+
+
+async def start_once(client: Any, orchestration: str, iid: str, payload: Any) -> bool:
+    """Start ``orchestration`` as ``iid`` unless an instance with that id exists; True when this call started it.
+
+    Event Grid delivers at least once and in parallel: two deliveries of the same fact can both find no
+    instance and both try to start it. The loser's start is refused (the client raises a bare Exception);
+    seeing the instance exist afterwards makes that a duplicate, not an error.
+    """
+    status = await client.get_status(iid)
+    if status is not None and status.runtime_status is not None:
+        return False
+    try:
+        await client.start_new(orchestration, iid, payload)
+    except Exception:  # noqa: BLE001 - the SDK raises a bare Exception for "already exists"
+        again = await client.get_status(iid)
+        if again is not None and again.runtime_status is not None:
+            return False
+        raise
+    return True

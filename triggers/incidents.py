@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from continuity import incident_service, settings
 from continuity.errors import ContinuityError
 from continuity.incidents import BACKUP_FAILED_EVENT_TYPE, BackupFailedData
-from triggers.common import event_type_of, instance_id
+from triggers.common import event_type_of, instance_id, start_once
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +39,7 @@ async def backup_failed(event: func.EventGridEvent, client: df.DurableOrchestrat
         incident_service.reject_event(event.id, str(exc))
         return
     iid = instance_id("incident", event.id)
-    existing = await client.get_status(iid)
-    if existing is not None and existing.runtime_status is not None:
-        logger.info("duplicate backup-failure event ignored", extra={"tenant": data.tenant, "run_id": iid})
-        return
-    await client.start_new("backup_incident", iid, {
+    started = await start_once(client, "backup_incident", iid, {
         "event_id": event.id,
         "tenant": data.tenant,
         "job_id": data.job_id,
@@ -53,4 +49,7 @@ async def backup_failed(event: func.EventGridEvent, client: df.DurableOrchestrat
         "max_attempts": settings.get_int("CONTINUITY_INCIDENT_RETRY_ATTEMPTS"),
         "first_retry_seconds": settings.get_int("CONTINUITY_INCIDENT_FIRST_RETRY_SECONDS"),
     })
+    if not started:
+        logger.info("duplicate backup-failure event ignored", extra={"tenant": data.tenant, "run_id": iid})
+        return
     logger.info("backup incident started", extra={"tenant": data.tenant, "run_id": iid})

@@ -238,7 +238,7 @@ def test_backup_failure_beyond_rpo_retries_and_publishes_rpo_breached_when_the_r
                  and e["event"]["data"].get("incident") == event_id]
         return found if len(found) >= 2 else []
 
-    events = _wait(breached, 60, "continuity.rpo.breached")
+    events = _wait(breached, 120, "continuity.rpo.breached")
     stages = sorted(e["event"]["data"]["stage"] for e in events)
     assert stages == ["detected", "escalated"]
     escalated = next(e["event"]["data"] for e in events if e["event"]["data"]["stage"] == "escalated")

@@ -138,7 +138,7 @@ class Devhost:
 
 @pytest.fixture(scope="module")
 def devhost(stack: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devhost]:
-    host = Devhost(PORT_BASE + 72, "durable_conformance", tmp_path_factory.mktemp("devhost") / "devhost.log")
+    host = Devhost(PORT_BASE + 82, "durable_conformance", tmp_path_factory.mktemp("devhost") / "devhost.log")
     host.start()
     yield host
     host.stop()

@@ -23,7 +23,7 @@ def test_fan_out_timer_and_wait_survive_repeated_sigkill_and_each_completes_exac
     seed = random.SystemRandom().randrange(1 << 30)
     rng = random.Random(seed)
     runs = tmp_path / "runs.jsonl"
-    host = Devhost(PORT_BASE + 73, "durable_crash", tmp_path / "devhost.log")
+    host = Devhost(PORT_BASE + 83, "durable_crash", tmp_path / "devhost.log")
     host.start()
     try:
         fan = host.started("recorded_fan_out", {"count": FAN_OUT, "seconds": 0.2, "log": str(runs)})
