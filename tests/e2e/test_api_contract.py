@@ -47,7 +47,8 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 @schema.parametrize()
 @settings(max_examples=12, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                 HealthCheck.function_scoped_fixture])
 def test_every_route_answers_within_its_contract_and_never_with_a_5xx(case: Any, stack: LocalStack) -> None:
     keys = json.loads((stack.base / "devhost" / "keys.json").read_text())
     case.call_and_validate(base_url=_base_url(stack), headers={"x-functions-key": keys["masterKey"]},
