@@ -62,11 +62,21 @@ def tenant_recovery(context: df.DurableOrchestrationContext) -> Generator[Any, A
                            **event_data}})
         show(chain_head=result["chain_head"])
 
-    def run(activity: Any, payload: dict[str, Any]) -> Generator[Any, Any, dict[str, Any]]:
+    unrecorded: list[tuple[int, dict[str, Any]]] = []
+
+    def record_steps() -> Generator[Any, Any, None]:
+        while unrecorded:
+            index, result = unrecorded.pop(0)
+            yield from record(f"recovery.step.{result['step']}", iid, result, key=f"step:{result['step']}:{index}")
+
+    def run(activity: Any, payload: dict[str, Any], defer: bool = False) -> Generator[Any, Any, dict[str, Any]]:
+        """One step; its evidence is appended at once, or (``defer``, while the tenant is fenced) after the
+        cutover so the tenant is not kept offline by bookkeeping. Custom status shows it at once either way."""
         result: dict[str, Any] = yield context.call_activity_with_retry(activity, RETRY, payload)
         show(steps=[*status["steps"], result])
-        yield from record(f"recovery.step.{result['step']}", iid, result,
-                          key=f"step:{result['step']}:{len(status['steps'])}")
+        unrecorded.append((len(status["steps"]), result))
+        if not defer:
+            yield from record_steps()
         return result
 
     def finish(state: RecoveryState, reason: str | None, event: EventType,
@@ -163,16 +173,17 @@ def tenant_recovery(context: df.DurableOrchestrationContext) -> Generator[Any, A
         return (yield from finish(RecoveryState.COMPLETED, note, EventType.RECOVERY_COMPLETED, decision.at))
 
     failure = None
-    for activity in (steps.fence_tenant_database, steps.swap_tenant_database, steps.reopen_tenant_database,
-                     steps.verify_recovery):
+    for activity, defer in ((steps.fence_tenant_database, True), (steps.swap_tenant_database, True),
+                            (steps.reopen_tenant_database, False), (steps.verify_recovery, False)):
         try:
-            result = yield from run(activity, base)
+            result = yield from run(activity, base, defer=defer)
         except Exception as exc:  # noqa: BLE001 - an activity failure arrives as an exception: roll back
             failure = _reason(exc)
             break
         if not result["ok"]:
             failure = result["detail"]
             break
+    yield from record_steps()
     if failure:
         try:
             back = yield from run(steps.rollback_recovery, base)
