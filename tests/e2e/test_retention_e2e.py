@@ -1,0 +1,282 @@
+"""Retention end to end: function_app.py on the devhost, real Azurite and PostgreSQL, a simulated clock.
+
+Ninety days of small synthetic backups (every third day, 2025-12-31 .. 2026-03-31 at 01:00 UTC) for the
+three demo tenants are uploaded to Azurite and cataloged by the devhost's own BlobCreated path. Then, as of
+2026-03-31 03:30 UTC: the dry-run plan, an apply through the admin route, and the audit. The devhost runs
+on a control database and containers of its own, so no other test's backups are planned or deleted.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from continuity.adapters.blob_store import BlobStore
+from continuity.adapters.catalog_store import PgCatalogStore
+from continuity.adapters.evidence_store import EvidenceStore
+from continuity.adapters.identity_store import IdentityStore
+from continuity.adapters.local_stack import LocalStack
+from continuity.adapters.postgres import connect, ensure_database
+from continuity.catalog import BackupStatus
+from continuity.identity import Role
+from devhost import process
+from tests.unit.test_catalog import make_manifest
+
+pytestmark = [pytest.mark.stack, pytest.mark.devhost]
+
+DB = "continuity_retention_e2e"
+BACKUPS = "retention-e2e-backups"
+EVIDENCE = "retention-e2e-evidence"
+AS_OF = "2026-03-31T03:30:00Z"
+TENANTS = ("acme-finance", "globex", "initech")
+# One backup every third day at 01:00 UTC from 2025-12-31 to 2026-03-31: 31 per tenant over 90 days
+# (a daily schedule would triple the ingest time of this test without exercising another rule).
+DAYS = [date(2026, 3, 31) - timedelta(days=3 * n) for n in range(31)]
+
+
+def _d(month: int, *days: int, year: int = 2026) -> set[date]:
+    return {date(year, month, d) for d in days}
+
+
+DEC31 = {date(2025, 12, 31)}
+# What each tier's policy keeps as of 2026-03-31 03:30 (a Tuesday, ISO week 14) and in which tier, worked
+# out by hand from config/tenants.yaml, independently of the planner. Ages at 03:30: Mar 31 0.1 days,
+# Mar 19 12.1, Mar 16 15.1, Mar 1 30.1, Feb 26 33.1, Jan 30 60.1, Dec 31 90.1.
+KEPT: dict[str, set[date]] = {
+    # bronze: daily 7 (Mar 31 .. Mar 13) also holds weeks 11-14 and the 7-day immutability window;
+    # monthly 3 adds Feb 26 and Jan 30. Dec 31 is in none of them.
+    "initech": _d(3, 31, 28, 25, 22, 19, 16, 13) | _d(2, 26) | _d(1, 30),
+    # silver: daily 7 as above (immutable 14 days: Mar 19 and newer, inside it); monthly 12 adds Feb 26,
+    # Jan 30 and Dec 31; yearly 1 is Mar 31.
+    "globex": _d(3, 31, 28, 25, 22, 19, 16, 13) | _d(2, 26) | _d(1, 30) | DEC31,
+    # gold: daily 14 (Mar 31 .. Feb 20); weekly 8 adds Feb 14 (week 7); monthly and yearly add Jan 30, Dec 31.
+    "acme-finance": _d(3, 31, 28, 25, 22, 19, 16, 13, 10, 7, 4, 1) | _d(2, 26, 23, 20, 14) | _d(1, 30) | DEC31,
+}
+TIERS: dict[str, dict[str, set[date]]] = {
+    # bronze: cool after 30 days, cold and archive after 90
+    "initech": {"Cool": _d(2, 26) | _d(1, 30)},
+    # silver: cool after 14 days, cold after 60
+    "globex": {"Cool": _d(3, 16, 13) | _d(2, 26), "Cold": _d(1, 30) | DEC31},
+    # gold: cool after 7, cold after 30; archive after 90 only once validated, so Dec 31 stays cold
+    "acme-finance": {"Cool": _d(3, 22, 19, 16, 13, 10, 7, 4), "Cold": _d(3, 1) | _d(2, 26, 23, 20, 14) | _d(1, 30)
+                     | DEC31},
+}
+
+
+def expected_tier(tenant: str, day: date) -> str:
+    return next((tier for tier, days in TIERS[tenant].items() if day in days), "Hot")
+
+
+class Api:
+    def __init__(self, stack: LocalStack, user_keys: dict[str, str]) -> None:
+        self.port = stack.settings.devhost_port
+        self.keys_path = stack.base / "devhost" / "keys.json"
+        self.user_keys = user_keys
+
+    def key(self, name: str) -> str:
+        return str(json.loads(self.keys_path.read_text())[name])
+
+    def call(self, method: str, path: str, body: Any = None, *, user: str | None = None,
+             admin: bool = False) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/json",
+                   "x-functions-key": self.key("masterKey" if admin else "functionKey")}
+        if user:
+            headers["X-Continuity-Key"] = self.user_keys[user]
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request(method, path, body=json.dumps(body).encode() if body is not None else None, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+            return resp.status, (json.loads(raw) if raw else None)
+        finally:
+            conn.close()
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def world(stack: LocalStack, blob_store: BlobStore) -> Iterator[tuple[Api, str]]:
+    with connect(stack.dsn("control")) as conn:
+        conn.execute(f"drop database if exists {DB} with (force)")
+    ensure_database(stack.dsn("control"), DB)
+    dsn = stack.dsn("control", DB)
+    for name in (BACKUPS, EVIDENCE):  # start from nothing: no blobs left by an earlier run
+        if blob_store.container(name).exists():
+            blob_store.container(name).delete_container()
+    blob_store.ensure_containers([BACKUPS, EVIDENCE])
+    env = {
+        "CONTINUITY_CONTROL_DSN": dsn, "CONTINUITY_BACKUP_CONTAINER": BACKUPS,
+        "CONTINUITY_EVIDENCE_CONTAINER": EVIDENCE,
+        "CONTINUITY_DEVHOST_WATCHED_CONTAINERS": BACKUPS, "CONTINUITY_DEVHOST_BLOB_POLL_SECONDS": "1",
+        "CONTINUITY_DEVHOST_SUBSCRIPTIONS": json.dumps([{
+            "name": "retention-e2e-created", "source": "storage", "function": "catalog_blob_created",
+            "includedEventTypes": ["Microsoft.Storage.BlobCreated"],
+            "subjectBeginsWith": f"/blobServices/default/containers/{BACKUPS}/"}]),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # this process reads the same catalog, evidence and containers as the devhost
+    identities = IdentityStore(stack.base)
+    keys = {name: identities.add_user(name, roles, replace=True)
+            for name, roles in (("amir", [Role.APPROVER]), ("olivia", [Role.OPERATOR]))}
+    process.stop()
+    process.start("function_app:app", env=env, timeout=60)
+    try:
+        yield Api(stack, keys), dsn
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        process.stop()
+        process.start("function_app:app", timeout=60)
+
+
+def _put(blobs: BlobStore, tenant: str, day: date) -> None:
+    created = datetime(day.year, day.month, day.day, 1, 0, tzinfo=UTC)
+    backup_id = f"{created:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    prefix = f"{tenant}/{created:%Y/%m/%d}/{backup_id}/"
+    dump = b"PGDMP" + uuid.uuid4().bytes * 16
+    # Dump first, then the manifest: the order a backup job writes them.
+    blobs.upload(BACKUPS, prefix + "db.dump", dump)
+    blobs.upload(BACKUPS, prefix + "manifest.json", json.dumps(make_manifest(tenant, backup_id, dump=dump)).encode())
+
+
+def _entries(dsn: str) -> dict[str, list[Any]]:
+    store = PgCatalogStore(dsn)
+    return {t: store.list_backups(tenant=t, limit=1000)[0] for t in TENANTS}
+
+
+def _available(dsn: str) -> dict[str, int]:
+    with connect(dsn) as conn:
+        rows = conn.execute("select tenant, count(*) from catalog.backups where status = 'available' "
+                            "group by tenant").fetchall()
+    return {str(t): int(n) for t, n in rows}
+
+
+def _storage(blobs: BlobStore) -> dict[str, str]:
+    return {b.name: str(b.blob_tier) for b in blobs.container(BACKUPS).list_blobs()}
+
+
+@pytest.fixture(scope="module")
+def seeded(world: tuple[Api, str], blob_store: BlobStore) -> tuple[Api, str]:
+    api, dsn = world
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda job: _put(blob_store, *job), [(t, d) for t in TENANTS for d in DAYS]))
+    _wait(lambda: _available(dsn) == {t: len(DAYS) for t in TENANTS}, 150,
+          f"{len(TENANTS) * len(DAYS)} backups cataloged through BlobCreated")
+    return api, dsn
+
+
+def test_ninety_days_plan_apply_audit_leaves_exactly_the_policy_in_storage(
+        seeded: tuple[Api, str], blob_store: BlobStore, capsys: pytest.CaptureFixture[str]) -> None:
+    from continuity import retention_service
+    from continuity.cli import main
+
+    api, dsn = seeded
+    evidence = EvidenceStore(dsn, blob_store, EVIDENCE)
+    before = (_storage(blob_store), evidence.head())
+
+    # The dry run changes nothing.
+    status, plan = api.call("GET", f"/api/retention/plan?tenant=initech&as_of={AS_OF}")
+    assert status == 200, plan
+    assert plan["dry_run"] is True and plan["now"] == AS_OF
+    assert plan["summary"]["DELETE"] == len(DAYS) - len(KEPT["initech"])
+    assert plan["immutability"].startswith("not enforced by this store")
+    assert (_storage(blob_store), evidence.head()) == before
+
+    # as_of is refused on the operator route; a start while another run applies is refused 409 and changes nothing.
+    status, body = api.call("POST", "/api/retention/apply", {"as_of": AS_OF}, user="olivia")
+    assert status == 403 and "as_of is accepted only for dry runs" in body["error"]["message"]
+    ports = retention_service.open_ports()
+    assert retention_service.begin_run(ports, "retention-20260330", datetime(2026, 3, 30, 3, tzinfo=UTC),
+                                       "timer")["state"] == "started"
+    status, body = api.call("POST", "/api/admin/retention/apply", {"as_of": AS_OF}, admin=True)
+    assert status == 409 and body["error"]["message"].startswith("retention run retention-20260330 is applying")
+    assert _storage(blob_store) == before[0]
+    retention_service.finish_run(ports, "retention-20260330", error="stopped by the test")
+
+    # Apply as of the simulated day, through the orchestration.
+    status, started = api.call("POST", "/api/admin/retention/apply", {"as_of": AS_OF}, admin=True, user="olivia")
+    assert status == 202, started
+    assert started["instance_id"] == "retention-20260331"
+    run = _wait(lambda: (r := api.call("GET", started["status_url"])[1])["runtime_status"] in (
+        "Completed", "Failed") and r, 90, "the retention run to end")
+    assert run["runtime_status"] == "Completed", run
+    assert run["run"]["state"] == "completed" and run["run"]["requested_by"] == "olivia"
+    assert run["run"]["summary"]["not_done_count"] == 0
+    status, again = api.call("POST", "/api/admin/retention/apply", {"as_of": AS_OF}, admin=True)
+    assert status == 200 and again["created"] is False  # a second start the same day does nothing new
+
+    # Storage holds exactly what the policies keep, in the tier their age calls for.
+    storage = _storage(blob_store)
+    entries = _entries(dsn)
+    for tenant in TENANTS:
+        kept = {e.created_at.date(): e for e in entries[tenant] if e.status is not BackupStatus.DELETED}
+        assert set(kept) == KEPT[tenant], tenant
+        for day, entry in kept.items():
+            assert storage[entry.dump_blob] == storage[entry.manifest_blob] == expected_tier(tenant, day), \
+                f"{tenant} {day}"
+        for entry in entries[tenant]:
+            if entry.status is BackupStatus.DELETED:
+                assert entry.dump_blob not in storage and entry.manifest_blob not in storage
+    assert len(storage) == 2 * sum(len(k) for k in KEPT.values())
+    actions = [r.action for r in evidence.records(subject="retention/retention-20260331")]
+    # The refused start above is recorded under the instance it would have been, then the real run.
+    assert actions == ["retention.refused", "retention.planned", "retention.batch_applied", "retention.completed"]
+
+    # The audit reads every blob back and finds no deviation; immutability is honestly not enforced.
+    assert main(["retention", "audit", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and report["deviations"] == []
+    assert report["last_run"] == "retention-20260331" and report["as_of"] == AS_OF
+    assert report["blobs_read"] == len(storage)
+    assert report["immutability"]["note"].startswith("not enforced by this store: ")
+
+
+def test_legal_holds_over_http_record_the_actor_and_refuse_unknown_targets(
+        seeded: tuple[Api, str], blob_store: BlobStore) -> None:
+    api, dsn = seeded
+    entry = _entries(dsn)["initech"][0]
+    path = "/api/tenants/initech/holds"
+    status, body = api.call("POST", path, {"reason": "case 2026-17"}, user="olivia")
+    assert status == 403 and "olivia may not set legal holds" in body["error"]["message"]
+    status, body = api.call("POST", "/api/tenants/nobody/holds", {"reason": "case 2026-17"}, user="amir")
+    assert status == 404 and body["error"]["code"] == "unknown_tenant"
+    status, body = api.call("POST", path, {"reason": "case 2026-17", "backup_id": "20250101T010000Z-000000"},
+                            user="amir")
+    assert status == 404 and body["error"]["code"] == "backup_not_found"
+    status, body = api.call("POST", path, {"reason": "case 2026-17: subpoena", "backup_id": entry.backup_id},
+                            user="amir")
+    assert status == 201, body
+    assert body["hold"]["set_by"] == "amir" and body["storage"]["status"] == "NOT_ENFORCED"
+    status, listing = api.call("GET", path, user="amir")
+    assert status == 200 and [h["backup_id"] for h in listing["active"]] == [entry.backup_id]
+    status, body = api.call("POST", path + "/clear", {"reason": "case closed", "backup_id": entry.backup_id},
+                            user="amir")
+    assert status == 200 and body["hold"]["cleared_by"] == "amir"
+    status, body = api.call("POST", path + "/clear", {"reason": "again", "backup_id": entry.backup_id}, user="amir")
+    assert status == 404 and body["error"]["code"] == "hold_not_found"
+    records = EvidenceStore(dsn, blob_store, EVIDENCE).records(limit=100000)
+    holds = [(r.action, r.actor) for r in records if r.subject.startswith("hold/")]
+    assert holds == [("hold.refused", "olivia"), ("hold.refused", "amir"), ("hold.refused", "amir"),
+                     ("hold.set", "amir"), ("hold.cleared", "amir"), ("hold.refused", "amir")]
+    cleared = next(r for r in records if r.action == "hold.cleared")
+    assert cleared.data["reason"] == "case closed" and cleared.data["set_reason"] == "case 2026-17: subpoena"
