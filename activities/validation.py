@@ -12,7 +12,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from continuity import validation
+from continuity import telemetry, validation
 from continuity.adapters import restore_runner
 from continuity.adapters.sandbox import Sandbox
 from continuity.errors import ContinuityError
@@ -55,8 +55,10 @@ def restore_into_sandbox(request: dict[str, Any]) -> dict[str, Any]:
     ref = validation.pick_backup(ports.source, request["tenant"], request["backup_id"])
     logger.info("restoring into the sandbox", extra={"tenant": ref.tenant, "backup_id": ref.backup_id,
                                                      "run_id": request["run_id"]})
-    step = validation.restore_into_sandbox(ports, ref, request["scratch_database"],
-                                           int(request.get("jobs", validation.RESTORE_JOBS)))
+    with telemetry.span("restore_into_sandbox", tenant=ref.tenant, backup_id=ref.backup_id,
+                        run_id=request["run_id"], instance_id=request["run_id"]):
+        step = validation.restore_into_sandbox(ports, ref, request["scratch_database"],
+                                               int(request.get("jobs", validation.RESTORE_JOBS)))
     return step.to_json()
 
 
@@ -65,8 +67,10 @@ def run_restore_checks(request: dict[str, Any]) -> list[dict[str, Any]]:
     ports = _ports()
     ref = validation.pick_backup(ports.source, request["tenant"], request["backup_id"])
     step = validation.RestoreStep.from_json(request["step"])
-    checks = validation.run_restore_checks(ports, ref, step, float(request.get("sample_rate",
-                                                                              validation.DEFAULT_SAMPLE_RATE)))
+    with telemetry.span("run_restore_checks", tenant=ref.tenant, backup_id=ref.backup_id,
+                        run_id=request.get("run_id"), instance_id=request.get("run_id")):
+        checks = validation.run_restore_checks(ports, ref, step, float(request.get("sample_rate",
+                                                                                  validation.DEFAULT_SAMPLE_RATE)))
     return [c.to_json() for c in checks]
 
 
@@ -88,7 +92,10 @@ def record_validation(request: dict[str, Any]) -> dict[str, Any]:
                                      datetime.fromisoformat(request["backup_created_at"]), request["run_id"],
                                      started, finished, step, checks)
     catalog, evidence, publish = restore_runner.open_recording()
-    recorded = validation.record_report(report, catalog=catalog, evidence=evidence, publish=publish)
+    with telemetry.span("record_validation", tenant=report.tenant, backup_id=report.backup_id,
+                        run_id=report.run_id, instance_id=report.run_id, outcome=str(report.outcome)):
+        recorded = validation.record_report(report, catalog=catalog, evidence=evidence, publish=publish)
+    _measure(report)
     logger.info("validation recorded", extra={"tenant": report.tenant, "backup_id": report.backup_id,
                                               "run_id": report.run_id, "outcome": str(report.outcome)})
     return {**validation.summary_of(report), "recorded": recorded.to_json()}
@@ -105,3 +112,13 @@ def sweep_scratch_databases(request: dict[str, Any]) -> dict[str, Any]:
     sandbox = Sandbox.local(restore_runner.registry_from_settings())
     dropped = sandbox.sweep_scratch_databases(int(request["older_than_minutes"]), now=datetime.now(UTC))
     return {"dropped": dropped}
+
+
+def _measure(report: validation.ValidationReport) -> None:
+    """Restore-validation metrics: duration by outcome, the backup's age (RPO), each failed check."""
+    telemetry.record_restore_validation_duration(
+        report.tenant, (report.finished_at - report.started_at).total_seconds(), str(report.outcome).lower())
+    if report.objectives is not None:
+        telemetry.record_backup_age(report.tenant, report.objectives.backup_age_s)
+    for check_id in report.failed_checks:
+        telemetry.count_validation_failure(report.tenant, check_id.lower())

@@ -32,8 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     settings.load_local_settings()
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from continuity import telemetry
+
+    # Like the Functions host with Application Insights: traces, metrics and structured JSON logs, to Azure
+    # Monitor when APPLICATIONINSIGHTS_CONNECTION_STRING is set, else to this process's stderr (the devhost log).
+    telemetry.configure("continuity-devhost", level=getattr(logging, args.log_level))
     app_spec = args.app or settings.get("CONTINUITY_DEVHOST_APP")
     port = args.port or settings.get_int("CONTINUITY_DEVHOST_PORT")
 
