@@ -3,23 +3,36 @@
 import azure.durable_functions as df
 import azure.functions as func
 
+from activities import catalog as catalog_activities
 from activities import failover as failover_activities
+from activities import incidents as incident_activities
 from activities import recovery as recovery_activities
+from activities import retention as retention_activities
 from activities import validation as validation_activities
+from continuity import telemetry
+from orchestrations import backup_incident, catalog_ingest, nightly_validation, tenant_recovery, tenant_validation
 from orchestrations import failover as failover_orchestration
-from orchestrations import nightly_validation, tenant_recovery, tenant_validation
+from orchestrations import retention as retention_orchestration
+from triggers import catalog as catalog_triggers
 from triggers import failover as failover_triggers
-from triggers import health, openapi
+from triggers import health, incidents, openapi
 from triggers import recovery as recovery_triggers
+from triggers import retention as retention_triggers
 from triggers import validation as validation_triggers
+
+# Application Insights in Azure when its connection string is set (locally the devhost configures telemetry).
+telemetry.configure_if_connected("continuity-functions")
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 for blueprint in (
     health.bp,
     openapi.bp,
+    catalog_triggers.bp, catalog_ingest.bp, catalog_activities.bp,
+    incidents.bp, backup_incident.bp, incident_activities.bp,
     validation_triggers.bp, nightly_validation.bp, tenant_validation.bp, validation_activities.bp,
     failover_triggers.bp, failover_orchestration.bp, failover_activities.bp,
     recovery_triggers.bp, tenant_recovery.bp, recovery_activities.bp,
+    retention_triggers.bp, retention_orchestration.bp, retention_activities.bp,
 ):
     app.register_functions(blueprint)

@@ -417,3 +417,13 @@ def record_failover_step(scope: str, step: str, seconds: float) -> None:
 def record_catalog_ingest_lag(tenant: str, seconds: float) -> None:
     """Time from a backup blob's creation to its catalog entry. Clock skew below zero counts as zero."""
     _current().instruments["catalog_ingest_lag"].record(max(0.0, float(seconds)), {"tenant": _tenant(tenant)})
+
+
+def configure_if_connected(service_name: str) -> str | None:
+    """In Azure: send telemetry to Application Insights when its connection string is set; otherwise do nothing.
+
+    The Functions worker owns console logging in Azure; locally the devhost calls :func:`configure` itself.
+    """
+    if not settings.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+        return None
+    return configure(service_name)
