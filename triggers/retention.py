@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.durable_functions as df
@@ -22,7 +22,7 @@ import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
 from continuity import approval_service, retention_service
-from continuity.errors import Conflict, Forbidden, Unauthorized
+from continuity.errors import Conflict, Forbidden, InvalidRequest, Unauthorized
 from continuity.holds import MAX_REASON_CHARS
 from continuity.identity import Principal, Role, require_role
 from continuity.manifest import BACKUP_ID_PATTERN
@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 ORCHESTRATION = "retention"
+FUTURE_SKEW = timedelta(minutes=5)
 
 
 class ApplyBody(BaseModel):
@@ -86,12 +87,19 @@ document("tenants/{tenant}/holds", "GET", "A tenant's legal holds: active, histo
 def _as_of(raw: str | None) -> datetime | None:
     if not raw:
         return None
-    return parse_time(raw.replace(" ", "+"), "as_of")  # a '+' in a query string arrives as a space
+    try:
+        return parse_time(raw.replace(" ", "+"), "as_of")  # a '+' in a query string arrives as a space
+    except OverflowError as exc:
+        raise InvalidRequest(f"as_of {raw[:40]!r} is outside the representable range of times") from exc
 
 
 async def start_run(client: df.DurableOrchestrationClient, requested_by: str, as_of: datetime | None,
                     clock: datetime) -> dict[str, Any]:
     """Start ``retention-YYYYMMDD`` unless it exists; refuse (409, recorded) while another run applies."""
+    if as_of is not None and as_of > clock + FUTURE_SKEW:
+        # Applying "as of" a later time would delete backups before their policy says so.
+        raise InvalidRequest(f"as_of {as_of.isoformat()} is in the future; retention never runs ahead of the clock "
+                             "(plan it as a dry run instead: GET /api/retention/plan?as_of=...)")
     ports = retention_service.open_ports()
     instance = f"retention-{(as_of or clock):%Y%m%d}"
     running = retention_service.running_run(ports)

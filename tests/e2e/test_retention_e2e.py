@@ -205,6 +205,9 @@ def test_ninety_days_plan_apply_audit_leaves_exactly_the_policy_in_storage(
     # as_of is refused on the operator route; a start while another run applies is refused 409 and changes nothing.
     status, body = api.call("POST", "/api/retention/apply", {"as_of": AS_OF}, user="olivia")
     assert status == 403 and "as_of is accepted only for dry runs" in body["error"]["message"]
+    future = (datetime.now(UTC) + timedelta(days=400)).isoformat()
+    status, body = api.call("POST", "/api/admin/retention/apply", {"as_of": future}, admin=True)
+    assert status == 400 and "is in the future; retention never runs ahead of the clock" in body["error"]["message"]
     ports = retention_service.open_ports()
     assert retention_service.begin_run(ports, "retention-20260330", datetime(2026, 3, 30, 3, tzinfo=UTC),
                                        "timer")["state"] == "started"
@@ -250,9 +253,21 @@ def test_ninety_days_plan_apply_audit_leaves_exactly_the_policy_in_storage(
     assert report["blobs_read"] == len(storage)
     assert report["immutability"]["note"].startswith("not enforced by this store: ")
 
+    # The CLI speaks the same API: applying again as of the same day is the same run, already completed;
+    # planning again at that time finds nothing left to change.
+    assert main(["retention", "apply", "--user", "olivia", "--as-of", AS_OF, "--wait", "--json"]) == 0
+    followed = json.loads(capsys.readouterr().out)
+    assert followed["run_id"] == "retention-20260331" and followed["runtime_status"] == "Completed"
+    assert main(["retention", "plan", "--as-of", AS_OF, "--json"]) == 0
+    replanned = json.loads(capsys.readouterr().out)
+    assert replanned["summary"]["DELETE"] == replanned["summary"]["SET_TIER"] == 0
+    assert replanned["summary"]["KEEP"] == sum(len(k) for k in KEPT.values())
+
 
 def test_legal_holds_over_http_record_the_actor_and_refuse_unknown_targets(
-        seeded: tuple[Api, str], blob_store: BlobStore) -> None:
+        seeded: tuple[Api, str], blob_store: BlobStore, capsys: pytest.CaptureFixture[str]) -> None:
+    from continuity.cli import main
+
     api, dsn = seeded
     entry = _entries(dsn)["initech"][0]
     path = "/api/tenants/initech/holds"
@@ -269,11 +284,14 @@ def test_legal_holds_over_http_record_the_actor_and_refuse_unknown_targets(
     assert body["hold"]["set_by"] == "amir" and body["storage"]["status"] == "NOT_ENFORCED"
     status, listing = api.call("GET", path, user="amir")
     assert status == 200 and [h["backup_id"] for h in listing["active"]] == [entry.backup_id]
-    status, body = api.call("POST", path + "/clear", {"reason": "case closed", "backup_id": entry.backup_id},
-                            user="amir")
-    assert status == 200 and body["hold"]["cleared_by"] == "amir"
-    status, body = api.call("POST", path + "/clear", {"reason": "again", "backup_id": entry.backup_id}, user="amir")
-    assert status == 404 and body["error"]["code"] == "hold_not_found"
+    # Clearing through the CLI (same API, the user's key from the local keyring); a second clear is refused.
+    clear = ["hold", "clear", "initech", "--backup", entry.backup_id, "--user", "amir", "--json"]
+    assert main([*clear, "--reason", "case closed"]) == 0
+    assert json.loads(capsys.readouterr().out)["hold"]["cleared_by"] == "amir"
+    assert main([*clear, "--reason", "again"]) == 2
+    refusal = json.loads(capsys.readouterr().out)["error"]
+    assert refusal["code"] == "hold_not_found" and "there is no active legal hold on backup initech/" in \
+        refusal["message"]
     records = EvidenceStore(dsn, blob_store, EVIDENCE).records(limit=100000)
     holds = [(r.action, r.actor) for r in records if r.subject.startswith("hold/")]
     assert holds == [("hold.refused", "olivia"), ("hold.refused", "amir"), ("hold.refused", "amir"),
