@@ -39,17 +39,21 @@ ROLE_CLAIM_TYPES = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/c
 
 
 class Role(StrEnum):
+    READER = "reader"
     OPERATOR = "operator"
     APPROVER = "approver"
     ADMIN = "admin"
 
 
-# What each role grants; admin implies the others.
+# What each role grants; admin implies the others, and everyone may read what their scope covers.
 IMPLIED: dict[Role, frozenset[Role]] = {
-    Role.OPERATOR: frozenset({Role.OPERATOR}),
-    Role.APPROVER: frozenset({Role.APPROVER}),
-    Role.ADMIN: frozenset({Role.ADMIN, Role.OPERATOR, Role.APPROVER}),
+    Role.READER: frozenset({Role.READER}),
+    Role.OPERATOR: frozenset({Role.OPERATOR, Role.READER}),
+    Role.APPROVER: frozenset({Role.APPROVER, Role.READER}),
+    Role.ADMIN: frozenset({Role.ADMIN, Role.OPERATOR, Role.APPROVER, Role.READER}),
 }
+# Claim carrying a platform principal's tenant scope (one claim per tenant id); absent means every tenant.
+TENANT_CLAIM_TYPE = "continuity_tenant"
 
 
 @dataclass(frozen=True)
@@ -59,17 +63,27 @@ class Principal:
     name: str
     roles: frozenset[Role]
     source: str  # "platform" or "api-key"
+    tenants: frozenset[str] | None = None  # the tenants this caller may see; None: every tenant
 
     def has(self, role: Role) -> bool:
         """Whether the principal holds ``role`` directly or through ``admin``."""
         return any(role in IMPLIED[held] for held in self.roles)
 
+    def sees(self, tenant: str) -> bool:
+        """Whether ``tenant`` is inside this caller's tenant scope."""
+        return self.tenants is None or tenant in self.tenants
+
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "roles": sorted(str(r) for r in self.roles), "source": self.source}
+        out: dict[str, Any] = {"name": self.name, "roles": sorted(str(r) for r in self.roles), "source": self.source}
+        if self.tenants is not None:
+            out["tenants"] = sorted(self.tenants)
+        return out
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Principal:
-        return cls(name=str(raw["name"]), roles=parse_roles(raw.get("roles", ())), source=str(raw["source"]))
+        tenants = raw.get("tenants")
+        return cls(name=str(raw["name"]), roles=parse_roles(raw.get("roles", ())), source=str(raw["source"]),
+                   tenants=frozenset(str(t) for t in tenants) if tenants is not None else None)
 
 
 @dataclass(frozen=True)
@@ -82,15 +96,21 @@ class LocalUser:
     key_sha256: str
     created_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    tenants: frozenset[str] | None = None  # None: every tenant
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "roles": sorted(str(r) for r in self.roles), "key_salt": self.key_salt,
-                "key_sha256": self.key_sha256, "created_at": self.created_at}
+        out: dict[str, Any] = {"name": self.name, "roles": sorted(str(r) for r in self.roles),
+                               "key_salt": self.key_salt, "key_sha256": self.key_sha256, "created_at": self.created_at}
+        if self.tenants is not None:
+            out["tenants"] = sorted(self.tenants)
+        return out
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> LocalUser:
+        tenants = raw.get("tenants")
         return cls(name=str(raw["name"]), roles=parse_roles(raw.get("roles", ())), key_salt=str(raw["key_salt"]),
-                   key_sha256=str(raw["key_sha256"]), created_at=str(raw.get("created_at", "")))
+                   key_sha256=str(raw["key_sha256"]), created_at=str(raw.get("created_at", "")),
+                   tenants=frozenset(str(t) for t in tenants) if tenants is not None else None)
 
 
 def parse_roles(values: Iterable[Any]) -> frozenset[Role]:
@@ -120,7 +140,8 @@ def hash_api_key(key: str, salt: str) -> str:
     return hashlib.sha256(f"{salt}:{key}".encode()).hexdigest()
 
 
-def make_local_user(name: str, roles: Iterable[Role], key: str, salt: str, created_at: str) -> LocalUser:
+def make_local_user(name: str, roles: Iterable[Role], key: str, salt: str, created_at: str,
+                    tenants: Iterable[str] | None = None) -> LocalUser:
     """A user record for a freshly generated ``key`` (the caller generates key and salt, and shows the key once)."""
     validate_user_name(name)
     role_set = frozenset(roles)
@@ -128,8 +149,11 @@ def make_local_user(name: str, roles: Iterable[Role], key: str, salt: str, creat
         raise InvalidRequest(f"user {name}: give at least one role ({', '.join(r.value for r in Role)})")
     if not key.startswith(KEY_PREFIX) or len(key) < len(KEY_PREFIX) + 32:
         raise InvalidRequest("API keys are generated, not chosen: expected a ck_ token of at least 32 characters")
+    scope = None if tenants is None else frozenset(tenants)
+    if scope is not None and not scope:
+        raise InvalidRequest(f"user {name}: a tenant scope names at least one tenant (or omit it for every tenant)")
     return LocalUser(name=name, roles=role_set, key_salt=salt, key_sha256=hash_api_key(key, salt),
-                     created_at=created_at)
+                     created_at=created_at, tenants=scope)
 
 
 def verify_api_key(key: str, users: Iterable[LocalUser]) -> Principal:
@@ -147,7 +171,7 @@ def verify_api_key(key: str, users: Iterable[LocalUser]) -> Principal:
     if match is None:
         raise Unauthorized("the API key is not valid for any local user; ask an admin for a key "
                            "(`continuity users add NAME --role ...`)")
-    return Principal(name=match.name, roles=match.roles, source="api-key")
+    return Principal(name=match.name, roles=match.roles, source="api-key", tenants=match.tenants)
 
 
 def parse_client_principal(header_value: str) -> Principal:
@@ -185,7 +209,9 @@ def parse_client_principal(header_value: str) -> Principal:
                 roles |= parse_roles([val])
             except InvalidRequest:
                 continue  # an unrelated app role of the directory
-    return Principal(name=name.strip().lower(), roles=frozenset(roles), source="platform")
+    scoped = frozenset(val.strip() for typ, val in claims if typ == TENANT_CLAIM_TYPE and val.strip())
+    return Principal(name=name.strip().lower(), roles=frozenset(roles), source="platform",
+                     tenants=scoped or None)
 
 
 def authenticate(headers: Mapping[str, str], users: Iterable[LocalUser], platform_auth: bool) -> Principal:
@@ -216,3 +242,9 @@ def require_role(principal: Principal, role: Role, action: str) -> None:
     if not principal.has(role):
         held = ", ".join(sorted(str(r) for r in principal.roles)) or "none"
         raise Forbidden(f"{principal.name} may not {action}: it needs the {role} role (holds: {held})")
+
+
+def require_tenant(principal: Principal, tenant: str) -> None:
+    """:raises Forbidden: ``tenant`` is outside the principal's tenant scope (the message names neither's data)."""
+    if not principal.sees(tenant):
+        raise Forbidden(f"{principal.name} is scoped to other tenants and may not read tenant {tenant}")

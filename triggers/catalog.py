@@ -98,10 +98,21 @@ def _limit(raw: str | None) -> int:
     return int(raw)
 
 
+def _reader_of(req: func.HttpRequest, tenant: str) -> None:
+    """The caller must be a known principal whose tenant scope covers ``tenant``."""
+    from continuity.approval_service import authenticate_headers
+    from continuity.identity import Role, require_role, require_tenant
+
+    principal = authenticate_headers(dict(req.headers))
+    require_role(principal, Role.READER, f"read the backups of {tenant}")
+    require_tenant(principal, tenant)
+
+
 @bp.route(route="tenants/{tenant}/backups", methods=["GET"])
 @handles_errors
 def list_tenant_backups(req: func.HttpRequest) -> func.HttpResponse:
     params = req.params
+    _reader_of(req, req.route_params["tenant"])
     page = catalog_service.list_backups(
         req.route_params["tenant"], status=params.get("status"), kind=params.get("kind"),
         since=params.get("since"), before=params.get("before"), limit=_limit(params.get("limit")),
@@ -112,6 +123,7 @@ def list_tenant_backups(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="tenants/{tenant}/backups/{backup_id}", methods=["GET"])
 @handles_errors
 def get_tenant_backup(req: func.HttpRequest) -> func.HttpResponse:
+    _reader_of(req, req.route_params["tenant"])
     return json_response(catalog_service.get_backup(req.route_params["tenant"], req.route_params["backup_id"]))
 
 

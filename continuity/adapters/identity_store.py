@@ -73,7 +73,8 @@ class IdentityStore:
                 return user
         raise InvalidRequest(f"no local user {name!r}; add one with `continuity users add {name} --role ...`")
 
-    def add_user(self, name: str, roles: list[Role], *, replace: bool = False, save_key: bool = True) -> str:
+    def add_user(self, name: str, roles: list[Role], *, replace: bool = False, save_key: bool = True,
+                 tenants: list[str] | None = None) -> str:
         """Create (or with ``replace``, re-key) a user; returns the new key, which is not stored anywhere
         but the owner-only client keyring (and not even there with ``save_key=False``).
 
@@ -84,7 +85,7 @@ class IdentityStore:
         if any(u.name == name for u in users) and not replace:
             raise Conflict(f"local user {name} already exists; use --replace to issue a new key")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        user = make_local_user(name, roles, key, secrets.token_hex(16), datetime.now(UTC).isoformat())
+        user = make_local_user(name, roles, key, secrets.token_hex(16), datetime.now(UTC).isoformat(), tenants)
         users = [u for u in users if u.name != name] + [user]
         self.base.mkdir(parents=True, exist_ok=True)
         _write_private(self.users_file, json.dumps({"users": [u.to_json() for u in users]}, indent=2) + "\n")

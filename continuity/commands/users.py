@@ -18,7 +18,9 @@ def register(sub: Any) -> None:
     add = verbs.add_parser("add", help="create a user and print its API key once")
     add.add_argument("name", metavar="NAME")
     add.add_argument("--role", action="append", required=True, choices=[r.value for r in Role],
-                     help="operator (requests), approver (approves), admin (both); repeatable")
+                     help="reader (reads), operator (requests), approver (approves), admin (all); repeatable")
+    add.add_argument("--tenant", action="append", default=None, metavar="TENANT",
+                     help="limit what the user may see to this tenant; repeatable (default: every tenant)")
     add.add_argument("--replace", action="store_true", help="issue a new key for an existing user")
     add.add_argument("--no-save-key", action="store_true", help="do not keep the key in the local client keyring")
     add.add_argument("--json", action="store_true")
@@ -37,7 +39,14 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     store = IdentityStore()
     roles = sorted(parse_roles(args.role))
-    key = store.add_user(args.name, list(roles), replace=args.replace, save_key=not args.no_save_key)
+    if args.tenant:
+        from continuity.settings import configured_registry
+
+        registry = configured_registry()
+        for tenant in args.tenant:
+            registry.get_tenant(tenant)  # an unknown tenant is refused, naming the known ones
+    key = store.add_user(args.name, list(roles), replace=args.replace, save_key=not args.no_save_key,
+                         tenants=args.tenant)
     saved = "" if args.no_save_key else f"\nkept for `--user {args.name}` in {store.key_file(args.name)}"
     emit(args, {"name": args.name, "roles": [str(r) for r in roles], "key": key},
          f"user {args.name} ({', '.join(str(r) for r in roles)}) created.\n"

@@ -269,3 +269,37 @@ def test_backup_failure_event_for_an_unknown_tenant_is_rejected_and_starts_nothi
     status, _ = host.request("GET", f"/runtime/webhooks/durabletask/instances/incident-{event_id}"
                                     f"?code={host.keys['masterKey']}")
     assert status == 404
+
+
+def test_a_caller_scoped_to_one_tenant_cannot_see_another_tenants_backups(host: Host, stack: LocalStack) -> None:
+    from continuity.adapters.identity_store import IdentityStore
+    from continuity.identity import Role
+
+    identities = IdentityStore(stack.base)
+    globex_key = identities.add_user("globex-auditor", [Role.READER], replace=True, save_key=False,
+                                     tenants=["globex"])
+    code = host.keys["functionKey"]
+    own = _catalog("globex")
+    assert own, "the first test of this module catalogs a globex backup"
+
+    status, page = host.request("GET", f"/api/tenants/globex/backups?code={code}&limit=5",
+                                headers={"X-Continuity-Key": globex_key})
+    assert status == 200
+    assert {i["tenant"] for i in page["items"]} == {"globex"}
+    status, one = host.request("GET", f"/api/tenants/globex/backups/{own[0].backup_id}?code={code}",
+                               headers={"X-Continuity-Key": globex_key})
+    assert status == 200 and one["backup_id"] == own[0].backup_id
+
+    for path in ("/api/tenants/acme-finance/backups", f"/api/tenants/acme-finance/backups/{own[0].backup_id}"):
+        status, body = host.request("GET", f"{path}?code={code}", headers={"X-Continuity-Key": globex_key})
+        assert status == 403
+        assert body["error"]["message"] == ("globex-auditor is scoped to other tenants and may not read "
+                                            "tenant acme-finance")
+    status, body = host.request("GET", f"/api/tenants/globex/backups?code={code}")
+    assert status == 401 and body["error"]["code"] == "unauthorized"
+    # A backup id of another tenant is not found under this tenant: ids never cross tenants.
+    other = _catalog("bulk-a")
+    assert other, "the bulk test of this module catalogs bulk-a backups"
+    status, _ = host.request("GET", f"/api/tenants/globex/backups/{other[0].backup_id}?code={code}",
+                             headers={"X-Continuity-Key": globex_key})
+    assert status == 404

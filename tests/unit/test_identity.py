@@ -9,6 +9,7 @@ import pytest
 
 from continuity.errors import Forbidden, InvalidRequest, Unauthorized
 from continuity.identity import (
+    LocalUser,
     Principal,
     Role,
     authenticate,
@@ -72,7 +73,7 @@ def test_bad_user_name_refused() -> None:
 
 
 def test_unknown_role_name_refused_naming_the_accepted_roles() -> None:
-    with pytest.raises(InvalidRequest, match="unknown role 'root'; roles are operator, approver, admin"):
+    with pytest.raises(InvalidRequest, match="unknown role 'root'; roles are reader, operator, approver, admin"):
         parse_roles(["root"])
 
 
@@ -151,3 +152,35 @@ def test_identity_store_keeps_hashes_mode_600_and_the_key_only_in_the_client_key
         verify_api_key(key, store.list_users())
     assert verify_api_key(rotated, store.list_users()).roles == frozenset({Role.ADMIN})
     assert store.remove_user("amir") is True and store.remove_user("amir") is False
+
+
+def test_tenant_scoped_key_sees_only_its_tenants() -> None:
+    from continuity.identity import require_tenant
+
+    key = "ck_" + "s" * 40
+    user = make_local_user("acme-auditor", [Role.READER], key, "salt", "2026-11-24T00:00:00Z", ["acme-finance"])
+    principal = verify_api_key(key, [user])
+    require_tenant(principal, "acme-finance")
+    with pytest.raises(Forbidden, match="acme-auditor is scoped to other tenants and may not read tenant globex"):
+        require_tenant(principal, "globex")
+    assert LocalUser.from_json(user.to_json()).tenants == frozenset({"acme-finance"})
+
+
+def test_unscoped_key_sees_every_tenant_and_every_role_reads() -> None:
+    key = "ck_" + "o" * 40
+    principal = verify_api_key(key, [make_local_user("ops", [Role.OPERATOR], key, "salt", "t")])
+    assert principal.sees("acme-finance") and principal.sees("globex")
+    assert principal.has(Role.READER)
+
+
+def test_platform_principal_tenant_claims_scope_it() -> None:
+    doc = {"claims": [{"typ": "name", "val": "Ann@Example.com"}, {"typ": "roles", "val": "Continuity.Reader"},
+                      {"typ": "continuity_tenant", "val": "globex"}]}
+    principal = parse_client_principal(base64.b64encode(json.dumps(doc).encode()).decode())
+    assert principal.tenants == frozenset({"globex"})
+    assert principal.has(Role.READER) and not principal.has(Role.OPERATOR)
+
+
+def test_empty_tenant_scope_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="a tenant scope names at least one tenant"):
+        make_local_user("nobody-scope", [Role.READER], "ck_" + "x" * 40, "salt", "t", [])
