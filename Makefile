@@ -31,6 +31,7 @@ pg: venv
 # nightly restore validation of every tenant with its per-tenant table and the HTML report.
 run: setup
 	$(CONTINUITY) local up
+	$(CONTINUITY) failover seed-credentials
 	$(CONTINUITY) demo seed --tenants 3 --scale 1
 	$(CONTINUITY) backup --all
 	$(CONTINUITY) catalog reconcile
