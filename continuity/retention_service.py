@@ -205,6 +205,7 @@ def apply_batch(ports: RetentionPorts, run_id: str, batch: int) -> dict[str, Any
     :raises RetentionBatchIncomplete: after recording, when some actions failed or were not attempted.
     """
     run = _run(ports, run_id)
+    ports.records.renew_lease(run_id)
     actions = [action_from_dict(a) for a in ports.records.load_batch(run_id, batch)]
     done = ports.records.done_keys(run_id)
     todo = [a for a in actions if (a.tenant, a.backup_id, a.kind.value) not in done]

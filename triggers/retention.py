@@ -22,7 +22,7 @@ import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
 from continuity import approval_service, retention_service
-from continuity.errors import Conflict, Forbidden, InvalidRequest, Unauthorized
+from continuity.errors import Conflict, ContinuityError, Forbidden, InvalidRequest, Unauthorized
 from continuity.holds import MAX_REASON_CHARS
 from continuity.identity import Principal, Role, require_role
 from continuity.manifest import BACKUP_ID_PATTERN
@@ -122,7 +122,10 @@ def _started(body: dict[str, Any]) -> func.HttpResponse:
 @bp.timer_trigger(schedule="%CONTINUITY_RETENTION_SCHEDULE%", arg_name="timer", run_on_startup=False)
 @bp.durable_client_input(client_name="client")
 async def retention_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
-    await start_run(client, "timer", None, datetime.now(UTC))
+    try:
+        await start_run(client, "timer", None, datetime.now(UTC))
+    except ContinuityError as exc:  # e.g. another run still applying: recorded; tomorrow's timer tries again
+        logger.warning("retention timer did not start a run: %s", exc)
 
 
 @bp.route(route="retention/plan", methods=["GET"])

@@ -209,6 +209,12 @@ class RetentionRecords:
                          (Jsonb(document), sha, Jsonb(summary), LEASE_MINUTES, run_id))
         return sha
 
+    def renew_lease(self, run_id: str) -> None:
+        """Extend a running run's lease (each batch does, so a long run keeps it)."""
+        with connect(self.dsn) as conn:
+            conn.execute("update catalog.retention_runs set lease_until = now() + make_interval(mins => %s) "
+                         "where run_id = %s and state = 'running'", (LEASE_MINUTES, run_id))
+
     def load_batch(self, run_id: str, batch: int) -> list[dict[str, Any]]:
         with connect(self.dsn) as conn:
             row = conn.execute("select plan -> 'batches' -> %s from catalog.retention_runs where run_id = %s",

@@ -347,3 +347,15 @@ def test_audit_reports_storage_that_drifted_from_the_catalog_and_exits_non_zero(
     assert found == {("tier", newest.backup_id), ("missing", oldest.backup_id), ("not_deleted", deleted.backup_id)}
     tier = next(d for d in report["deviations"] if d["kind"] == "tier")
     assert tier["detail"] == f"{newest.dump_blob} is in tier cool; the catalog says hot"
+
+
+def test_a_run_whose_lease_expired_without_finishing_no_longer_blocks_the_next(world: World) -> None:
+    ports = world.ports()
+    svc.begin_run(ports, "retention-20260330", AS_OF - timedelta(days=1), "timer")
+    with connect(world.dsn) as conn:  # the run's worker died 31 minutes ago: its lease ran out
+        conn.execute("update catalog.retention_runs set lease_until = now() - interval '1 minute'")
+    assert svc.running_run(ports) is None
+    assert svc.begin_run(ports, "retention-20260331", AS_OF, "timer")["state"] == "started"
+    stale = ports.records.get_run("retention-20260330")
+    assert stale is not None and stale.state == "failed"
+    assert stale.summary["error"] == "lease expired: the run stopped without finishing"
