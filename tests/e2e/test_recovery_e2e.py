@@ -243,6 +243,7 @@ def test_running_recovery_refuses_another_and_self_approval_then_rejection_drops
     reasons = refusals(local, iid)
     assert any("already running" in r for r in reasons) and any("four-eyes" in r for r in reasons)
     assert "recovery.rejected" in [r["action"] for r in evidence(local, iid)]
+    assert "continuity.recovery.failed" in published(local)  # rejected: the recovery did not happen
 
 
 # ---- kill the host in the middle of the cutover --------------------------------------------------------

@@ -56,6 +56,7 @@ def world(stack: LocalStack, blob_store: BlobStore,
         seed(stack, blob_store, OTHER, OTHER_DB)
         backup_id = backup_and_validate(registry, TENANT, blob_store)
         yield {"registry": registry, "backup_id": backup_id, "tenants_file": path}
+        drop_databases(stack, "odoo_rc_int%")  # the kept pre-recovery copies too: the stack is shared
     finally:
         if previous is None:
             os.environ.pop("CONTINUITY_TENANTS_FILE", None)
