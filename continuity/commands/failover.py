@@ -80,13 +80,15 @@ def _function_key() -> str:
     return str(json.loads(path.read_text()).get("functionKey", ""))
 
 
-def call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+def call(args: argparse.Namespace, method: str, path: str, body: Any = None, *,
+         function_key: str | None = None) -> Any:
+    """One API call as ``--user``; ``function_key`` overrides the host key (the master key for admin routes)."""
     from continuity.adapters.identity_store import IdentityStore
     from devhost.process import endpoint
 
     base = (args.endpoint or endpoint()).rstrip("/")
     headers = {"Content-Type": "application/json", "X-Continuity-Key": IdentityStore().client_key(args.user)}
-    key = _function_key()
+    key = function_key if function_key is not None else _function_key()
     if key:
         headers["x-functions-key"] = key
     data = json.dumps(body).encode() if body is not None else None

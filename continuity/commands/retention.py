@@ -12,12 +12,8 @@ import argparse
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from typing import Any
-
-from continuity.errors import ServerUnavailable
 
 TERMINAL = {"Completed", "Failed", "Terminated", "Canceled"}
 
@@ -99,30 +95,9 @@ def _master_key() -> str:
 
 
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None, *, admin: bool = False) -> Any:
-    from continuity.commands.failover import HttpRefused, call
+    from continuity.commands.failover import call
 
-    if not admin:
-        return call(args, method, path, body)
-    from continuity.adapters.identity_store import IdentityStore
-    from devhost.process import endpoint
-
-    base = (args.endpoint or endpoint()).rstrip("/")
-    headers = {"Content-Type": "application/json", "x-functions-key": _master_key(),
-               "X-Continuity-Key": IdentityStore().client_key(args.user)}
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{base}{path}", data=data, method=method, headers=headers)  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 - the operator's own endpoint
-            return json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        try:
-            error = json.loads(exc.read()).get("error", {})
-        except ValueError:
-            error = {}
-        raise HttpRefused(exc.code, str(error.get("code", "http_error")),
-                          str(error.get("message", exc.reason))) from exc
-    except OSError as exc:
-        raise ServerUnavailable(f"cannot reach {base}: {exc}; is the devhost up (`continuity local status`)?") from exc
+    return call(args, method, path, body, function_key=_master_key() if admin else None)
 
 
 def render_run(body: dict[str, Any]) -> str:
