@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from continuity import approval_service, recovery_service, settings
 from continuity.approvals import Verdict
 from continuity.errors import ConfigError, Conflict, ContinuityError
-from continuity.identity import Principal, Role, require_role
+from continuity.identity import Principal, Role, require_role, require_tenant
 from continuity.manifest import BACKUP_ID_PATTERN
 from continuity.recovery import MAX_REASON_CHARS, instance_id
 from continuity.tenants import TENANT_ID_PATTERN
@@ -102,6 +102,7 @@ async def request_recovery(req: func.HttpRequest, client: df.DurableOrchestratio
         tenant = settings.configured_registry().get_tenant(tenant_id)
         subject = instance_id(tenant.id)
         require_role(principal, Role.OPERATOR, "request recoveries")
+        require_tenant(principal, tenant.id)
         body = parse_body(req, RecoveryBody)
         status = await client.get_status(subject)
         runtime = _runtime(status)
@@ -138,22 +139,34 @@ async def request_recovery(req: func.HttpRequest, client: df.DurableOrchestratio
                          status=202, headers={"Location": url})
 
 
+def _in_scope(principal: Principal, instance: str) -> None:
+    """A tenant-scoped caller may only see and decide recoveries of tenants in its scope (refusals recorded)."""
+    try:
+        require_tenant(principal, instance.removeprefix("recovery-"))
+    except ContinuityError as exc:
+        approval_service.record_refusal("recovery", instance[:80] or "recovery", principal.name, str(exc), exc.code)
+        raise
+
+
+async def _decide(req: func.HttpRequest, client: df.DurableOrchestrationClient, verdict: Verdict) -> func.HttpResponse:
+    instance = req.route_params.get("id", "")
+    principal = _authenticate(req)
+    _in_scope(principal, instance)
+    return await approval_http.decide(req, client, verdict, "recovery", principal, status_url=_status_url(instance))
+
+
 @bp.route(route="recoveries/{id}/approve", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def approve_recovery(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    instance = req.route_params.get("id", "")
-    return await approval_http.decide(req, client, Verdict.APPROVE, "recovery", _authenticate(req),
-                                      status_url=_status_url(instance))
+    return await _decide(req, client, Verdict.APPROVE)
 
 
 @bp.route(route="recoveries/{id}/reject", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def reject_recovery(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    instance = req.route_params.get("id", "")
-    return await approval_http.decide(req, client, Verdict.REJECT, "recovery", _authenticate(req),
-                                      status_url=_status_url(instance))
+    return await _decide(req, client, Verdict.REJECT)
 
 
 async def _show(client: df.DurableOrchestrationClient, instance: str) -> func.HttpResponse:
@@ -171,14 +184,16 @@ async def _show(client: df.DurableOrchestrationClient, instance: str) -> func.Ht
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def get_recovery(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    _authenticate(req)
-    return await _show(client, req.route_params.get("id", ""))
+    instance = req.route_params.get("id", "")
+    _in_scope(_authenticate(req), instance)
+    return await _show(client, instance)
 
 
 @bp.route(route="tenants/{tenant}/recoveries/current", methods=["GET"])
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def get_current_recovery(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    _authenticate(req)
+    principal = _authenticate(req)
     tenant = settings.configured_registry().get_tenant(req.route_params.get("tenant", ""))
+    _in_scope(principal, instance_id(tenant.id))
     return await _show(client, instance_id(tenant.id))

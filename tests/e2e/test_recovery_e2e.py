@@ -97,6 +97,7 @@ def host(rstack: tuple[LocalStack, dict[str, Any]]) -> Iterator[RecoveryHost]:
     identities = IdentityStore(local.base)
     keys = {name: identities.add_user(name, roles, replace=True) for name, roles in (
         ("olivia", [Role.OPERATOR]), ("amir", [Role.APPROVER]), ("ada", [Role.ADMIN]))}
+    keys["gina"] = identities.add_user("gina", [Role.OPERATOR, Role.APPROVER], replace=True, tenants=[OTHER])
     devhost = RecoveryHost(local, keys, DEVHOST_PORT)
     devhost.env["CONTINUITY_TENANTS_FILE"] = facts["env"]["CONTINUITY_TENANTS_FILE"]
     devhost.env["CONTINUITY_APPROVAL_WINDOW_MINUTES"] = "2"
@@ -212,9 +213,11 @@ def test_bad_requests_are_refused_recorded_and_change_nothing(
     assert code == 404 and body["error"]["code"] == "unknown_tenant"
     code, body = host.call("POST", f"/api/tenants/{TENANT}/recoveries", None, {"reason": "x"})
     assert code == 401
+    code, body = host.request_recovery("gina")
+    assert code == 403 and "scoped to other tenants" in body["error"]["message"]
     reasons = refusals(local, iid)
     for expected in ("belongs to tenant", "failed validation", "before the oldest backup", "not valid JSON",
-                     "not both", "needs the operator role"):
+                     "not both", "needs the operator role", "scoped to other tenants"):
         assert any(expected in r for r in reasons), expected
     assert all(r["data"]["executed"] is False for r in evidence(local, iid) if r["action"] == "recovery.refused")
     assert database_names(local, "odoo_rc_%") == before
@@ -235,6 +238,9 @@ def test_running_recovery_refuses_another_and_self_approval_then_rejection_drops
     assert code == 403 and "cannot approve it: a second person" in own["error"]["message"]
     code, operator = host.decide("approve", iid, "olivia")
     assert code == 403 and "needs the approver role" in operator["error"]["message"]
+    code, scoped = host.decide("approve", iid, "gina")
+    assert code == 403 and "scoped to other tenants" in scoped["error"]["message"]
+    assert host.call("GET", f"/api/recoveries/{iid}", "gina")[0] == 403
     code, rejected = host.decide("reject", iid, "amir", comment="restore the ledger by hand instead")
     assert code == 202 and rejected["state"] == "REJECTED"
     done = host.wait_state(iid, "REJECTED")
