@@ -257,7 +257,9 @@ def configure(service_name: str, *, connection_string: str | None = None, stream
             # Imported here: the console path must not need the Azure distro at all.
             from azure.monitor.opentelemetry import configure_azure_monitor
 
-            configure_azure_monitor(connection_string=connection, resource=resource, logger_name="",
+            # Every span: a control plane emits few, and an auditor-facing trace must not be sampled away
+            # (the distro defaults to a rate-limited sampler that drops the first spans of a process).
+            configure_azure_monitor(connection_string=connection, resource=resource, logger_name="", sampling_ratio=1.0,
                                     enable_live_metrics=live_metrics, disable_offline_storage=not offline_storage)
             _azure_monitor_configured = True
         meter = metrics.get_meter(INSTRUMENTATION_NAME)

@@ -5,7 +5,7 @@ shell tests (sample app); +81 failover e2e; +82 durable conformance; +83 durable
 e2e; +98 a port nobody listens on.
 
 Tests never share the `make run` stack: they use ``.local/test-<base>`` and ports offset from
-``CONTINUITY_TEST_PORT_BASE`` (default 56400), so a developer's running stack is untouched.
+``CONTINUITY_TEST_PORT_BASE`` (default 26400), so a developer's running stack is untouched.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-PORT_BASE = int(os.environ.get("CONTINUITY_TEST_PORT_BASE", "56400"))
+# Below Linux's ephemeral port range (32768-60999), so no client connection holds a port a test server needs.
+PORT_BASE = int(os.environ.get("CONTINUITY_TEST_PORT_BASE", "26400"))
 TEST_ENV = {
     "CONTINUITY_LOCAL_DIR": f".local/test-{PORT_BASE}",
     "CONTINUITY_AZURITE_BLOB_PORT": str(PORT_BASE),

@@ -173,10 +173,10 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     // Trust X-MS-CLIENT-PRINCIPAL only when App Service Authentication fronts the app.
     CONTINUITY_PLATFORM_AUTH: empty(entraClientId) ? 'false' : 'true'
     // Local stack and devhost only: inert in Azure, given their documented defaults so every key is set.
-    CONTINUITY_PRIMARY_PORT: '55432'
-    CONTINUITY_REPLICA_PORT: '55433'
-    CONTINUITY_CONTROL_PORT: '55434'
-    CONTINUITY_SANDBOX_PORT: '55435'
+    CONTINUITY_PRIMARY_PORT: '15432'
+    CONTINUITY_REPLICA_PORT: '15433'
+    CONTINUITY_CONTROL_PORT: '15434'
+    CONTINUITY_SANDBOX_PORT: '15435'
     CONTINUITY_AZURITE_BLOB_PORT: '10000'
     CONTINUITY_AZURITE_QUEUE_PORT: '10001'
     CONTINUITY_AZURITE_TABLE_PORT: '10002'

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 
 from devhost import process
 
-PORT_BASE = int(os.environ.get("CONTINUITY_TEST_PORT_BASE", "56400"))
 SAMPLE_APP = "tests.e2e.sample_app:app"
 YEARLY = "0 0 0 1 1 *"  # keeps the sample's %SAMPLE_TICK_SCHEDULE% timer quiet
 YEARLY_TIMER_SCHEDULE = "0 0 3 1 1 *"  # the sample's `yearly` timer

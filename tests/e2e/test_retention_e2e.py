@@ -22,6 +22,7 @@ import pytest
 
 from continuity.adapters.blob_store import BlobStore
 from continuity.adapters.catalog_store import PgCatalogStore
+from continuity.adapters.control_db import prepare
 from continuity.adapters.evidence_store import EvidenceStore
 from continuity.adapters.identity_store import IdentityStore
 from continuity.adapters.local_stack import LocalStack
@@ -116,7 +117,7 @@ def world(stack: LocalStack, blob_store: BlobStore) -> Iterator[tuple[Api, str]]
     with connect(stack.dsn("control")) as conn:
         conn.execute(f"drop database if exists {DB} with (force)")
     ensure_database(stack.dsn("control"), DB)
-    dsn = stack.dsn("control", DB)
+    dsn = prepare(stack.dsn("control", DB))  # migrated before anything polls it
     for name in (BACKUPS, EVIDENCE):  # start from nothing: no blobs left by an earlier run
         if blob_store.container(name).exists():
             blob_store.container(name).delete_container()
