@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from devhost import process
+from tests.conftest import PORT_BASE as PORT_BASE  # re-exported for the devhost tests
 
 SAMPLE_APP = "tests.e2e.sample_app:app"
 YEARLY = "0 0 0 1 1 *"  # keeps the sample's %SAMPLE_TICK_SCHEDULE% timer quiet
