@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from continuity import approval_service, settings
@@ -35,8 +34,7 @@ from continuity.failover import (
     promotion_refusal,
     recovery_secret_name,
 )
-from continuity.settings import PROJECT_ROOT
-from continuity.tenants import Registry, Server, ServerKind, load_registry
+from continuity.tenants import Registry, Server, ServerKind
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +47,7 @@ class FailoverNotSupported(ContinuityError):
 
 
 def registry() -> Registry:
-    path = Path(settings.get("CONTINUITY_TENANTS_FILE"))
-    return load_registry(path if path.is_absolute() else PROJECT_ROOT / path)
+    return settings.configured_registry()
 
 
 def _now() -> datetime:

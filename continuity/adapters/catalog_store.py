@@ -382,8 +382,7 @@ def open_catalog(dsn: str | None = None, blobs: BlobStore | None = None, *, back
 
     dsn = prepare(dsn)
     blobs = blobs or BlobStore()
-    path = tenants_file or Path(settings.get("CONTINUITY_TENANTS_FILE"))
-    registry = load_registry(path if path.is_absolute() else PROJECT_ROOT / path)
+    registry = load_registry(tenants_file) if tenants_file else settings.configured_registry()
     known = frozenset(t.id for t in registry.tenants)
     return CatalogService(
         repo=PgCatalogStore(dsn), storage=BlobBackupStorage(blobs, backup_container),

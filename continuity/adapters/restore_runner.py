@@ -214,11 +214,8 @@ def local_ports(registry: Any, blobs: Any | None = None, sandbox: Any | None = N
 
 def registry_from_settings() -> Any:
     from continuity import settings
-    from continuity.settings import PROJECT_ROOT
-    from continuity.tenants import load_registry
 
-    path = Path(settings.get("CONTINUITY_TENANTS_FILE"))
-    return load_registry(path if path.is_absolute() else PROJECT_ROOT / path)
+    return settings.configured_registry()
 
 
 class CatalogRecorder:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from continuity import settings
 from continuity.backup import DEFAULT_DEADLINE_SECONDS, StoredBackup, check_tenant_id
 from continuity.errors import ContinuityError, InvalidRequest
-from continuity.tenants import Registry, load_registry
+from continuity.tenants import Registry
 
 
 def register(sub: Any) -> None:
@@ -26,10 +25,7 @@ def register(sub: Any) -> None:
 
 def configured_registry() -> Registry:
     """The tenant registry named by CONTINUITY_TENANTS_FILE (relative paths from the project root)."""
-    path = Path(settings.get("CONTINUITY_TENANTS_FILE"))
-    if not path.is_absolute():
-        path = settings.PROJECT_ROOT / path
-    return load_registry(path)
+    return settings.configured_registry()
 
 
 def render(stored: StoredBackup) -> str:
