@@ -58,6 +58,13 @@ param approvalWindowMinutes int = 30
 param incidentRetryAttempts int = 3
 param incidentFirstRetrySeconds int = 30
 
+@description('Subnet delegated to Microsoft.DBforPostgreSQL/flexibleServers for point-in-time restore validation; empty refuses it.')
+param pitrSubnetId string = ''
+@description('Private DNS zone (<name>.postgres.database.azure.com) for the restored servers.')
+param pitrDnsZoneId string = ''
+param pitrPollSeconds int = 30
+param pitrTimeoutMinutes int = 60
+
 @allowed([
   'read-only'
   'stop'
@@ -167,6 +174,10 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     CONTINUITY_INCIDENT_RETRY_ATTEMPTS: string(incidentRetryAttempts)
     CONTINUITY_INCIDENT_FIRST_RETRY_SECONDS: string(incidentFirstRetrySeconds)
     CONTINUITY_FAILOVER_FENCE_MODE: failoverFenceMode
+    CONTINUITY_PITR_SUBNET_ID: pitrSubnetId
+    CONTINUITY_PITR_DNS_ZONE_ID: pitrDnsZoneId
+    CONTINUITY_PITR_POLL_SECONDS: string(pitrPollSeconds)
+    CONTINUITY_PITR_TIMEOUT_MINUTES: string(pitrTimeoutMinutes)
     // Fault injection for drills only: empty in every real deployment.
     CONTINUITY_FAILOVER_STEP_PAUSE: ''
     CONTINUITY_MAX_REQUEST_BYTES: string(maxRequestBytes)
