@@ -6,11 +6,19 @@ import azure.functions as func
 from activities import catalog as catalog_activities
 from activities import failover as failover_activities
 from activities import incidents as incident_activities
+from activities import pitr as pitr_activities
 from activities import recovery as recovery_activities
 from activities import retention as retention_activities
 from activities import validation as validation_activities
 from continuity import telemetry
-from orchestrations import backup_incident, catalog_ingest, nightly_validation, tenant_recovery, tenant_validation
+from orchestrations import (
+    backup_incident,
+    catalog_ingest,
+    nightly_validation,
+    pitr_validation,
+    tenant_recovery,
+    tenant_validation,
+)
 from orchestrations import failover as failover_orchestration
 from orchestrations import retention as retention_orchestration
 from triggers import catalog as catalog_triggers
@@ -34,5 +42,6 @@ for blueprint in (
     failover_triggers.bp, failover_orchestration.bp, failover_activities.bp,
     recovery_triggers.bp, tenant_recovery.bp, recovery_activities.bp,
     retention_triggers.bp, retention_orchestration.bp, retention_activities.bp,
+    pitr_validation.bp, pitr_activities.bp,
 ):
     app.register_functions(blueprint)

@@ -61,8 +61,9 @@ class Arm:
 
     def __init__(self, in_progress: int = 1, final: str = "Succeeded", put_status: int = 202,
                  delete: str = "accepted", target: str = TARGET,
-                 earliest: str = "2026-02-22T03:00:00.1234567+00:00") -> None:
+                 earliest: str = "2026-02-22T03:00:00.1234567+00:00", exists: bool = True) -> None:
         self.target = target
+        self.exists = exists  # False: no server until a PUT is accepted (a DELETE before then is a 404)
         self.earliest = earliest
         self.in_progress = in_progress
         self.final = final
@@ -81,7 +82,10 @@ class Arm:
             if self.put_status != 202:
                 taken = f"Specified server name '{self.target}' is already used."
                 return Reply(self.put_status, {"error": {"code": "ServerNameAlreadyExists", "message": taken}})
+            self.exists = True
             return Reply(202, None, {"Azure-AsyncOperation": ASYNC_URL, "Location": LOCATION_URL, "Retry-After": "15"})
+        if request.method == "GET" and "/azureAsyncOperation/del-" in path:  # the deletion's operation
+            return Reply(200, {"name": path.rsplit("/", 1)[-1], "status": "Succeeded"})
         if request.method == "GET" and "/azureAsyncOperation/" in path:
             self.polls += 1
             body: dict[str, Any] = {"name": OP, "startTime": "2026-03-01T03:00:00.000Z"}
@@ -97,7 +101,7 @@ class Arm:
                 return Reply(404, {"error": {"code": "ResourceNotFound", "message": "not found"}})
             return Reply(200, server_body(self.target))
         if request.method == "DELETE" and path.endswith(f"/flexibleServers/{self.target}"):
-            if self.delete == "gone":
+            if self.delete == "gone" or not self.exists:
                 missing = f"The Resource '.../flexibleServers/{self.target}' was not found."
                 return Reply(404, {"error": {"code": "ResourceNotFound", "message": missing}})
             if self.delete == "refused":
