@@ -31,6 +31,11 @@ def tenant_validation(context: df.DurableOrchestrationContext) -> Generator[Any,
     request: dict[str, Any] = context.get_input() or {}
     tenant = request["tenant"]
     started = context.current_utc_datetime
+    if request.get("mode") == "pitr":
+        # A flexible-server tenant validated by Azure's point-in-time restore (orchestrations/pitr_validation.py).
+        pitr_summary: dict[str, Any] = yield context.call_sub_orchestrator(
+            "pitr_validation", request, f"pitr-{tenant}-{started:%Y%m%d%H%M}")
+        return pitr_summary
     try:
         picked = yield context.call_activity_with_retry(steps.pick_backup_for_validation, RETRY,
                                                         {"tenant": tenant, "backup_id": request.get("backup_id")})

@@ -243,3 +243,25 @@ def test_a_local_cluster_tenant_is_refused_by_name(azure: Callable[..., Arm], tm
     run = drive(arm, {"tenant": "acme"}, answers={"delete_restored_server": lambda p: {"state": "gone"}})
     assert "tenant acme is on a local-cluster server (weu-primary)" in run.result["recorded"]["error"]
     assert arm.put_bodies == []
+
+
+def test_tenant_validation_hands_a_pitr_request_to_the_pitr_sub_orchestration() -> None:
+    from orchestrations.tenant_validation import tenant_validation
+
+    class Context:
+        instance_id = "validate-acme-pitr"
+        current_utc_datetime = T0
+        is_replaying = False
+
+        def get_input(self) -> dict[str, Any]:
+            return {"tenant": "acme", "mode": "pitr", "point_in_time": None}
+
+        def call_sub_orchestrator(self, name: str, payload: Any, instance_id: str) -> tuple[str, Any, str]:
+            return (name, payload, instance_id)
+
+    gen = tenant_validation.build().get_user_function().orchestrator_function(Context())
+    assert next(gen) == ("pitr_validation", {"tenant": "acme", "mode": "pitr", "point_in_time": None},
+                         f"pitr-acme-{T0:%Y%m%d%H%M}")
+    with pytest.raises(StopIteration) as done:
+        gen.send({"outcome": "passed"})
+    assert done.value.value == {"outcome": "passed"}
