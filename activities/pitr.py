@@ -18,7 +18,7 @@ from continuity import pitr, settings
 from continuity.adapters import restore_runner
 from continuity.adapters.flexible_server import FlexibleServers, Operation, ServerRef
 from continuity.errors import InvalidRequest
-from continuity.restore_checks import CheckId, CheckResult
+from continuity.restore_checks import CheckId, CheckResult, CheckStatus
 from continuity.tenants import Registry, Server, ServerKind, Tenant
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def check_restored_server(request: dict[str, Any]) -> dict[str, Any]:
     tenant, server, ref = _source(registry, request["tenant"])
     restored = flexible_servers(ref.subscription_id).get_restored_server(ref.resource_group, request["server_name"])
     ready = pitr.restore_completed(restored.name, restored.state, float(request.get("restore_seconds", 0.0)))
-    if ready.status.value != "pass" or not restored.fqdn:
+    if ready.status is not CheckStatus.PASS or not restored.fqdn:
         return {"server": restored.to_json(), "checks": [ready.to_json()], "restored_bytes": 0}
     # A restored server keeps its source's administrator and password: the region's recovery credential.
     password = secret_source().get_secret(recovery_secret_name(server.region))
@@ -104,9 +104,9 @@ def check_restored_server(request: dict[str, Any]) -> dict[str, Any]:
                             read=lambda name: blobs.download(container, name))
     checks, size = pitr_checks.run_pitr_checks(dsn, tenant, sample_rate=float(request.get("sample_rate", 1.0)),
                                                seed=request["run_id"], attachment_store=store)
+    failed = [c.id for c in checks if c.status is CheckStatus.FAIL]
     logger.info("point-in-time restore checked", extra={"tenant": tenant.id, "run_id": request["run_id"],
-                                                        "server": restored.name,
-                                                        "failed": [c.id for c in checks if c.status.value == "fail"]})
+                                                        "server": restored.name, "failed": failed})
     return {"server": restored.to_json(), "checks": [ready.to_json(), *(c.to_json() for c in checks)],
             "restored_bytes": size}
 
