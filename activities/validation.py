@@ -16,6 +16,7 @@ from continuity import telemetry, validation
 from continuity.adapters import restore_runner
 from continuity.adapters.sandbox import Sandbox
 from continuity.errors import ContinuityError
+from continuity.tenants import ServerKind
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,10 @@ def list_tenants_for_validation(request: dict[str, Any]) -> list[dict[str, Any]]
     validated = restore_runner.validated_run_ids()
     picked: list[dict[str, Any]] = []
     for tenant in ports.registry.list_tenants():
+        if ports.registry.server_of(tenant).kind is ServerKind.FLEXIBLE_SERVER:
+            # Azure's own point-in-time restore is what gets proven for these (orchestrations/pitr_validation.py).
+            picked.append({"tenant": tenant.id, "backup_id": None, "mode": "pitr"})
+            continue
         try:
             ref = validation.pick_backup(ports.source, tenant.id)
         except ContinuityError as exc:

@@ -31,7 +31,8 @@ def nightly_validation(context: df.DurableOrchestrationContext) -> Generator[Any
                                         {"older_than_minutes": request.get("sweep_after_minutes",
                                                                            SWEEP_AFTER_MINUTES)})
     picked: list[dict[str, Any]] = yield context.call_activity(steps.list_tenants_for_validation, {})
-    runnable = [p for p in picked if p.get("backup_id") and not p.get("already_validated")]
+    runnable = [p for p in picked
+                if p.get("mode") == "pitr" or (p.get("backup_id") and not p.get("already_validated"))]
     results: list[dict[str, Any]] = [
         {"tenant": p["tenant"], "backup_id": p.get("backup_id"), "outcome": "skipped",
          "reason": p.get("error") or "its newest backup was validated before; no newer backup since"}
@@ -39,9 +40,10 @@ def nightly_validation(context: df.DurableOrchestrationContext) -> Generator[Any
     for number, batch in enumerate(plan_batches(runnable, parallelism), 1):
         context.set_custom_status({"stage": "validating", "batch": number, "tenants": [p["tenant"] for p in batch]})
         tasks = [context.call_sub_orchestrator("tenant_validation", {
-                     "tenant": p["tenant"], "backup_id": p["backup_id"],
+                     "tenant": p["tenant"], "backup_id": p["backup_id"], "mode": p.get("mode", "restore"),
                      "sample_rate": request.get("sample_rate", 1.0), "jobs": request.get("jobs", 2)},
-                     run_id_for(p["tenant"], p["backup_id"]))
+                     run_id_for(p["tenant"], p["backup_id"]) if p["backup_id"]
+                     else f"validate-{p['tenant']}-pitr-{context.current_utc_datetime:%Y%m%d}")
                  for p in batch]
         try:
             outputs = yield context.task_all(tasks)

@@ -394,3 +394,33 @@ def test_nightly_fans_out_in_batches_of_the_configured_parallelism() -> None:
     assert ctx.batches == [["validate-t0-20250600T010000Z-abcdef", "validate-t1-20250601T010000Z-abcdef"],
                            ["validate-t2-20250602T010000Z-abcdef"]]
     assert (summary["passed"], summary["skipped"], summary["instance_id"]) == (3, 1, "nightly-20250601")
+
+
+def test_nightly_validates_flexible_server_tenants_by_point_in_time_restore() -> None:
+    from orchestrations.nightly_validation import nightly_validation
+
+    class NightlyContext(FakeContext):
+        def __init__(self) -> None:
+            super().__init__({"parallelism": 4}, "nightly-20250601")
+            self.started: list[tuple[dict, str]] = []
+
+        def call_sub_orchestrator(self, name: str, payload: dict, instance_id: str) -> str:
+            self.started.append((payload, instance_id))
+            return instance_id
+
+        def task_all(self, tasks: list[str]) -> tuple[str, list[str]]:
+            return ("task_all", tasks)
+
+    ctx = NightlyContext()
+    picked = [{"tenant": "local-one", "backup_id": "20250601T010000Z-abcdef"},
+              {"tenant": "azure-one", "backup_id": None, "mode": "pitr"}]
+    gen = nightly_validation.build().get_user_function().orchestrator_function(ctx)
+    gen.send(None)
+    gen.send({"dropped": []})
+    assert gen.send(picked)[0] == "task_all"
+    with pytest.raises(StopIteration):
+        gen.send([{"tenant": "local-one", "outcome": "passed"}, {"tenant": "azure-one", "outcome": "passed"}])
+    (local_payload, local_id), (pitr_payload, pitr_id) = ctx.started
+    assert local_payload["mode"] == "restore" and local_id == "validate-local-one-20250601T010000Z-abcdef"
+    assert pitr_payload["mode"] == "pitr"
+    assert pitr_id == f"validate-azure-one-pitr-{ctx.current_utc_datetime:%Y%m%d}"
