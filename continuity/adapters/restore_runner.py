@@ -231,12 +231,12 @@ class CatalogRecorder:
         from continuity.manifest import backup_prefix
 
         try:
-            return self.service.repo.record_validation(**kwargs)
+            return self.service.record_validation(**kwargs)
         except BackupNotFound:
             tenant, backup_id = kwargs["tenant"], kwargs["backup_id"]
             day = datetime.strptime(backup_id[:8], "%Y%m%d")  # backup ids start with their UTC date
             self.service.ingest_blob(backup_prefix(tenant, backup_id, day) + MANIFEST_FILE, actor="validation")
-            return self.service.repo.record_validation(**kwargs)
+            return self.service.record_validation(**kwargs)
 
 
 def open_recording(blobs: Any | None = None, control_dsn: str | None = None) -> tuple[Any, Any, Any]:
