@@ -79,6 +79,20 @@ def render_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_nightly(results: list[dict[str, Any]]) -> str:
+    """The per-tenant table of a nightly run: one row a tenant, the verdict's reason last."""
+    header = f"{'tenant':<16} {'backup':<24} {'outcome':<8} {'objectives':<10} {'failed checks':<24} detail"
+    rows = [header, "-" * len(header)]
+    for r in results:
+        within = r.get("within_objectives")
+        objectives = "met" if within is True else "missed" if within is False else "-"
+        failed = ", ".join(r.get("failed_checks") or []) or "-"
+        reason = str(r.get("reason") or "").split(" — ")[-1]
+        rows.append(f"{str(r.get('tenant')):<16} {str(r.get('backup_id') or '-'):<24} {str(r.get('outcome')):<8} "
+                    f"{objectives:<10} {failed:<24} {reason}")
+    return "\n".join(rows)
+
+
 def render_report(report: Any) -> str:
     lines = [f"{report.tenant} {report.backup_id}: {report.outcome} — {report.verdict.reason}"]
     for c in report.checks:
@@ -133,7 +147,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         summary = {"instance_id": f"nightly-{datetime.now(UTC):%Y%m%d}-local", "results": results,
                    "passed": sum(1 for r in results if r["outcome"] == "passed"),
                    "failed": sum(1 for r in results if r["outcome"] != "passed")}
-        emit(args, summary, "\n".join(f"{r['tenant']}: {r['outcome']} — {r.get('reason')}" for r in results))
+        emit(args, summary, render_nightly(results))
         return 0 if summary["failed"] == 0 else 1
     started = _post("/api/validations/nightly", {"sample_rate": rate}, args.endpoint)
     return _finish(args, started)
@@ -178,7 +192,7 @@ def _finish(args: argparse.Namespace, started: dict[str, Any]) -> int:
         raise ValidationRunFailed(f"{instance} ended {status.get('runtimeStatus')}: {status.get('output')}")
     output = status.get("output") or {}
     if "results" in output:
-        text = "\n".join(f"{r.get('tenant')}: {r.get('outcome')} — {r.get('reason')}" for r in output["results"])
+        text = render_nightly(output["results"])
         ok = output.get("failed", 0) == 0 and output.get("errors", 0) == 0
     else:
         text, ok = render_summary(output), output.get("outcome") == "passed"

@@ -424,3 +424,19 @@ def test_nightly_validates_flexible_server_tenants_by_point_in_time_restore() ->
     assert local_payload["mode"] == "restore" and local_id == "validate-local-one-20250601T010000Z-abcdef"
     assert pitr_payload["mode"] == "pitr"
     assert pitr_id == f"validate-azure-one-pitr-{ctx.current_utc_datetime:%Y%m%d}"
+
+
+def test_nightly_table_has_one_row_per_tenant_with_objectives_and_failed_checks() -> None:
+    from continuity.commands.validate import render_nightly
+
+    table = render_nightly([
+        {"tenant": "acme-finance", "backup_id": "20261124T145200Z-37d437", "outcome": "passed",
+         "within_objectives": True, "failed_checks": [], "reason": "recoverable within objectives"},
+        {"tenant": "globex", "backup_id": "20261124T145200Z-b075bc", "outcome": "failed",
+         "within_objectives": False, "failed_checks": ["ledger", "row_counts"], "reason": "2 checks failed"},
+        {"tenant": "initech", "backup_id": None, "outcome": "skipped", "reason": "no backup"}])
+    lines = table.splitlines()
+    assert lines[0].split()[:5] == ["tenant", "backup", "outcome", "objectives", "failed"]
+    assert lines[2].split()[:4] == ["acme-finance", "20261124T145200Z-37d437", "passed", "met"]
+    assert lines[3].split()[:5] == ["globex", "20261124T145200Z-b075bc", "failed", "missed", "ledger,"]
+    assert lines[4].split()[:4] == ["initech", "-", "skipped", "-"]
