@@ -18,9 +18,9 @@ import azure.durable_functions as df
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
-from continuity import approval_service
+from continuity import approval_service, settings
 from continuity.approvals import EVENT_NAME, MAX_COMMENT_CHARS, ApprovalRequest, ApprovalState, Verdict, refusal_error
-from continuity.errors import ApprovalRefused, Conflict, ContinuityError, InvalidRequest
+from continuity.errors import ApprovalRefused, ConfigError, Conflict, ContinuityError, InvalidRequest
 from continuity.identity import Principal
 from triggers.common import json_response, parse_body
 
@@ -99,3 +99,27 @@ async def _wait_taken(client: df.DurableOrchestrationClient, instance: str, deci
         if asyncio.get_running_loop().time() > deadline:
             return "SUBMITTED"  # the orchestration has not run yet; GET the status URL to follow it
         await asyncio.sleep(0.05)
+
+
+def runtime_of(status: Any) -> str | None:
+    """An instance's runtime status as text, or None when there is no such instance."""
+    if status is None or status.runtime_status is None:
+        return None
+    return str(getattr(status.runtime_status, "value", status.runtime_status))
+
+
+def approval_window_minutes() -> float:
+    """How long a request waits for its decision (CONTINUITY_APPROVAL_WINDOW_MINUTES, fractions allowed)."""
+    raw = settings.get("CONTINUITY_APPROVAL_WINDOW_MINUTES")
+    try:
+        window = float(raw)
+    except ValueError:
+        window = 0.0
+    if window <= 0:
+        raise ConfigError(f"CONTINUITY_APPROVAL_WINDOW_MINUTES must be a positive number of minutes, got {raw!r}")
+    return window
+
+
+def authenticate(req: func.HttpRequest) -> Principal:
+    """The caller of a request (platform principal or local API key)."""
+    return approval_service.authenticate_headers(dict(req.headers))

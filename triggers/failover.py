@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -18,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from continuity import approval_service, settings
 from continuity.approvals import Verdict
-from continuity.errors import ConfigError, Conflict, ContinuityError
+from continuity.errors import Conflict, ContinuityError
 from continuity.failover import MAX_REASON_CHARS, SCOPE_PATTERN, instance_id, plan_failover
-from continuity.identity import Principal, Role, require_role
+from continuity.identity import Role, require_role
 from continuity.tenants import REGION_PATTERN
 from triggers import approval_http
 from triggers.api_docs import document
@@ -57,46 +56,26 @@ document("failovers/{id}", "GET", "A failover's state, preflight findings, steps
          "getFailover", responses={200: {"type": "object", "required": ["id", "state"]}})
 
 
-def _runtime(status: Any) -> str | None:
-    if status is None or status.runtime_status is None:
-        return None
-    return str(getattr(status.runtime_status, "value", status.runtime_status))
-
-
-def _window_minutes() -> float:
-    raw = settings.get("CONTINUITY_APPROVAL_WINDOW_MINUTES")
-    try:
-        window = float(raw)
-    except ValueError:
-        window = 0.0
-    if window <= 0:
-        raise ConfigError(f"CONTINUITY_APPROVAL_WINDOW_MINUTES must be a positive number of minutes, got {raw!r}")
-    return window
-
-
-def _authenticate(req: func.HttpRequest) -> Principal:
-    return approval_service.authenticate_headers(dict(req.headers))
-
 
 @bp.route(route="failovers", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def request_failover(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    principal = _authenticate(req)
+    principal = approval_http.authenticate(req)
     subject = "failover"
     try:
         require_role(principal, Role.OPERATOR, "request failovers")
         body = parse_body(req, FailoverBody)
         subject = instance_id(body.scope)
         plan_failover(settings.configured_registry(), body.scope, body.target_region, body.drill)
-        running = _runtime(await client.get_status(subject))
+        running = approval_http.runtime_of(await client.get_status(subject))
         if running in RUNNING:
             raise Conflict(f"a failover of scope {body.scope} is already in progress ({subject}, {running}); "
                            "follow it, or reject it before requesting another")
     except ContinuityError as exc:
         approval_service.record_refusal("failover", subject, principal.name, str(exc), exc.code)
         raise
-    window = _window_minutes()
+    window = approval_http.approval_window_minutes()
     run_id = str(uuid.uuid4())
     request = {"scope": body.scope, "target_region": body.target_region, "reason": body.reason, "drill": body.drill,
                "requested_by": principal.name, "requested_at": datetime.now(UTC).isoformat()}
@@ -119,24 +98,24 @@ async def request_failover(req: func.HttpRequest, client: df.DurableOrchestratio
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def approve_failover(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    return await approval_http.decide(req, client, Verdict.APPROVE, "failover", _authenticate(req))
+    return await approval_http.decide(req, client, Verdict.APPROVE, "failover", approval_http.authenticate(req))
 
 
 @bp.route(route="failovers/{id}/reject", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def reject_failover(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    return await approval_http.decide(req, client, Verdict.REJECT, "failover", _authenticate(req))
+    return await approval_http.decide(req, client, Verdict.REJECT, "failover", approval_http.authenticate(req))
 
 
 @bp.route(route="failovers/{id}", methods=["GET"])
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def get_failover(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    _authenticate(req)
+    approval_http.authenticate(req)
     instance = req.route_params.get("id", "")
     status = await client.get_status(instance)
-    runtime = _runtime(status)
+    runtime = approval_http.runtime_of(status)
     if runtime is None or not instance.startswith("failover-"):
         raise approval_http.NotFound(f"no failover {instance[:80]!r}")
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}

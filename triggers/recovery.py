@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from continuity import approval_service, recovery_service, settings
 from continuity.approvals import Verdict
-from continuity.errors import ConfigError, Conflict, ContinuityError
+from continuity.errors import Conflict, ContinuityError
 from continuity.identity import Principal, Role, require_role, require_tenant
 from continuity.manifest import BACKUP_ID_PATTERN
 from continuity.recovery import MAX_REASON_CHARS, instance_id
@@ -66,26 +65,6 @@ document("recoveries/{id}/reject", "POST", "Reject (or, as its requester, withdr
          "rejectRecovery", request=approval_http.DecisionBody, responses={202: Accepted}, path_params=_ID)
 
 
-def _runtime(status: Any) -> str | None:
-    if status is None or status.runtime_status is None:
-        return None
-    return str(getattr(status.runtime_status, "value", status.runtime_status))
-
-
-def _window_minutes() -> float:
-    raw = settings.get("CONTINUITY_APPROVAL_WINDOW_MINUTES")
-    try:
-        window = float(raw)
-    except ValueError:
-        window = 0.0
-    if window <= 0:
-        raise ConfigError(f"CONTINUITY_APPROVAL_WINDOW_MINUTES must be a positive number of minutes, got {raw!r}")
-    return window
-
-
-def _authenticate(req: func.HttpRequest) -> Principal:
-    return approval_service.authenticate_headers(dict(req.headers))
-
 
 def _status_url(instance: str) -> str:
     return f"/api/recoveries/{instance}"
@@ -95,7 +74,7 @@ def _status_url(instance: str) -> str:
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def request_recovery(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    principal = _authenticate(req)
+    principal = approval_http.authenticate(req)
     tenant_id = req.route_params.get("tenant", "")
     subject = "recovery"
     try:
@@ -105,7 +84,7 @@ async def request_recovery(req: func.HttpRequest, client: df.DurableOrchestratio
         require_tenant(principal, tenant.id)
         body = parse_body(req, RecoveryBody)
         status = await client.get_status(subject)
-        runtime = _runtime(status)
+        runtime = approval_http.runtime_of(status)
         running = None
         if runtime in RUNNING:
             custom = status.custom_status if isinstance(status.custom_status, dict) else {}
@@ -115,7 +94,7 @@ async def request_recovery(req: func.HttpRequest, client: df.DurableOrchestratio
         approval_service.record_refusal("recovery", subject, principal.name, str(exc), exc.code,
                                         {"tenant": tenant_id[:60]})
         raise
-    window = _window_minutes()
+    window = approval_http.approval_window_minutes()
     run_id = str(uuid.uuid4())
     now = datetime.now(UTC)
     backup_id = chosen["backup"]["backup_id"]
@@ -150,7 +129,7 @@ def _in_scope(principal: Principal, instance: str) -> None:
 
 async def _decide(req: func.HttpRequest, client: df.DurableOrchestrationClient, verdict: Verdict) -> func.HttpResponse:
     instance = req.route_params.get("id", "")
-    principal = _authenticate(req)
+    principal = approval_http.authenticate(req)
     _in_scope(principal, instance)
     return await approval_http.decide(req, client, verdict, "recovery", principal, status_url=_status_url(instance))
 
@@ -171,7 +150,7 @@ async def reject_recovery(req: func.HttpRequest, client: df.DurableOrchestration
 
 async def _show(client: df.DurableOrchestrationClient, instance: str) -> func.HttpResponse:
     status = await client.get_status(instance)
-    runtime = _runtime(status)
+    runtime = approval_http.runtime_of(status)
     if runtime is None or not instance.startswith("recovery-"):
         raise approval_http.NotFound(f"no recovery {instance[:80]!r}; request one with "
                                      "POST /api/tenants/{tenant}/recoveries")
@@ -185,7 +164,7 @@ async def _show(client: df.DurableOrchestrationClient, instance: str) -> func.Ht
 @handles_errors
 async def get_recovery(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     instance = req.route_params.get("id", "")
-    _in_scope(_authenticate(req), instance)
+    _in_scope(approval_http.authenticate(req), instance)
     return await _show(client, instance)
 
 
@@ -193,7 +172,7 @@ async def get_recovery(req: func.HttpRequest, client: df.DurableOrchestrationCli
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def get_current_recovery(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    principal = _authenticate(req)
+    principal = approval_http.authenticate(req)
     tenant = settings.configured_registry().get_tenant(req.route_params.get("tenant", ""))
     _in_scope(principal, instance_id(tenant.id))
     return await _show(client, instance_id(tenant.id))

@@ -107,18 +107,23 @@ def call(args: argparse.Namespace, method: str, path: str, body: Any = None, *,
         raise ServerUnavailable(f"cannot reach {base}: {exc}; is the devhost up (`continuity local status`)?") from exc
 
 
-def _wait(args: argparse.Namespace, instance: str, until: set[str], timeout: float = 3600) -> dict[str, Any]:
+def wait_for_state(args: argparse.Namespace, path: str, until: set[str], timeout: float = 3600) -> dict[str, Any]:
+    """Poll ``GET path`` until its ``state`` is one of ``until``; state changes go to a terminal, never a pipe."""
     deadline = time.monotonic() + timeout
     last = ""
     while True:
-        body: dict[str, Any] = call(args, "GET", f"/api/failovers/{instance}")
+        body: dict[str, Any] = call(args, "GET", path)
         state = str(body.get("state"))
         if state != last and sys.stderr.isatty():
-            print(f"{instance}: {state}", file=sys.stderr)
+            print(f"{body.get('id')}: {state}", file=sys.stderr)
             last = state
         if state in until or time.monotonic() > deadline:
             return body
         time.sleep(0.5)
+
+
+def _wait(args: argparse.Namespace, instance: str, until: set[str], timeout: float = 3600) -> dict[str, Any]:
+    return wait_for_state(args, f"/api/failovers/{instance}", until, timeout)
 
 
 def render(body: dict[str, Any]) -> str:

@@ -11,11 +11,9 @@ Speaks to ``--endpoint`` (default: the local devhost) as ``--user NAME``, like `
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from typing import Any
 
-from continuity.commands.failover import call
+from continuity.commands.failover import call, wait_for_state
 from continuity.errors import InvalidRequest
 
 TERMINAL = {"COMPLETED", "FAILED", "REJECTED", "EXPIRED", "REFUSED"}
@@ -47,17 +45,7 @@ def register(sub: Any) -> None:
 
 
 def _wait(args: argparse.Namespace, until: set[str], timeout: float = 3600) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while True:
-        body: dict[str, Any] = call(args, "GET", f"/api/tenants/{args.tenant}/recoveries/current")
-        state = str(body.get("state"))
-        if state != last and sys.stderr.isatty():
-            print(f"{body.get('id')}: {state}", file=sys.stderr)
-            last = state
-        if state in until or time.monotonic() > deadline:
-            return body
-        time.sleep(0.5)
+    return wait_for_state(args, f"/api/tenants/{args.tenant}/recoveries/current", until, timeout)
 
 
 def render(body: dict[str, Any]) -> str:
