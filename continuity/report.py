@@ -90,8 +90,12 @@ def line_chart(title: str, points: Sequence[tuple[str, float | None]], limit_s: 
             continue
         v = float(value)
         colour = "#c0392b" if v > limit_s else "#2e86c1"
-        parts.append(f'<rect x="{x:.1f}" y="{y(v):.1f}" width="{bar_w:.1f}" height="{PAD_T + plot_h - y(v):.1f}" '
+        # A run far inside its limit would be an invisible sliver: keep 2 px, and print the value above it.
+        height = max(2.0, PAD_T + plot_h - y(v))
+        parts.append(f'<rect x="{x:.1f}" y="{PAD_T + plot_h - height:.1f}" width="{bar_w:.1f}" height="{height:.1f}" '
                      f'fill="{colour}"><title>{escape(label)}: {_fmt_minutes(v)}</title></rect>')
+        parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{PAD_T + plot_h - height - 3:.1f}" font-size="9" '
+                     f'text-anchor="middle" fill="{colour}">{escape(_fmt_minutes(v))}</text>')
         if second is not None and i < len(second) and second[i] is not None and second[i] != v:
             s = float(second[i] or 0.0)
             parts.append(f'<circle cx="{x + bar_w / 2:.1f}" cy="{y(s):.1f}" r="3.5" fill="none" stroke="#8e44ad" '
