@@ -181,7 +181,7 @@ def seeded(world: tuple[Api, str], blob_store: BlobStore) -> tuple[Api, str]:
     api, dsn = world
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda job: _put(blob_store, *job), [(t, d) for t in TENANTS for d in DAYS]))
-    _wait(lambda: _available(dsn) == {t: len(DAYS) for t in TENANTS}, 150,
+    _wait(lambda: _available(dsn) == {t: len(DAYS) for t in TENANTS}, 420,
           f"{len(TENANTS) * len(DAYS)} backups cataloged through BlobCreated")
     return api, dsn
 
@@ -222,7 +222,7 @@ def test_ninety_days_plan_apply_audit_leaves_exactly_the_policy_in_storage(
     assert status == 202, started
     assert started["instance_id"] == "retention-20260331"
     run = _wait(lambda: (r := api.call("GET", started["status_url"])[1])["runtime_status"] in (
-        "Completed", "Failed") and r, 90, "the retention run to end")
+        "Completed", "Failed") and r, 240, "the retention run to end")
     assert run["runtime_status"] == "Completed", run
     assert run["run"]["state"] == "completed" and run["run"]["requested_by"] == "olivia"
     assert run["run"]["summary"]["not_done_count"] == 0
