@@ -18,17 +18,17 @@ from typing import Any
 
 import pytest
 
-import function_app
 from activities import pitr as pitr_activities
 from continuity import pitr
 from continuity.adapters.flexible_server import FlexibleServers
 from devhost.durable import history as h
 from devhost.durable.invoke import ActivityFailure, DurableFunctions, run_activity, run_orchestrator
 from devhost.durable.replay import EpisodeBuilder, InstanceView, Message, context_json
+from tests.app_functions import app_functions
 from tests.azure_transport import FakeTransport, StaticCredential
 from tests.unit.test_pitr_transport import DNS_ZONE, SOURCE_ID, SUB, SUBNET, Arm
 
-FUNCTIONS = DurableFunctions.from_functions(function_app.app.get_functions())
+FUNCTIONS = DurableFunctions.from_functions(list(app_functions()))
 T0 = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
 SERVER = pitr.target_server_name("acme", T0)
 ANSWERED = {"check_restored_server", "record_pitr_validation"}
