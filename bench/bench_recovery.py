@@ -142,7 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=10, help="demo scale of the recovered tenant")
     parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--port-base", type=int, default=62500)
+    parser.add_argument("--port-base", type=int, default=22500)  # below the ephemeral port range
     args = parser.parse_args()
 
     stack = make_stack(args.port_base)
