@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from continuity import settings
+from continuity.adapters.private_files import write_private
 from continuity.errors import ConfigError
 
 # Setting that overrides each generated key, by its name in keys.json.
@@ -84,14 +85,7 @@ def _read(path: Path) -> dict[str, object]:
 
 
 def _write_private(path: Path, data: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=2)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data, indent=2), private_dir=True)
 
 
 def load_keys(function_names: list[str] | None = None, path: Path | None = None) -> HostKeys:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from continuity import settings
+from continuity.adapters.private_files import write_private
 from continuity.errors import ConfigError, Conflict, InvalidRequest
 from continuity.identity import KEY_PREFIX, LocalUser, Principal, Role, make_local_user, validate_user_name
 
@@ -30,17 +30,7 @@ def platform_auth_enabled() -> bool:
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write atomically, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_private(path, text)
 
 
 class IdentityStore:

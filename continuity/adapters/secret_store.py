@@ -6,9 +6,7 @@ never logged, never put in an exception message, never returned by ``repr``.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -104,18 +102,9 @@ class LocalSecrets:
         return self._path(name).exists()
 
     def set_secret(self, name: str, value: str) -> None:
-        path = self._path(name)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.directory, 0o700)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(value)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from continuity.adapters.private_files import write_private
+
+        write_private(self._path(name), value, private_dir=True)
 
 
 def secret_source() -> SecretSource:
