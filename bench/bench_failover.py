@@ -21,7 +21,6 @@ The stack is rebuilt between runs and torn down at the end. Not part of ``make t
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import time
@@ -185,8 +184,7 @@ def main() -> None:
     finally:
         if host is not None:
             host.stop()
-        stack.down()
-        shutil.rmtree(stack.base, ignore_errors=True)
+        stack.remove()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -203,8 +202,7 @@ def main() -> None:
     finally:
         if host is not None:
             host.stop()
-        stack.down()
-        shutil.rmtree(stack.base, ignore_errors=True)
+        stack.remove()
         os.environ.clear()
         os.environ.update(saved)
 

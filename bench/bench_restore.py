@@ -113,9 +113,7 @@ def main() -> None:
             local.path.unlink(missing_ok=True)
             peer._pg_ctl("control", "-m", "fast", "-w", "stop", check=False)
             if not args.keep:
-                import shutil
-
-                shutil.rmtree(peer_base, ignore_errors=True)
+                peer.delete_files()
         print(f"peer: pg_restore -j{args.jobs} into a default-configured cluster: {peer_s:.2f}s", flush=True)
 
         # Ours: the whole validation, from blob storage to the dropped scratch database.

@@ -41,15 +41,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def stack() -> Iterator[object]:
     """The local stack, up for the whole session and stopped at its end."""
-    import shutil
 
     from continuity.adapters.local_stack import LocalStack
 
     local = LocalStack()
     if not os.environ.get("CONTINUITY_TEST_KEEP_STACK"):
         # Every session starts from nothing: no catalog, task hub or blobs left by an earlier run.
-        local.down()
-        shutil.rmtree(local.base, ignore_errors=True)
+        local.remove()
     local.up()
     yield local
     if not os.environ.get("CONTINUITY_TEST_KEEP_STACK"):

@@ -7,7 +7,6 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -46,7 +45,7 @@ def dedicated_stack(port_base: int, name: str = "failover", offset: int = 40,
     finally:
         if not keep:
             stack.down_clusters()
-            shutil.rmtree(stack.base, ignore_errors=True)
+            stack.delete_files()
 
 
 class Writer(threading.Thread):

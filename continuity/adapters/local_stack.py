@@ -135,8 +135,15 @@ class LocalStack:
         return self._bin
 
     @property
-    def pg_root(self) -> Path:
+    def _pg_link(self) -> Path:
         return self.base / "pg"
+
+    @property
+    def pg_root(self) -> Path:
+        # Once relocated (see _ensure_traversable) the link still crosses the private parent: the cluster
+        # user can only open files by the real path.
+        link = self._pg_link
+        return link.resolve() if link.is_symlink() else link
 
     def data_dir(self, name: str) -> Path:
         return self.pg_root / name / "data"
@@ -215,10 +222,10 @@ class LocalStack:
         outside = Path("/var/tmp") / f"continuity-pg-{digest}"  # noqa: S108 - needs a dir the pg user reaches
         outside.mkdir(parents=True, exist_ok=True)
         self._chown(outside)
-        if not self.pg_root.is_symlink():
-            if self.pg_root.exists():
-                shutil.rmtree(self.pg_root)
-            self.pg_root.symlink_to(outside)
+        if not self._pg_link.is_symlink():
+            if self._pg_link.exists():
+                shutil.rmtree(self._pg_link)
+            self._pg_link.symlink_to(outside)
 
     # ---- credentials ---------------------------------------------------------------------
     def superuser_password(self) -> str:
@@ -465,6 +472,17 @@ class LocalStack:
         process.stop()
         self.down_azurite()
         self.down_clusters()
+
+    def remove(self) -> None:
+        """Stop everything and delete the stack's files, the relocated cluster dirs included."""
+        self.down()
+        self.delete_files()
+
+    def delete_files(self) -> None:
+        """Delete the stack's files (call when its processes are stopped), the relocated cluster dirs too."""
+        if self._pg_link.is_symlink():
+            shutil.rmtree(self._pg_link.resolve(), ignore_errors=True)
+        shutil.rmtree(self.base, ignore_errors=True)
 
     def status(self) -> StackStatus:
         status = StackStatus()
