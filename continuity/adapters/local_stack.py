@@ -155,7 +155,8 @@ class LocalStack:
     def socket_dir(self) -> Path:
         """A directory for the unix sockets, short enough for the 107-byte sun_path limit."""
         preferred = self.base / "run"
-        if len(str(preferred)) + len("/.s.PGSQL.65535.lock") < 100:
+        # Relocated clusters (see _ensure_traversable) cannot reach the base dir for their sockets either.
+        if len(str(preferred)) + len("/.s.PGSQL.65535.lock") < 100 and not self._pg_link.is_symlink():
             return preferred
         digest = hashlib.sha256(str(self.base).encode()).hexdigest()[:10]
         return Path("/tmp") / f"continuity-{digest}"  # noqa: S108 - sun_path is 107 bytes; owned dir
