@@ -1,4 +1,4 @@
-"""Activities of the catalog orchestrations: thin wrappers over continuity.catalog_service."""
+"""Activities of the catalog orchestrations: thin wrappers over continuity.catalog.service."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from continuity import catalog_service
+from continuity.catalog import service as catalog_service
 
 bp = df.Blueprint()
 

@@ -1,4 +1,4 @@
-"""Activities of the failover orchestration: thin wrappers over continuity.failover_service."""
+"""Activities of the failover orchestration: thin wrappers over continuity.failover.service."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from continuity import failover_service
+from continuity.failover import service as failover_service
 
 bp = df.Blueprint()
 

@@ -1,4 +1,4 @@
-"""Activities of the backup-incident orchestration: thin wrappers over continuity.incident_service."""
+"""Activities of the backup-incident orchestration: thin wrappers over continuity.incidents.service."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from continuity import incident_service
+from continuity.incidents import service as incident_service
 
 bp = df.Blueprint()
 

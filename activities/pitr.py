@@ -1,5 +1,5 @@
 """Activities of point-in-time restore validation on Flexible Server: thin wrappers over
-:mod:`continuity.pitr` and :class:`continuity.adapters.flexible_server.FlexibleServers`.
+:mod:`continuity.validation.pitr` and :class:`continuity.adapters.azure.flexible_server.FlexibleServers`.
 
 No activity waits for Azure: begin returns the operation's status URL, poll does one GET, and the
 orchestrator waits between polls on durable timers. Inputs and outputs are small JSON. Proven at the
@@ -14,12 +14,13 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from continuity import pitr, settings
-from continuity.adapters import restore_runner
-from continuity.adapters.flexible_server import FlexibleServers, Operation, ServerRef
-from continuity.errors import InvalidRequest
-from continuity.restore_checks import CheckId, CheckResult, CheckStatus
-from continuity.tenants import Registry, Server, ServerKind, Tenant
+from continuity.adapters.azure.flexible_server import FlexibleServers, Operation, ServerRef
+from continuity.adapters.tools import restore_runner
+from continuity.kernel import settings
+from continuity.kernel.errors import InvalidRequest
+from continuity.kernel.tenants import Registry, Server, ServerKind, Tenant
+from continuity.validation import pitr
+from continuity.validation.checks import CheckId, CheckResult, CheckStatus
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +83,11 @@ def poll_restore_operation(request: dict[str, Any]) -> dict[str, Any]:
 @bp.activity_trigger(input_name="request")
 def check_restored_server(request: dict[str, Any]) -> dict[str, Any]:
     """The restored server is Ready; then the checks over psycopg (TLS, credentials from the secret store)."""
-    from continuity.adapters import pitr_checks
-    from continuity.adapters.blob_store import BlobStore
-    from continuity.adapters.check_runner import AttachmentStore
-    from continuity.adapters.secret_store import secret_source
-    from continuity.failover import recovery_secret_name
+    from continuity.adapters.azure.secret_store import secret_source
+    from continuity.adapters.postgres import pitr_checks
+    from continuity.adapters.postgres.check_runner import AttachmentStore
+    from continuity.adapters.storage.blob_store import BlobStore
+    from continuity.failover.rules import recovery_secret_name
 
     registry = settings.configured_registry()
     tenant, server, ref = _source(registry, request["tenant"])

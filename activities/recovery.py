@@ -1,4 +1,4 @@
-"""Activities of the tenant recovery orchestration: thin wrappers over continuity.recovery_service."""
+"""Activities of the tenant recovery orchestration: thin wrappers over continuity.recovery.service."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from continuity import recovery_service
+from continuity.recovery import service as recovery_service
 
 bp = df.Blueprint()
 

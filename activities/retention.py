@@ -1,4 +1,4 @@
-"""Activities of the retention orchestration: thin wrappers over :mod:`continuity.retention_service`.
+"""Activities of the retention orchestration: thin wrappers over :mod:`continuity.retention.service`.
 
 Inputs and outputs are small JSON (a run id, a batch number, counts); the plan itself stays in the
 control database.
@@ -10,8 +10,8 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from continuity import retention_service
-from continuity.retention import parse_time
+from continuity.retention import service as retention_service
+from continuity.retention.planner import parse_time
 
 bp = df.Blueprint()
 

@@ -1,4 +1,4 @@
-"""Activities of restore validation: thin wrappers over :mod:`continuity.validation`.
+"""Activities of restore validation: thin wrappers over :mod:`continuity.validation.service`.
 
 Inputs and outputs are small JSON (ids, check statuses, numbers), never row sets. Every activity
 that touches the sandbox goes through the isolation guard first.
@@ -12,11 +12,12 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from continuity import telemetry, validation
-from continuity.adapters import restore_runner
-from continuity.adapters.sandbox import Sandbox
-from continuity.errors import ContinuityError
-from continuity.tenants import ServerKind
+from continuity import telemetry
+from continuity.adapters.postgres.sandbox import Sandbox
+from continuity.adapters.tools import restore_runner
+from continuity.kernel.errors import ContinuityError
+from continuity.kernel.tenants import ServerKind
+from continuity.validation import service as validation
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def record_validation(request: dict[str, Any]) -> dict[str, Any]:
         report = validation.error_report(request["tenant"], request["backup_id"], request["run_id"], started,
                                          finished, request.get("error") or "the run did not complete")
     else:
-        from continuity.restore_checks import CheckResult
+        from continuity.validation.checks import CheckResult
 
         step = validation.RestoreStep.from_json(request["step"])
         checks = [CheckResult.from_json(c) for c in request.get("checks") or []]

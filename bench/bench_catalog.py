@@ -34,12 +34,12 @@ from pathlib import Path
 
 import yaml
 
-from continuity import settings
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.catalog_store import PgCatalogStore, open_catalog
-from continuity.adapters.local_stack import LocalStack
-from continuity.adapters.postgres import connect, ensure_database
-from continuity.catalog import BackupStatus
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.catalog_store import PgCatalogStore, open_catalog
+from continuity.adapters.postgres.connection import connect, ensure_database
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.catalog.model import BackupStatus
+from continuity.kernel import settings
 
 
 def registry_file(tenants: list[str], directory: Path) -> Path:
@@ -55,7 +55,7 @@ def registry_file(tenants: list[str], directory: Path) -> Path:
 
 def manifest(tenant: str, backup_id: str, created: datetime, dump: bytes) -> bytes:
     return json.dumps({
-        "format": "continuity.backup-manifest/1", "tenant": tenant, "backup_id": backup_id, "kind": "full",
+        "format": "continuity.backups.rules-manifest/1", "tenant": tenant, "backup_id": backup_id, "kind": "full",
         "created_at": created.isoformat().replace("+00:00", "Z"),
         "completed_at": (created + timedelta(seconds=30)).isoformat().replace("+00:00", "Z"),
         "source": {"server": "weu-primary", "region": "westeurope", "database": tenant.replace("-", "_"),
@@ -173,7 +173,7 @@ def main() -> None:
 
             # ---- 4. tenant query at --rows ------------------------------------------------------
             qdsn = stack.dsn("control", databases[2])
-            from continuity.adapters.control_db import migrate
+            from continuity.adapters.postgres.control_db import migrate
 
             migrate(qdsn)
             per = max(1, args.rows // args.tenants)

@@ -24,7 +24,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from continuity.errors import ServerUnavailable
+from continuity.kernel.errors import ServerUnavailable
 from devhost.durable import history as h
 from devhost.durable.engine import DurableEngine
 from devhost.durable.invoke import DurableFunctions, run_activity, run_orchestrator
@@ -126,8 +126,8 @@ def measure_replay() -> None:
 
 
 def control_dsn_ready() -> str:
-    from continuity.adapters.local_stack import LocalStack
-    from continuity.adapters.postgres import control_dsn
+    from continuity.adapters.local.local_stack import LocalStack
+    from continuity.adapters.postgres.connection import control_dsn
     from devhost.durable.store import prepare_database
 
     dsn = control_dsn()

@@ -32,13 +32,13 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from continuity.adapters.failover_local import LocalFailover  # noqa: E402
-from continuity.adapters.identity_store import IdentityStore  # noqa: E402
-from continuity.adapters.local_stack import LocalStack  # noqa: E402
-from continuity.adapters.postgres import ensure_database  # noqa: E402
-from continuity.adapters.secret_store import LocalSecrets, seed_local_recovery_credentials  # noqa: E402
-from continuity.identity import Role  # noqa: E402
-from continuity.settings import LocalStackSettings  # noqa: E402
+from continuity.adapters.azure.secret_store import LocalSecrets, seed_local_recovery_credentials  # noqa: E402
+from continuity.adapters.local.identity_store import IdentityStore  # noqa: E402
+from continuity.adapters.local.local_stack import LocalStack  # noqa: E402
+from continuity.adapters.postgres.connection import ensure_database  # noqa: E402
+from continuity.adapters.postgres.failover_local import LocalFailover  # noqa: E402
+from continuity.kernel.identity import Role  # noqa: E402
+from continuity.kernel.settings import LocalStackSettings  # noqa: E402
 from tests.failover_support import ACK, Host, Writer  # noqa: E402
 
 TENANT_DBS = ("odoo_acme_finance", "odoo_globex", "odoo_initech")

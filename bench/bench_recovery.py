@@ -35,11 +35,11 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from continuity.adapters.blob_store import BlobStore  # noqa: E402
-from continuity.adapters.identity_store import IdentityStore  # noqa: E402
-from continuity.adapters.local_stack import LocalStack  # noqa: E402
-from continuity.identity import Role  # noqa: E402
-from continuity.settings import LocalStackSettings  # noqa: E402
+from continuity.adapters.local.identity_store import IdentityStore  # noqa: E402
+from continuity.adapters.local.local_stack import LocalStack  # noqa: E402
+from continuity.adapters.storage.blob_store import BlobStore  # noqa: E402
+from continuity.kernel.identity import Role  # noqa: E402
+from continuity.kernel.settings import LocalStackSettings  # noqa: E402
 from tests.failover_support import Host, Writer  # noqa: E402
 from tests.recovery_support import (  # noqa: E402
     backup_and_validate,
@@ -78,7 +78,7 @@ def stack_env(stack: LocalStack, tenants_file: Path) -> dict[str, str]:
 
 def run_peer(stack: LocalStack, blobs: BlobStore, backup_id: str) -> float:
     """Download the dump and ``pg_restore -j2`` it into a new database: the unguarded minimum."""
-    from continuity.adapters.restore_runner import StorageBackupSource, download_with_hash, restore
+    from continuity.adapters.tools.restore_runner import StorageBackupSource, download_with_hash, restore
 
     started = time.monotonic()
     source = StorageBackupSource(blobs)

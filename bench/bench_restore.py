@@ -7,7 +7,7 @@
 2. Peer: a fresh cluster made by ``initdb`` with default settings (fsync on, full_page_writes on,
    autovacuum on), and ``pg_restore -j2 --no-owner`` of the dump, already on local disk, into an empty
    database. Only the pg_restore is timed.
-3. Ours: :func:`continuity.validation.validate` end to end: stream the dump from storage while
+3. Ours: :func:`continuity.validation.service.validate` end to end: stream the dump from storage while
    hashing it, ``pg_restore --list``, restore into a scratch database of the sandbox (tuned for
    throwaway restores), every check (row counts, ledger, numbering, attachments, amcheck, assertions),
    and the drop.
@@ -29,15 +29,15 @@ from pathlib import Path
 
 import yaml
 
-from continuity.adapters import pgbin
-from continuity.adapters.backup_taker import take_backup
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.demo_seed import seed_tenant
-from continuity.adapters.local_stack import LocalStack
-from continuity.adapters.postgres import ensure_database, libpq_env
-from continuity.adapters.restore_runner import download_with_hash, local_ports
-from continuity.tenants import load_registry
-from continuity.validation import validate
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.connection import ensure_database, libpq_env
+from continuity.adapters.postgres.demo_seed import seed_tenant
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.adapters.tools import pgbin
+from continuity.adapters.tools.backup_taker import take_backup
+from continuity.adapters.tools.restore_runner import download_with_hash, local_ports
+from continuity.kernel.tenants import load_registry
+from continuity.validation.service import validate
 
 TENANT = "bench-restore"
 

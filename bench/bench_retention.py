@@ -21,11 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from continuity import settings
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.retention_store import OutcomeStatus, RetentionStore, backup_blob_names
-from continuity.retention import SetTier
-from continuity.tenants import StorageTier
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.adapters.storage.retention_store import OutcomeStatus, RetentionStore, backup_blob_names
+from continuity.kernel import settings
+from continuity.kernel.tenants import StorageTier
+from continuity.retention.planner import SetTier
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
 
     settings.load_local_settings()
     if not settings.get("CONTINUITY_STORAGE_CONNECTION"):
-        from continuity.adapters.local_stack import LocalStack
+        from continuity.adapters.local.local_stack import LocalStack
 
         LocalStack().up_azurite()
     store = BlobStore()

@@ -14,8 +14,8 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from continuity import settings
-from continuity.errors import ContinuityError
+from continuity.kernel import settings
+from continuity.kernel.errors import ContinuityError
 
 logger = logging.getLogger("devhost")
 

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from continuity import settings
-from continuity.errors import ConfigError, ContinuityError, InvalidRequest, Unauthorized
+from continuity.kernel import settings
+from continuity.kernel.errors import ConfigError, ContinuityError, InvalidRequest, Unauthorized
 
 if TYPE_CHECKING:
     from devhost.host import Host
@@ -445,7 +445,7 @@ class BlobWatcher:
     def _run(self) -> None:
         from azure.core.exceptions import AzureError
 
-        from continuity.adapters.blob_store import BlobStore
+        from continuity.adapters.storage.blob_store import BlobStore
 
         store: BlobStore | None = None
         while not self._stop.is_set():

@@ -24,8 +24,8 @@ from typing import Any
 import azure.functions as func
 from azure.functions import _abc as func_abc
 
-from continuity import settings
-from continuity.errors import ConfigError, ContinuityError
+from continuity.kernel import settings
+from continuity.kernel.errors import ConfigError, ContinuityError
 from devhost import keys as keys_module
 from devhost.eventgrid import BlobWatcher, EventRouter, LocalTopic, parse_subscriptions, to_binding
 from devhost.index import IndexedFunction, TriggerType, index_app, list_functions, load_app
@@ -197,7 +197,7 @@ class Host:
             self.engine_detail = "devhost.durable.engine is not available: orchestrations do not run"
             logger.warning("durable engine unavailable: orchestrations and activities will not run")
             return
-        from continuity.adapters.postgres import control_dsn
+        from continuity.adapters.postgres.connection import control_dsn
 
         # get_functions() remembers the names it validated and refuses a second call; index_app() made the first.
         self.app.functions_bindings = None

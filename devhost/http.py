@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from continuity.errors import ContinuityError, InvalidRequest, Unauthorized
+from continuity.kernel.errors import ContinuityError, InvalidRequest, Unauthorized
 
 if TYPE_CHECKING:
     from devhost.host import Host

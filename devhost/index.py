@@ -17,7 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from continuity.errors import ConfigError
+from continuity.kernel.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

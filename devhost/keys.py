@@ -15,9 +15,9 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from continuity import settings
-from continuity.adapters.private_files import write_private
-from continuity.errors import ConfigError
+from continuity.adapters.local.private_files import write_private
+from continuity.kernel import settings
+from continuity.kernel.errors import ConfigError
 
 # Setting that overrides each generated key, by its name in keys.json.
 KEY_SETTINGS = {

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from continuity import settings
-from continuity.errors import ContinuityError, PortInUse, ServerUnavailable
+from continuity.kernel import settings
+from continuity.kernel.errors import ContinuityError, PortInUse, ServerUnavailable
 from devhost.keys import devhost_dir, load_keys
 
 START_TIMEOUT_SECONDS = 60
@@ -72,7 +72,7 @@ def ping(port: int, timeout: float = 1.0) -> bool:
 
 
 def _port_free(port: int) -> bool:
-    from continuity.adapters.local_stack import port_is_free
+    from continuity.adapters.local.local_stack import port_is_free
 
     return port_is_free(port)
 

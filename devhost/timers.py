@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from croniter import croniter
 
-from continuity.errors import ConfigError, ContinuityError
+from continuity.kernel.errors import ConfigError, ContinuityError
 
 if TYPE_CHECKING:
     from devhost.host import Host
@@ -49,7 +49,7 @@ class Schedule:
         if environ is None:
             # App settings: the environment (local.settings.json is loaded into it), else the documented
             # local default, the value local.settings.example.json gives every setting.
-            from continuity.settings import DEFAULTS
+            from continuity.kernel.settings import DEFAULTS
 
             environ = {**DEFAULTS, **os.environ}
         expression = raw.strip()

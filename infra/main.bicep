@@ -24,7 +24,7 @@ param secondaryLocation string
 @maxLength(10)
 param namePrefix string = 'cont'
 
-@description('Service tiers of config/tenants.yaml with their retention tier ages (days); one lifecycle rule pair each. The default is continuity.tenants.RetentionPolicy\'s defaults.')
+@description('Service tiers of config/tenants.yaml with their retention tier ages (days); one lifecycle rule pair each. The default is continuity.kernel.tenants.RetentionPolicy\'s defaults.')
 param retentionTiers array = [
   {
     name: 'default'

@@ -2,7 +2,7 @@
 
 Races ``wait_for_external_event(EVENT_NAME)`` against a durable timer at the request's expiry, then
 cancels the timer ("all pending timers must be complete or canceled before the function exits").
-Each decision is re-judged here with the replay-safe clock (:func:`continuity.approvals.decide`):
+Each decision is re-judged here with the replay-safe clock (:func:`continuity.approvals.rules.decide`):
 a refused one (a second approval racing the first, one arriving at the last second, a forged body)
 leaves the request open, is reported through ``on_refused``, and the gate keeps waiting.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from continuity.approvals import EVENT_NAME, ApprovalRequest, ApprovalState, Decision, decide, expire
+from continuity.approvals.rules import EVENT_NAME, ApprovalRequest, ApprovalState, Decision, decide, expire
 
 RefusedHook = Callable[[ApprovalRequest, dict[str, Any], str], Generator[Any, Any, None]]
 StatusHook = Callable[[ApprovalRequest], None]

@@ -13,7 +13,7 @@ from typing import Any
 import azure.durable_functions as df
 
 from activities import incidents as steps
-from continuity.incidents import ExposureLevel, escalation, retry_delays, rpo_exposure
+from continuity.incidents.rules import ExposureLevel, escalation, retry_delays, rpo_exposure
 
 bp = df.Blueprint()
 

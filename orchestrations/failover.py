@@ -16,9 +16,9 @@ from typing import Any
 import azure.durable_functions as df
 
 from activities import failover as steps
-from continuity.approvals import ApprovalRequest, ApprovalState, open_request
-from continuity.events import EventType
-from continuity.failover import FailoverState, FenceResult, StepName, StepRecord, promotion_refusal, timings
+from continuity.approvals.rules import ApprovalRequest, ApprovalState, open_request
+from continuity.failover.rules import FailoverState, FenceResult, StepName, StepRecord, promotion_refusal, timings
+from continuity.kernel.events import EventType
 from orchestrations.approval_gate import await_decision
 
 bp = df.Blueprint()

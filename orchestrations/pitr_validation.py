@@ -21,7 +21,7 @@ from typing import Any
 import azure.durable_functions as df
 
 from activities import pitr as steps
-from continuity import pitr
+from continuity.validation import pitr
 
 bp = df.Blueprint()
 
@@ -39,7 +39,7 @@ def await_operation(context: df.DurableOrchestrationContext, tenant: str, operat
                     timeout_s: float, poll_seconds: float) -> Generator[Any, Any, tuple[Any, ...]]:
     """Poll one ARM operation until done, failed or timed out: one GET per activity, a durable timer between.
 
-    :returns: :func:`continuity.pitr.next_poll`'s final decision (``("done",)``, ``("failed", why)``,
+    :returns: :func:`continuity.validation.pitr.next_poll`'s final decision (``("done",)``, ``("failed", why)``,
         ``("timeout", why)``).
     """
     started = context.current_utc_datetime

@@ -18,9 +18,9 @@ from typing import Any
 import azure.durable_functions as df
 
 from activities import recovery as steps
-from continuity.approvals import ApprovalRequest, ApprovalState, open_request
-from continuity.events import EventType
-from continuity.recovery import RecoveryState, StepResult, timings
+from continuity.approvals.rules import ApprovalRequest, ApprovalState, open_request
+from continuity.kernel.events import EventType
+from continuity.recovery.rules import RecoveryState, StepResult, timings
 from orchestrations.approval_gate import await_decision
 
 bp = df.Blueprint()

@@ -42,7 +42,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def stack() -> Iterator[object]:
     """The local stack, up for the whole session and stopped at its end."""
 
-    from continuity.adapters.local_stack import LocalStack
+    from continuity.adapters.local.local_stack import LocalStack
 
     local = LocalStack()
     if not os.environ.get("CONTINUITY_TEST_KEEP_STACK"):
@@ -56,7 +56,7 @@ def stack() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def blob_store(stack: object) -> object:
-    from continuity.adapters.blob_store import BlobStore
+    from continuity.adapters.storage.blob_store import BlobStore
 
     store = BlobStore()
     store.ensure_containers(["backups", "attachments", "evidence"])

@@ -17,8 +17,8 @@ from typing import Any
 
 import psycopg
 
-from continuity.adapters.local_stack import LocalStack
-from continuity.settings import LocalStackSettings
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.kernel.settings import LocalStackSettings
 from devhost import process
 
 ACK = ["no_validated_backup"]  # a throwaway stack's catalog has no validated backup: approvers must say so

@@ -10,10 +10,10 @@ from typing import Any
 import psycopg
 import yaml
 
-from continuity import odoo_schema
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.local_stack import LocalStack
-from continuity.tenants import Registry
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.kernel.tenants import Registry
+from continuity.validation.odoo import schema as odoo_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +39,7 @@ def seed(stack: LocalStack, blobs: BlobStore, tenant: str, database: str, moves:
 
 def seed_demo(registry: Registry, tenant: str, scale: int) -> dict[str, Any]:
     """The demo generator's Odoo-shaped tenant at ``scale`` (rebuilt if it exists)."""
-    from continuity.adapters.demo_seed import seed_tenant
+    from continuity.adapters.postgres.demo_seed import seed_tenant
 
     return seed_tenant(registry, registry.get_tenant(tenant), scale, force=True).to_json()
 
@@ -47,9 +47,9 @@ def seed_demo(registry: Registry, tenant: str, scale: int) -> dict[str, Any]:
 def backup_and_validate(registry: Registry, tenant: str, blobs: BlobStore) -> str:
     """Take a backup with the real backup job and validate it with the real nightly validation (sandbox
     restore + checks), recorded in the catalog; returns the backup id (VALIDATED)."""
-    from continuity.adapters.backup_taker import take_backup
-    from continuity.adapters.restore_runner import local_ports, open_recording
-    from continuity.validation import Outcome, record_report, validate
+    from continuity.adapters.tools.backup_taker import take_backup
+    from continuity.adapters.tools.restore_runner import local_ports, open_recording
+    from continuity.validation.service import Outcome, record_report, validate
 
     stored = take_backup(registry, tenant, store=blobs)
     report = validate(local_ports(registry, blobs=blobs), tenant, stored.backup_id)

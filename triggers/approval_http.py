@@ -18,10 +18,18 @@ import azure.durable_functions as df
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
-from continuity import approval_service, settings
-from continuity.approvals import EVENT_NAME, MAX_COMMENT_CHARS, ApprovalRequest, ApprovalState, Verdict, refusal_error
-from continuity.errors import ApprovalRefused, ConfigError, Conflict, ContinuityError, InvalidRequest
-from continuity.identity import Principal
+from continuity.approvals import service as approval_service
+from continuity.approvals.rules import (
+    EVENT_NAME,
+    MAX_COMMENT_CHARS,
+    ApprovalRequest,
+    ApprovalState,
+    Verdict,
+    refusal_error,
+)
+from continuity.kernel import settings
+from continuity.kernel.errors import ApprovalRefused, ConfigError, Conflict, ContinuityError, InvalidRequest
+from continuity.kernel.identity import Principal
 from triggers.common import json_response, parse_body
 
 ACCEPT_WAIT_SECONDS = 10.0

@@ -14,11 +14,12 @@ import azure.durable_functions as df
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
-from continuity import catalog_service, settings
-from continuity.catalog import BackupStatus
-from continuity.errors import InvalidRequest
-from continuity.manifest import BACKUP_ID_PATTERN
-from continuity.tenants import TENANT_ID_PATTERN
+from continuity.catalog import service as catalog_service
+from continuity.catalog.manifest import BACKUP_ID_PATTERN
+from continuity.catalog.model import BackupStatus
+from continuity.kernel import settings
+from continuity.kernel.errors import InvalidRequest
+from continuity.kernel.tenants import TENANT_ID_PATTERN
 from triggers.api_docs import document
 from triggers.common import event_type_of, handles_errors, instance_id, json_response, start_once
 
@@ -100,8 +101,8 @@ def _limit(raw: str | None) -> int:
 
 def _reader_of(req: func.HttpRequest, tenant: str) -> None:
     """The caller must be a known principal whose tenant scope covers ``tenant``."""
-    from continuity.approval_service import authenticate_headers
-    from continuity.identity import Role, require_role, require_tenant
+    from continuity.approvals.service import authenticate_headers
+    from continuity.kernel.identity import Role, require_role, require_tenant
 
     principal = authenticate_headers(dict(req.headers))
     require_role(principal, Role.READER, f"read the backups of {tenant}")

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
-from continuity import settings
-from continuity.errors import ContinuityError, InvalidRequest
+from continuity.kernel import settings
+from continuity.kernel.errors import ContinuityError, InvalidRequest
 
 logger = logging.getLogger(__name__)
 

@@ -15,12 +15,13 @@ import azure.durable_functions as df
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
-from continuity import approval_service, settings
-from continuity.approvals import Verdict
-from continuity.errors import Conflict, ContinuityError
-from continuity.failover import MAX_REASON_CHARS, SCOPE_PATTERN, instance_id, plan_failover
-from continuity.identity import Role, require_role
-from continuity.tenants import REGION_PATTERN
+from continuity.approvals import service as approval_service
+from continuity.approvals.rules import Verdict
+from continuity.failover.rules import MAX_REASON_CHARS, SCOPE_PATTERN, instance_id, plan_failover
+from continuity.kernel import settings
+from continuity.kernel.errors import Conflict, ContinuityError
+from continuity.kernel.identity import Role, require_role
+from continuity.kernel.tenants import REGION_PATTERN
 from triggers import approval_http
 from triggers.api_docs import document
 from triggers.common import handles_errors, json_response, parse_body

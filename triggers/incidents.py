@@ -12,9 +12,10 @@ import azure.durable_functions as df
 import azure.functions as func
 from pydantic import ValidationError
 
-from continuity import incident_service, settings
-from continuity.errors import ContinuityError
-from continuity.incidents import BACKUP_FAILED_EVENT_TYPE, BackupFailedData
+from continuity.incidents import service as incident_service
+from continuity.incidents.rules import BACKUP_FAILED_EVENT_TYPE, BackupFailedData
+from continuity.kernel import settings
+from continuity.kernel.errors import ContinuityError
 from triggers.common import event_type_of, instance_id, start_once
 
 logger = logging.getLogger(__name__)

@@ -17,13 +17,15 @@ import azure.durable_functions as df
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
-from continuity import approval_service, recovery_service, settings
-from continuity.approvals import Verdict
-from continuity.errors import Conflict, ContinuityError
-from continuity.identity import Principal, Role, require_role, require_tenant
-from continuity.manifest import BACKUP_ID_PATTERN
-from continuity.recovery import MAX_REASON_CHARS, instance_id
-from continuity.tenants import TENANT_ID_PATTERN
+from continuity.approvals import service as approval_service
+from continuity.approvals.rules import Verdict
+from continuity.catalog.manifest import BACKUP_ID_PATTERN
+from continuity.kernel import settings
+from continuity.kernel.errors import Conflict, ContinuityError
+from continuity.kernel.identity import Principal, Role, require_role, require_tenant
+from continuity.kernel.tenants import TENANT_ID_PATTERN
+from continuity.recovery import service as recovery_service
+from continuity.recovery.rules import MAX_REASON_CHARS, instance_id
 from triggers import approval_http
 from triggers.api_docs import document
 from triggers.common import handles_errors, json_response, parse_body

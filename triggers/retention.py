@@ -21,13 +21,14 @@ import azure.durable_functions as df
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
-from continuity import approval_service, retention_service
-from continuity.errors import Conflict, ContinuityError, Forbidden, InvalidRequest, Unauthorized
-from continuity.holds import MAX_REASON_CHARS
-from continuity.identity import Principal, Role, require_role
-from continuity.manifest import BACKUP_ID_PATTERN
-from continuity.retention import parse_time
-from continuity.tenants import TENANT_ID_PATTERN
+from continuity.approvals import service as approval_service
+from continuity.catalog.manifest import BACKUP_ID_PATTERN
+from continuity.kernel.errors import Conflict, ContinuityError, Forbidden, InvalidRequest, Unauthorized
+from continuity.kernel.identity import Principal, Role, require_role
+from continuity.kernel.tenants import TENANT_ID_PATTERN
+from continuity.retention import service as retention_service
+from continuity.retention.holds import MAX_REASON_CHARS
+from continuity.retention.planner import parse_time
 from triggers.api_docs import document
 from triggers.common import handles_errors, json_response, parse_body
 from triggers.validation import start_once

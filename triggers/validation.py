@@ -17,10 +17,10 @@ import azure.durable_functions as df
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
-from continuity import settings
-from continuity.errors import InvalidRequest
-from continuity.manifest import BACKUP_ID_PATTERN
-from continuity.tenants import TENANT_ID_RE
+from continuity.catalog.manifest import BACKUP_ID_PATTERN
+from continuity.kernel import settings
+from continuity.kernel.errors import InvalidRequest
+from continuity.kernel.tenants import TENANT_ID_RE
 from triggers.api_docs import document
 from triggers.common import handles_errors, json_response, parse_body
 
@@ -100,7 +100,7 @@ async def start_nightly_validation(req: func.HttpRequest, client: df.DurableOrch
 
 
 def _tenant(req: func.HttpRequest) -> str:
-    from continuity.adapters.restore_runner import registry_from_settings
+    from continuity.adapters.tools.restore_runner import registry_from_settings
 
     raw = req.route_params.get("tenant", "")
     if not TENANT_ID_RE.match(raw):
@@ -112,9 +112,9 @@ def _tenant(req: func.HttpRequest) -> str:
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def start_tenant_validation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    from continuity.adapters.blob_store import BlobStore
-    from continuity.adapters.restore_runner import StorageBackupSource
-    from continuity.validation import pick_backup, run_id_for
+    from continuity.adapters.storage.blob_store import BlobStore
+    from continuity.adapters.tools.restore_runner import StorageBackupSource
+    from continuity.validation.service import pick_backup, run_id_for
 
     tenant = _tenant(req)
     body = parse_body(req, TenantValidationRequest)
@@ -129,6 +129,6 @@ async def start_tenant_validation(req: func.HttpRequest, client: df.DurableOrche
 @bp.route(route="tenants/{tenant}/recoverability", methods=["GET"])
 @handles_errors
 def get_recoverability(req: func.HttpRequest) -> func.HttpResponse:
-    from continuity.adapters.restore_runner import recoverability
+    from continuity.adapters.tools.restore_runner import recoverability
 
     return json_response(recoverability(_tenant(req)))

@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote
 
 from dateutil.parser import parse as parse_date
 
-from continuity.errors import ContinuityError
+from continuity.kernel.errors import ContinuityError
 from devhost.durable.store import InstanceRow, TaskHubStore
 
 PREFIX = "/runtime/webhooks/durabletask"

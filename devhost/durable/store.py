@@ -28,8 +28,8 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from continuity.adapters.postgres import connect, ensure_database
-from continuity.errors import ContinuityError, DatabaseMissing
+from continuity.adapters.postgres.connection import connect, ensure_database
+from continuity.kernel.errors import ContinuityError, DatabaseMissing
 from devhost.durable import history as h
 from devhost.durable.replay import Episode, InstanceView, Message
 

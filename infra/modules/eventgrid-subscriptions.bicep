@@ -18,7 +18,7 @@ param blobCreatedFunctionName string = 'catalog_blob_created'
 @description('Name of the Event Grid-triggered function that handles a failed backup job.')
 param backupFailedFunctionName string = 'backup_failed'
 
-@description('Event type the backup jobs publish on failure (continuity.incidents.BACKUP_FAILED_EVENT_TYPE).')
+@description('Event type the backup jobs publish on failure (continuity.incidents.rules.BACKUP_FAILED_EVENT_TYPE).')
 param backupFailedEventType string = 'Continuity.Backup.Failed'
 
 @minValue(1)

@@ -1,6 +1,6 @@
 // The Function App: a Linux container (Functions Python 3.11 base image + postgresql-client, see the
 // Dockerfile) on an Elastic Premium plan, with a system-assigned managed identity, VNet integration,
-// and app settings that give every setting the code reads (continuity.settings.DEFAULTS); secret
+// and app settings that give every setting the code reads (continuity.kernel.settings.DEFAULTS); secret
 // settings are Key Vault references resolved with that identity.
 param location string
 param planName string

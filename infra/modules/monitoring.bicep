@@ -1,5 +1,5 @@
 // Log Analytics workspace and a workspace-based Application Insights component. The app exports
-// traces, metrics and logs to it through OpenTelemetry (continuity/telemetry.py).
+// traces, metrics and logs to it through OpenTelemetry (continuity/telemetry/).
 param location string
 param workspaceName string
 param appInsightsName string

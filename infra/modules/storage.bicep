@@ -1,6 +1,6 @@
 // The backups storage account: backups, attachments and evidence containers, versioned, with
 // version-level immutability (WORM) on backups and evidence, soft delete, and a lifecycle policy that
-// tiers each service tier's backups at the ages of its retention policy (continuity/tenants.py).
+// tiers each service tier's backups at the ages of its retention policy (continuity/kernel/tenants.py).
 // The lifecycle policy only moves tiers: deleting is the retention planner's job (plan, then apply),
 // which honours legal holds and min_copies that a lifecycle rule cannot see.
 param location string

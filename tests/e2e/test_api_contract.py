@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from continuity.adapters.local_stack import LocalStack
+from continuity.adapters.local.local_stack import LocalStack
 
 pytestmark = [pytest.mark.stack, pytest.mark.devhost]
 
@@ -50,8 +50,8 @@ def api_schema(stack: LocalStack) -> Any:
 def test_every_route_answers_within_its_contract_and_never_with_a_5xx(api_schema: Any, stack: LocalStack) -> None:
     # Operations are driven one by one with hypothesis (schemathesis' pytest plugin does not load under
     # pytest 9); every documented route must be exercised.
-    from continuity.adapters.identity_store import IdentityStore
-    from continuity.identity import Role
+    from continuity.adapters.local.identity_store import IdentityStore
+    from continuity.kernel.identity import Role
 
     keys = json.loads((stack.base / "devhost" / "keys.json").read_text())
     user_key = IdentityStore(stack.base).add_user("contract-tester", [Role.ADMIN], replace=True, save_key=False)

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.catalog_store import PgCatalogStore
-from continuity.adapters.control_db import prepare
-from continuity.adapters.evidence_store import EvidenceStore
-from continuity.adapters.local_stack import LocalStack
-from continuity.catalog import BackupStatus
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.catalog_store import PgCatalogStore
+from continuity.adapters.postgres.control_db import prepare
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.adapters.storage.evidence_store import EvidenceStore
+from continuity.catalog.model import BackupStatus
 from devhost import process
 from tests.unit.test_catalog import make_manifest
 
@@ -140,9 +140,9 @@ def _catalog(tenant: str) -> list[Any]:
 
 
 def test_a_real_backup_appears_in_the_catalog_through_blob_created_within_seconds(host: Host) -> None:
-    from continuity.adapters.backup_taker import take_backup
-    from continuity.adapters.demo_seed import seed_tenant
-    from continuity.settings import configured_registry
+    from continuity.adapters.postgres.demo_seed import seed_tenant
+    from continuity.adapters.tools.backup_taker import take_backup
+    from continuity.kernel.settings import configured_registry
 
     registry = configured_registry()
     seed_tenant(registry, registry.get_tenant("globex"), 1)
@@ -272,8 +272,8 @@ def test_backup_failure_event_for_an_unknown_tenant_is_rejected_and_starts_nothi
 
 
 def test_a_caller_scoped_to_one_tenant_cannot_see_another_tenants_backups(host: Host, stack: LocalStack) -> None:
-    from continuity.adapters.identity_store import IdentityStore
-    from continuity.identity import Role
+    from continuity.adapters.local.identity_store import IdentityStore
+    from continuity.kernel.identity import Role
 
     identities = IdentityStore(stack.base)
     globex_key = identities.add_user("globex-auditor", [Role.READER], replace=True, save_key=False,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from continuity.errors import ConfigError, ServerUnavailable
+from continuity.kernel.errors import ConfigError, ServerUnavailable
 from devhost.index import compile_route
 from tests.e2e.devhost_support import PORT_BASE, SampleDevhost
 
@@ -220,7 +220,7 @@ def test_devhost_refuses_malformed_subscriptions_naming_the_field(tmp_path: Path
 
 def test_local_status_shows_the_devhost_health_and_functions(devhost: SampleDevhost,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from continuity.commands.local import render_devhost
+    from continuity.cli.commands.local import render_devhost
     from devhost import process
 
     monkeypatch.setenv("CONTINUITY_LOCAL_DIR", str(devhost.local_dir))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from continuity import cli
-from continuity.errors import ConfigError
+from continuity.cli import main as cli
+from continuity.kernel.errors import ConfigError
 from devhost.timers import Schedule
 from tests.e2e.devhost_support import PORT_BASE, YEARLY_TIMER_SCHEDULE, SampleDevhost, wait_for
 

@@ -51,7 +51,7 @@ class Devhost:
     def __init__(self, port: int, dbname: str, log: Path) -> None:
         from psycopg.conninfo import make_conninfo
 
-        from continuity.adapters.local_stack import LocalStack
+        from continuity.adapters.local.local_stack import LocalStack
 
         self.port = port
         self.base = f"http://127.0.0.1:{port}"

@@ -11,14 +11,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.evidence_store import EvidenceStore
-from continuity.adapters.failover_local import LocalFailover
-from continuity.adapters.identity_store import IdentityStore
-from continuity.adapters.local_stack import LocalStack
-from continuity.adapters.postgres import ensure_database
-from continuity.adapters.secret_store import LocalSecrets, seed_local_recovery_credentials
-from continuity.identity import Role
+from continuity.adapters.azure.secret_store import LocalSecrets, seed_local_recovery_credentials
+from continuity.adapters.local.identity_store import IdentityStore
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.connection import ensure_database
+from continuity.adapters.postgres.failover_local import LocalFailover
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.adapters.storage.evidence_store import EvidenceStore
+from continuity.kernel.identity import Role
 from tests.conftest import PORT_BASE
 from tests.failover_support import Host, Writer, dedicated_stack
 
@@ -119,7 +119,7 @@ def test_approved_failover_promotes_replica_with_no_lost_commit_and_fences_old_p
     assert routes == [(t, fstack.port("replica"), "northeurope") for t in ("acme-finance", "globex", "initech")]
     published = events(fstack)
     for kind in ("requested", "approved", "completed"):
-        assert f"continuity.failover.{kind}" in published
+        assert f"continuity.failover.rules.{kind}" in published
     assert "continuity.routing.changed" in published
 
 
@@ -254,7 +254,7 @@ def test_host_killed_during_step_resumes_to_completion_without_lost_commits(
 def test_cli_users_add_prints_key_once_and_failover_verbs_drive_the_api(
         host: Host, fstack: LocalStack, fresh: LocalFailover, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from continuity.cli import main
+    from continuity.cli.main import main
 
     for key, value in host.env.items():
         monkeypatch.setenv(key, value)

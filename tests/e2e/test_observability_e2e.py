@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from continuity.adapters.local_stack import LocalStack
+from continuity.adapters.local.local_stack import LocalStack
 
 pytestmark = [pytest.mark.stack, pytest.mark.devhost]
 
@@ -24,10 +24,10 @@ def _spans(stack: LocalStack) -> list[dict[str, Any]]:
 
 def test_a_validation_on_the_devhost_emits_spans_with_tenant_and_run_ids(stack: LocalStack,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from continuity.adapters.backup_taker import take_backup
-    from continuity.adapters.demo_seed import seed_tenant
-    from continuity.cli import main
-    from continuity.settings import configured_registry
+    from continuity.adapters.postgres.demo_seed import seed_tenant
+    from continuity.adapters.tools.backup_taker import take_backup
+    from continuity.cli.main import main
+    from continuity.kernel.settings import configured_registry
 
     registry = configured_registry()
     seed_tenant(registry, registry.get_tenant("initech"), 1)

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.evidence_store import EvidenceStore
-from continuity.adapters.identity_store import IdentityStore
-from continuity.adapters.local_stack import LocalStack
-from continuity.identity import Role
+from continuity.adapters.local.identity_store import IdentityStore
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.adapters.storage.evidence_store import EvidenceStore
+from continuity.kernel.identity import Role
 from tests.conftest import PORT_BASE
 from tests.failover_support import Host, Writer, dedicated_stack
 from tests.recovery_support import (
@@ -77,9 +77,9 @@ def rstack(stack: LocalStack, blob_store: BlobStore,
 
 def _failed_backup(registry: Any, blobs: BlobStore) -> str:
     """A later backup of the tenant that the catalog records as failed validation."""
-    from continuity.adapters.backup_taker import take_backup
-    from continuity.adapters.catalog_store import PgCatalogStore, open_catalog
-    from continuity.adapters.control_db import prepare
+    from continuity.adapters.postgres.catalog_store import PgCatalogStore, open_catalog
+    from continuity.adapters.postgres.control_db import prepare
+    from continuity.adapters.tools.backup_taker import take_backup
 
     stored = take_backup(registry, TENANT, store=blobs)
     open_catalog(None, blobs).ingest_blob(stored.manifest, actor="test")
@@ -171,9 +171,9 @@ def test_corrupted_tenant_recovered_to_newest_validated_backup_while_other_tenan
         assert action in actions, action
     events = published(local)
     for kind in ("requested", "approved", "completed"):
-        assert f"continuity.recovery.{kind}" in events
+        assert f"continuity.recovery.rules.{kind}" in events
     # The next nightly validates the recovered state: the newest backup is the post-recovery one.
-    from continuity.adapters.restore_runner import StorageBackupSource
+    from continuity.adapters.tools.restore_runner import StorageBackupSource
 
     newest = StorageBackupSource(blob_store).latest_backup(TENANT)
     assert newest.backup_id == done["steps"][-1]["data"]["backup_id"]
@@ -314,7 +314,7 @@ def _in_swap_transaction(local: LocalStack) -> bool:
 def test_cli_recover_drill_requests_approves_and_leaves_live_untouched(
         host: RecoveryHost, rstack: tuple[LocalStack, dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from continuity.cli import main
+    from continuity.cli.main import main
 
     local, _ = rstack
     for key, value in host.env.items():

@@ -20,15 +20,15 @@ from typing import Any
 
 import pytest
 
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.catalog_store import PgCatalogStore
-from continuity.adapters.control_db import prepare
-from continuity.adapters.evidence_store import EvidenceStore
-from continuity.adapters.identity_store import IdentityStore
-from continuity.adapters.local_stack import LocalStack
-from continuity.adapters.postgres import connect, ensure_database
-from continuity.catalog import BackupStatus
-from continuity.identity import Role
+from continuity.adapters.local.identity_store import IdentityStore
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.catalog_store import PgCatalogStore
+from continuity.adapters.postgres.connection import connect, ensure_database
+from continuity.adapters.postgres.control_db import prepare
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.adapters.storage.evidence_store import EvidenceStore
+from continuity.catalog.model import BackupStatus
+from continuity.kernel.identity import Role
 from devhost import process
 from tests.unit.test_catalog import make_manifest
 
@@ -188,8 +188,8 @@ def seeded(world: tuple[Api, str], blob_store: BlobStore) -> tuple[Api, str]:
 
 def test_ninety_days_plan_apply_audit_leaves_exactly_the_policy_in_storage(
         seeded: tuple[Api, str], blob_store: BlobStore, capsys: pytest.CaptureFixture[str]) -> None:
-    from continuity import retention_service
-    from continuity.cli import main
+    from continuity.cli.main import main
+    from continuity.retention import service as retention_service
 
     api, dsn = seeded
     evidence = EvidenceStore(dsn, blob_store, EVIDENCE)
@@ -267,7 +267,7 @@ def test_ninety_days_plan_apply_audit_leaves_exactly_the_policy_in_storage(
 
 def test_legal_holds_over_http_record_the_actor_and_refuse_unknown_targets(
         seeded: tuple[Api, str], blob_store: BlobStore, capsys: pytest.CaptureFixture[str]) -> None:
-    from continuity.cli import main
+    from continuity.cli.main import main
 
     api, dsn = seeded
     entry = _entries(dsn)["initech"][0]

@@ -19,17 +19,17 @@ import psycopg
 import pytest
 import yaml
 
-from continuity import cli
-from continuity.adapters import pgbin
-from continuity.adapters.backup_taker import take_backup
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.demo_seed import seed_tenant
-from continuity.adapters.local_stack import LocalStack
-from continuity.backup import BackupFailed
-from continuity.errors import DatabaseMissing, InvalidRequest, StoreUnavailable, UnknownTenant
-from continuity.manifest import RECOVERY_TABLES, Manifest
-from continuity.odoo_schema import LEDGER_MOVES_SQL, LEDGER_TOTALS_SQL, fold_ledger
-from continuity.tenants import Registry
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.demo_seed import seed_tenant
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.adapters.tools import pgbin
+from continuity.adapters.tools.backup_taker import take_backup
+from continuity.backups.rules import BackupFailed
+from continuity.catalog.manifest import RECOVERY_TABLES, Manifest
+from continuity.cli import main as cli
+from continuity.kernel.errors import DatabaseMissing, InvalidRequest, StoreUnavailable, UnknownTenant
+from continuity.kernel.tenants import Registry
+from continuity.validation.odoo.schema import LEDGER_MOVES_SQL, LEDGER_TOTALS_SQL, fold_ledger
 
 pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]

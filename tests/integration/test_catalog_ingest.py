@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.catalog_store import PgCatalogStore, open_catalog
-from continuity.adapters.evidence_store import EvidenceStore
-from continuity.adapters.local_stack import LocalStack
-from continuity.adapters.postgres import connect, ensure_database
-from continuity.catalog import BackupStatus, RejectionCode
-from continuity.catalog_ingest import CatalogService, IngestAction
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.catalog_store import PgCatalogStore, open_catalog
+from continuity.adapters.postgres.connection import connect, ensure_database
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.adapters.storage.evidence_store import EvidenceStore
+from continuity.catalog.ingest import CatalogService, IngestAction
+from continuity.catalog.model import BackupStatus, RejectionCode
 from tests.unit.test_catalog import make_manifest
 
 pytestmark = pytest.mark.stack
@@ -349,7 +349,7 @@ def test_rebuild_with_verify_checksums_rehashes_dumps(env: Env) -> None:
 
 def test_cli_catalog_list_and_reconcile(env: Env, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from continuity.cli import main
+    from continuity.cli.main import main
 
     monkeypatch.setenv("CONTINUITY_CONTROL_DSN", env.dsn)
     monkeypatch.setenv("CONTINUITY_BACKUP_CONTAINER", env.backups)
@@ -369,8 +369,8 @@ def test_a_real_backup_taken_by_the_backup_adapter_is_cataloged(env: Env, tmp_pa
 
     import yaml
 
-    from continuity.adapters.backup_taker import take_backup
-    from continuity.adapters.demo_seed import seed_tenant
+    from continuity.adapters.postgres.demo_seed import seed_tenant
+    from continuity.adapters.tools.backup_taker import take_backup
     from tests.integration.test_demo_seed import CONFIG, drop_database, make_registry
 
     token = secrets.token_hex(3)

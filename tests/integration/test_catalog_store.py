@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from continuity.adapters.catalog_store import PgCatalogStore
-from continuity.adapters.control_db import MIGRATIONS, migrate
-from continuity.adapters.local_stack import LocalStack
-from continuity.adapters.postgres import connect, ensure_database
-from continuity.catalog import BackupStatus, CatalogEntry, InvalidTransition
-from continuity.errors import BackupNotFound, ConfigError, InvalidRequest
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.catalog_store import PgCatalogStore
+from continuity.adapters.postgres.connection import connect, ensure_database
+from continuity.adapters.postgres.control_db import MIGRATIONS, migrate
+from continuity.catalog.model import BackupStatus, CatalogEntry, InvalidTransition
+from continuity.kernel.errors import BackupNotFound, ConfigError, InvalidRequest
 
 pytestmark = pytest.mark.stack
 S = BackupStatus

@@ -12,14 +12,14 @@ import psycopg
 import pytest
 import yaml
 
-from continuity import cli
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.demo_seed import SeedResult, attachment_blob_name, seed_tenant
-from continuity.adapters.local_stack import LocalStack
-from continuity.demo import scale_size
-from continuity.errors import Conflict, StoreUnavailable
-from continuity.odoo_schema import FOREIGN_KEYS, INDEXES_DDL
-from continuity.tenants import Registry, Tenant
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.demo_seed import SeedResult, attachment_blob_name, seed_tenant
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.cli import main as cli
+from continuity.demo.dataset import scale_size
+from continuity.kernel.errors import Conflict, StoreUnavailable
+from continuity.kernel.tenants import Registry, Tenant
+from continuity.validation.odoo.schema import FOREIGN_KEYS, INDEXES_DDL
 
 pytestmark = pytest.mark.stack
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "tenants.yaml"

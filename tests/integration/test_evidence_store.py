@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.control_db import migrate
-from continuity.adapters.evidence_store import EvidenceStore
-from continuity.adapters.local_stack import LocalStack
-from continuity.adapters.postgres import connect, ensure_database
-from continuity.evidence import BreakKind, EvidenceChainBroken, build_record, record_blob_name
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.connection import connect, ensure_database
+from continuity.adapters.postgres.control_db import migrate
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.adapters.storage.evidence_store import EvidenceStore
+from continuity.evidence.chain import BreakKind, EvidenceChainBroken, build_record, record_blob_name
 
 pytestmark = pytest.mark.stack
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -84,8 +84,8 @@ def test_concurrent_threads_never_fork_the_chain(store: EvidenceStore) -> None:
 def test_concurrent_processes_never_fork_the_chain(store: EvidenceStore, fresh: tuple[str, str]) -> None:
     dsn, container = fresh
     script = (
-        "import sys; from continuity.adapters.blob_store import BlobStore;"
-        "from continuity.adapters.evidence_store import EvidenceStore;"
+        "import sys; from continuity.adapters.storage.blob_store import BlobStore;"
+        "from continuity.adapters.storage.evidence_store import EvidenceStore;"
         "s = EvidenceStore(sys.argv[1], BlobStore(), container=sys.argv[2]);"
         "[s.append(actor='proc', action='test.appended', subject=f'p{sys.argv[3]}-{i}', data={}) for i in range(15)]"
     )
@@ -105,7 +105,7 @@ def test_retried_append_with_same_idempotency_key_appends_once(store: EvidenceSt
 
 
 def test_idempotency_key_with_spaces_is_refused(store: EvidenceStore) -> None:
-    from continuity.evidence import EvidenceInvalid
+    from continuity.evidence.chain import EvidenceInvalid
 
     with pytest.raises(EvidenceInvalid, match="printable ASCII"):
         append(store, 1, key="has space")
@@ -203,7 +203,7 @@ def test_verify_does_not_trust_the_database(store: EvidenceStore, blob_store: Bl
 def test_cli_evidence_verify_exits_nonzero_naming_the_broken_record(
         store: EvidenceStore, blob_store: BlobStore, fresh: tuple[str, str],
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from continuity.cli import main
+    from continuity.cli.main import main
 
     monkeypatch.setenv("CONTINUITY_CONTROL_DSN", fresh[0])
     monkeypatch.setenv("CONTINUITY_EVIDENCE_CONTAINER", fresh[1])

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from continuity.adapters.failover_local import FailoverError, LocalFailover
-from continuity.adapters.local_stack import LocalStack
-from continuity.adapters.routing import RoutingTable
-from continuity.failover import FenceState, promotion_refusal
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.failover_local import FailoverError, LocalFailover
+from continuity.adapters.postgres.routing import RoutingTable
+from continuity.failover.rules import FenceState, promotion_refusal
 from tests.conftest import PORT_BASE
 from tests.failover_support import Writer, dedicated_stack
 
@@ -142,7 +142,7 @@ def test_drill_promotes_a_sandbox_copy_and_never_touches_live_clusters(failover:
 
 
 def test_repoint_bumps_version_once_and_is_idempotent(fstack: LocalStack) -> None:
-    from continuity.adapters.postgres import ensure_database
+    from continuity.adapters.postgres.connection import ensure_database
 
     ensure_database(fstack.dsn("control"), "continuity")
     routes = RoutingTable(fstack.dsn("control", "continuity"))

@@ -6,8 +6,8 @@ import time
 import psycopg
 import pytest
 
-from continuity.adapters.local_stack import LocalStack
-from continuity.errors import PortInUse
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.kernel.errors import PortInUse
 
 pytestmark = pytest.mark.stack
 

@@ -10,11 +10,11 @@ from functools import partial
 import psycopg
 import pytest
 
-from continuity.adapters import pitr_checks
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.check_runner import AttachmentStore
-from continuity.adapters.local_stack import LocalStack
-from continuity.tenants import Assertion, Tenant
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres import pitr_checks
+from continuity.adapters.postgres.check_runner import AttachmentStore
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.kernel.tenants import Assertion, Tenant
 from tests.integration.test_restore_validation import seed_tenant
 
 pytestmark = pytest.mark.stack

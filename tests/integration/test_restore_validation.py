@@ -22,18 +22,18 @@ import psycopg
 import pytest
 import yaml
 
-from continuity import odoo_schema
-from continuity.adapters import pgbin
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.local_stack import LocalStack
-from continuity.adapters.postgres import ensure_database, libpq_env
-from continuity.adapters.restore_runner import local_ports
-from continuity.adapters.sandbox import Sandbox, production_dsns_of
-from continuity.errors import ServerUnavailable
-from continuity.manifest import DUMP_FILE, MANIFEST_FILE, RECOVERY_TABLES, Manifest, backup_prefix
-from continuity.restore_checks import CheckId, CheckStatus, VerdictStatus
-from continuity.tenants import Registry
-from continuity.validation import Outcome, ValidationPorts, validate
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.connection import ensure_database, libpq_env
+from continuity.adapters.postgres.sandbox import Sandbox, production_dsns_of
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.adapters.tools import pgbin
+from continuity.adapters.tools.restore_runner import local_ports
+from continuity.catalog.manifest import DUMP_FILE, MANIFEST_FILE, RECOVERY_TABLES, Manifest, backup_prefix
+from continuity.kernel.errors import ServerUnavailable
+from continuity.kernel.tenants import Registry
+from continuity.validation.checks import CheckId, CheckStatus, VerdictStatus
+from continuity.validation.odoo import schema as odoo_schema
+from continuity.validation.service import Outcome, ValidationPorts, validate
 
 pytestmark = pytest.mark.stack
 
@@ -148,7 +148,7 @@ def take_backup(stack: LocalStack, database: str, tenant: str) -> tuple[bytes, d
         attachment_bytes = int(conn.execute("select coalesce(sum(file_size), 0) from ir_attachment").fetchone()[0])
         version = str(conn.execute("show server_version").fetchone()[0]).split()[0]
     manifest = {
-        "format": "continuity.backup-manifest/1", "tenant": tenant, "backup_id": "", "kind": "full",
+        "format": "continuity.backups.rules-manifest/1", "tenant": tenant, "backup_id": "", "kind": "full",
         "created_at": created.isoformat(), "completed_at": datetime.now(UTC).isoformat(),
         "source": {"server": "weu-primary", "region": "westeurope", "database": database, "pg_version": version},
         "files": [{"name": DUMP_FILE, "role": "database", "sha256": hashlib.sha256(dump).hexdigest(),
@@ -423,15 +423,15 @@ DEMO = "acme-finance"
 @pytest.fixture(scope="module")
 def demo_registry() -> Registry:
     """The shipped registry: the catalog only ingests backups of tenants it knows."""
-    from continuity.tenants import load_registry
+    from continuity.kernel.tenants import load_registry
 
     return load_registry(ROOT / "config" / "tenants.yaml")
 
 
 @pytest.fixture(scope="module")
 def demo_backup(stack: LocalStack, blob_store: BlobStore, demo_registry: Registry) -> Any:
-    from continuity.adapters.backup_taker import take_backup as real_backup
-    from continuity.adapters.demo_seed import seed_tenant as real_seed
+    from continuity.adapters.postgres.demo_seed import seed_tenant as real_seed
+    from continuity.adapters.tools.backup_taker import take_backup as real_backup
 
     tenant = demo_registry.get_tenant(DEMO)
     real_seed(demo_registry, tenant, 1, force=True, store=blob_store)
@@ -440,11 +440,11 @@ def demo_backup(stack: LocalStack, blob_store: BlobStore, demo_registry: Registr
 
 def test_demo_seed_backup_validates_and_is_recorded_validated(demo_registry: Registry, demo_backup: Any,
                                                               blob_store: BlobStore, sandbox: Sandbox) -> None:
-    from continuity.adapters.catalog_store import PgCatalogStore
-    from continuity.adapters.control_db import prepare
-    from continuity.adapters.restore_runner import open_recording
-    from continuity.catalog import BackupStatus
-    from continuity.validation import record_report
+    from continuity.adapters.postgres.catalog_store import PgCatalogStore
+    from continuity.adapters.postgres.control_db import prepare
+    from continuity.adapters.tools.restore_runner import open_recording
+    from continuity.catalog.model import BackupStatus
+    from continuity.validation.service import record_report
 
     report = validate(local_ports(demo_registry, blobs=blob_store), DEMO, demo_backup.backup_id)
     assert failed(report) == [], [c.to_json() for c in report.checks if c.status is CheckStatus.FAIL]
@@ -462,11 +462,11 @@ def test_demo_seed_backup_validates_and_is_recorded_validated(demo_registry: Reg
 
 def test_failed_validation_is_recorded_failed_and_names_the_check(demo_registry: Registry, demo_backup: Any,
                                                                   blob_store: BlobStore, sandbox: Sandbox) -> None:
-    from continuity.adapters.catalog_store import PgCatalogStore
-    from continuity.adapters.control_db import prepare
-    from continuity.adapters.restore_runner import open_recording
-    from continuity.catalog import BackupStatus
-    from continuity.validation import record_report
+    from continuity.adapters.postgres.catalog_store import PgCatalogStore
+    from continuity.adapters.postgres.control_db import prepare
+    from continuity.adapters.tools.restore_runner import open_recording
+    from continuity.catalog.model import BackupStatus
+    from continuity.validation.service import record_report
 
     raw = json.loads(blob_store.download("backups", demo_backup.manifest))
     raw["row_counts"]["res_partner"] += 1
@@ -486,11 +486,11 @@ def test_failed_validation_is_recorded_failed_and_names_the_check(demo_registry:
 
 def test_error_run_marks_nothing_in_the_catalog(demo_registry: Registry, demo_backup: Any,
                                                 blob_store: BlobStore) -> None:
-    from continuity.adapters.catalog_store import PgCatalogStore
-    from continuity.adapters.control_db import prepare
-    from continuity.adapters.restore_runner import open_recording
-    from continuity.catalog import BackupStatus
-    from continuity.validation import error_report, record_report
+    from continuity.adapters.postgres.catalog_store import PgCatalogStore
+    from continuity.adapters.postgres.control_db import prepare
+    from continuity.adapters.tools.restore_runner import open_recording
+    from continuity.catalog.model import BackupStatus
+    from continuity.validation.service import error_report, record_report
 
     store = PgCatalogStore(prepare())
     before = store.list_backups(tenant=DEMO, limit=100)[0]

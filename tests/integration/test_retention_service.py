@@ -17,17 +17,17 @@ import pytest
 import yaml
 from azure.storage.blob import ContainerClient
 
-from continuity import retention_service as svc
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.catalog_store import PgCatalogStore, open_catalog
-from continuity.adapters.local_stack import LocalStack
-from continuity.adapters.postgres import connect, ensure_database
-from continuity.adapters.retention_store import RetentionStore
-from continuity.catalog import BackupStatus
-from continuity.catalog_ingest import CatalogService
-from continuity.errors import BackupNotFound, ConfigError, Forbidden, UnknownTenant
-from continuity.holds import HoldNotFound
-from continuity.identity import Principal, Role
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.catalog_store import PgCatalogStore, open_catalog
+from continuity.adapters.postgres.connection import connect, ensure_database
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.adapters.storage.retention_store import RetentionStore
+from continuity.catalog.ingest import CatalogService
+from continuity.catalog.model import BackupStatus
+from continuity.kernel.errors import BackupNotFound, ConfigError, Forbidden, UnknownTenant
+from continuity.kernel.identity import Principal, Role
+from continuity.retention import service as svc
+from continuity.retention.holds import HoldNotFound
 from tests.unit.test_catalog import make_manifest
 
 pytestmark = pytest.mark.stack
@@ -329,7 +329,7 @@ def test_a_tenant_hold_keeps_every_backup_of_the_tenant(world: World) -> None:
 
 def test_audit_reports_storage_that_drifted_from_the_catalog_and_exits_non_zero(
         world: World, capsys: pytest.CaptureFixture[str]) -> None:
-    from continuity.cli import main
+    from continuity.cli.main import main
 
     world.put_days("initech", range(0, 60, 6))
     world.run("retention-20260331")

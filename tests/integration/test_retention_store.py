@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.storage.blob import ContainerClient
 
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.retention_store import BATCH_LIMIT, OutcomeStatus, RetentionStore, backup_blob_names
-from continuity.retention import (
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.adapters.storage.retention_store import BATCH_LIMIT, OutcomeStatus, RetentionStore, backup_blob_names
+from continuity.kernel.tenants import RetentionPolicy, StorageTier
+from continuity.retention.planner import (
     Delete,
     Holds,
     Keep,
@@ -20,7 +21,6 @@ from continuity.retention import (
     SetTier,
     plan_retention,
 )
-from continuity.tenants import RetentionPolicy, StorageTier
 
 pytestmark = pytest.mark.stack
 
@@ -176,7 +176,7 @@ def test_unreachable_store_fails_the_batch_in_flight_and_leaves_the_rest_not_att
 
 
 def _azurite_key() -> str:
-    from continuity.settings import AZURITE_KEY
+    from continuity.kernel.settings import AZURITE_KEY
 
     return AZURITE_KEY
 

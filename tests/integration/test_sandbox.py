@@ -9,10 +9,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from continuity.adapters.local_stack import LocalStack
-from continuity.adapters.sandbox import Sandbox, production_dsns_of, scratch_database_name
-from continuity.errors import ContinuityError, SandboxNotIsolated, ServerUnavailable
-from continuity.tenants import Registry
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.sandbox import Sandbox, production_dsns_of, scratch_database_name
+from continuity.kernel.errors import ContinuityError, SandboxNotIsolated, ServerUnavailable
+from continuity.kernel.tenants import Registry
 from tests.integration.test_restore_validation import make_registry
 
 pytestmark = pytest.mark.stack

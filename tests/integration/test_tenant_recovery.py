@@ -1,4 +1,4 @@
-"""Tenant recovery against real PostgreSQL and Azurite, step by step through continuity.recovery_service:
+"""Tenant recovery against real PostgreSQL and Azurite, step by step through continuity.recovery.service:
 staging beside live, the nightly checks on the staged copy, the data-loss report, the cutover with another
 tenant writing on the same cluster throughout, a kill between the two renames, resuming a half-made swap,
 rollback, and attachments the store cannot bring back (Azurite keeps no versions)."""
@@ -18,12 +18,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from continuity import recovery_service
-from continuity.adapters.blob_store import BlobStore
-from continuity.adapters.local_stack import LocalStack
-from continuity.adapters.tenant_recovery import TenantDatabases, restore_missing_attachments
-from continuity.errors import Conflict
-from continuity.recovery import CutoverPosition, DatabaseNames, RecoveryRefused
+from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.postgres.tenant_recovery import TenantDatabases, restore_missing_attachments
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.kernel.errors import Conflict
+from continuity.recovery import service as recovery_service
+from continuity.recovery.rules import CutoverPosition, DatabaseNames, RecoveryRefused
 from tests.failover_support import Writer
 from tests.recovery_support import (
     backup_and_validate,
@@ -163,7 +163,7 @@ def test_cutover_recovers_the_ledger_while_another_tenant_on_the_cluster_keeps_w
 
 KILL_SCRIPT = """
 import sys, json
-from continuity import recovery_service
+from continuity.recovery import service as recovery_service
 print(json.dumps(recovery_service.swap(json.loads(sys.argv[1]))), flush=True)
 """
 

@@ -6,8 +6,8 @@ from collections.abc import Generator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from continuity.approvals import ApprovalRequest, ApprovalState, Decision, Verdict, open_request
-from continuity.identity import Principal, Role
+from continuity.approvals.rules import ApprovalRequest, ApprovalState, Decision, Verdict, open_request
+from continuity.kernel.identity import Principal, Role
 from orchestrations.approval_gate import await_decision
 
 T0 = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from continuity.approvals import (
+from continuity.approvals.rules import (
     Acknowledgement,
     ApprovalRequest,
     ApprovalState,
@@ -19,8 +19,8 @@ from continuity.approvals import (
     refusal_error,
     state_at,
 )
-from continuity.errors import ApprovalRefused, Conflict, ContinuityError
-from continuity.identity import Principal, Role
+from continuity.kernel.errors import ApprovalRefused, Conflict, ContinuityError
+from continuity.kernel.identity import Principal, Role
 
 T0 = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)
 

@@ -12,7 +12,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from continuity.catalog import (
+from continuity.catalog.manifest import Manifest
+from continuity.catalog.model import (
     SETTLED,
     TRANSITIONS,
     BackupPath,
@@ -35,8 +36,7 @@ from continuity.catalog import (
     parse_manifest,
     transition_refusal,
 )
-from continuity.errors import InvalidRequest
-from continuity.manifest import Manifest
+from continuity.kernel.errors import InvalidRequest
 
 S = BackupStatus
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "manifest.schema.json").read_text())
@@ -52,7 +52,7 @@ def make_manifest(tenant: str = "acme-finance", backup_id: str = "20250301T02000
     """A valid manifest (as JSON) describing ``dump`` (builder, like Barman's build_test_backup_info)."""
     created = datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     raw: dict[str, Any] = {
-        "format": "continuity.backup-manifest/1",
+        "format": "continuity.backups.rules-manifest/1",
         "tenant": tenant,
         "backup_id": backup_id,
         "kind": "full",

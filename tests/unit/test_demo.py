@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from continuity.demo import MAX_SCALE, DemoTenant, money, scale_size, store_fname
-from continuity.odoo_schema import COLUMNS
+from continuity.demo.dataset import MAX_SCALE, DemoTenant, money, scale_size, store_fname
+from continuity.validation.odoo.schema import COLUMNS
 
 MOVE = {c: i for i, c in enumerate(COLUMNS["account_move"])}
 LINE = {c: i for i, c in enumerate(COLUMNS["account_move_line"])}

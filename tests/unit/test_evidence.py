@@ -10,8 +10,8 @@ from enum import Enum
 
 import pytest
 
-from continuity.catalog import BackupStatus
-from continuity.evidence import (
+from continuity.catalog.model import BackupStatus
+from continuity.evidence.chain import (
     EMPTY_HEAD,
     GENESIS_HASH,
     BreakKind,

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from continuity.errors import Conflict, InvalidRequest, UnknownTenant
-from continuity.failover import (
+from continuity.failover.rules import (
     BackupObservation,
     FailoverPlan,
     FenceResult,
@@ -29,7 +28,8 @@ from continuity.failover import (
     timings,
     validate_scope,
 )
-from continuity.tenants import Registry, load_registry
+from continuity.kernel.errors import Conflict, InvalidRequest, UnknownTenant
+from continuity.kernel.tenants import Registry, load_registry
 
 REGISTRY_FILE = Path(__file__).resolve().parents[2] / "config" / "tenants.yaml"
 T0 = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)

@@ -10,13 +10,13 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from continuity.adapters.flexible_server import (
+from continuity.adapters.azure.flexible_server import (
     FlexibleServers,
     PromotionFailed,
     PromotionTimedOut,
     ServerRef,
 )
-from continuity.errors import InvalidRequest, ServerUnavailable
+from continuity.kernel.errors import InvalidRequest, ServerUnavailable
 from tests.azure_transport import FakeTransport, Reply, StaticCredential
 
 SUB = "00000000-1111-2222-3333-444444444444"

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from continuity.errors import BackupNotFound, Conflict, Forbidden, InvalidRequest, UnknownTenant
-from continuity.holds import (
+from continuity.kernel.errors import BackupNotFound, Conflict, Forbidden, InvalidRequest, UnknownTenant
+from continuity.kernel.identity import Principal, Role
+from continuity.kernel.tenants import Registry, load_registry
+from continuity.retention.holds import (
     MAX_REASON_CHARS,
     HoldNotFound,
     LegalHold,
@@ -20,9 +22,7 @@ from continuity.holds import (
     new_hold,
     planning_holds,
 )
-from continuity.identity import Principal, Role
-from continuity.retention import Holds, RetentionCandidate, plan_retention, policies_from_registry
-from continuity.tenants import Registry, load_registry
+from continuity.retention.planner import Holds, RetentionCandidate, plan_retention, policies_from_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 AT = datetime(2026, 3, 31, 3, 0, tzinfo=UTC)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from continuity.errors import Forbidden, InvalidRequest, Unauthorized
-from continuity.identity import (
+from continuity.kernel.errors import Forbidden, InvalidRequest, Unauthorized
+from continuity.kernel.identity import (
     LocalUser,
     Principal,
     Role,
@@ -135,8 +135,8 @@ def test_operator_lacking_approver_role_is_forbidden_with_reason() -> None:
 def test_identity_store_keeps_hashes_mode_600_and_the_key_only_in_the_client_keyring(tmp_path) -> None:
     import stat
 
-    from continuity.adapters.identity_store import IdentityStore
-    from continuity.errors import Conflict
+    from continuity.adapters.local.identity_store import IdentityStore
+    from continuity.kernel.errors import Conflict
 
     store = IdentityStore(tmp_path)
     key = store.add_user("amir", [Role.APPROVER])
@@ -155,7 +155,7 @@ def test_identity_store_keeps_hashes_mode_600_and_the_key_only_in_the_client_key
 
 
 def test_tenant_scoped_key_sees_only_its_tenants() -> None:
-    from continuity.identity import require_tenant
+    from continuity.kernel.identity import require_tenant
 
     key = "ck_" + "s" * 40
     user = make_local_user("acme-auditor", [Role.READER], key, "salt", "2026-11-24T00:00:00Z", ["acme-finance"])

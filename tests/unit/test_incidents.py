@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from continuity.incidents import (
+from continuity.incidents.rules import (
     BackupFailedData,
     ExposureLevel,
     deadline_for,

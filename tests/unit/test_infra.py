@@ -42,7 +42,7 @@ BROAD_ROLE_IDS = {
     "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9": "User Access Administrator",
     "00482a5a-887f-4fb3-b363-3b7fe8e74483": "Key Vault Administrator",
 }
-# Settings the Functions host reads (not in continuity.settings.DEFAULTS).
+# Settings the Functions host reads (not in continuity.kernel.settings.DEFAULTS).
 HOST_SETTINGS = ("AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME")
 SECRET_SETTINGS = ("CONTINUITY_STORAGE_CONNECTION", "CONTINUITY_CONTROL_DSN", "CONTINUITY_EVENTGRID_TOPIC_KEY")
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault(SecretUri="
@@ -529,7 +529,7 @@ def _tier_entry(name: str, policy: Any) -> dict[str, Any]:
 
 
 def test_default_retention_tiers_are_the_retention_policy_defaults() -> None:
-    from continuity.tenants import RetentionPolicy
+    from continuity.kernel.tenants import RetentionPolicy
 
     defaults = load(INFRA / "main.bicep").params["retentionTiers"].value
     assert defaults == [_tier_entry("default", RetentionPolicy())]
@@ -538,7 +538,7 @@ def test_default_retention_tiers_are_the_retention_policy_defaults() -> None:
 
 @pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: p.name)
 def test_parameter_file_retention_tiers_equal_the_tenant_registry(path: Path) -> None:
-    from continuity.tenants import load_registry
+    from continuity.kernel.tenants import load_registry
 
     registry = load_registry(ROOT / "config" / "tenants.yaml")
     expected = [_tier_entry(name, tier.retention) for name, tier in registry.tiers.items()]
@@ -642,7 +642,7 @@ def test_outgoing_events_have_a_cloud_events_custom_topic() -> None:
 
 
 def test_backup_failed_subscription_matches_the_incident_event_type() -> None:
-    from continuity.incidents import BACKUP_FAILED_EVENT_TYPE
+    from continuity.incidents.rules import BACKUP_FAILED_EVENT_TYPE
 
     f = load(INFRA / "modules" / "eventgrid-subscriptions.bicep")
     assert f.params["backupFailedEventType"].value == BACKUP_FAILED_EVENT_TYPE
@@ -668,7 +668,7 @@ def test_function_app_is_a_linux_container_on_elastic_premium_with_managed_ident
 
 
 def test_function_app_settings_cover_every_setting_the_code_reads() -> None:
-    from continuity.settings import DEFAULTS
+    from continuity.kernel.settings import DEFAULTS
 
     assert missing_settings(set(DEFAULTS) | set(HOST_SETTINGS), function_app_settings()) == []
 
@@ -851,7 +851,7 @@ def test_event_subscriptions_deliver_to_event_grid_functions_that_exist() -> Non
 
 
 def test_lifecycle_archive_status_is_the_catalogs_validated_status() -> None:
-    from continuity.catalog import BackupStatus
+    from continuity.catalog.model import BackupStatus
 
     condition = dig(_rules("archiveRules"), "definition", "filters", "blobIndexMatch")
     assert f"'{BackupStatus.VALIDATED.value}'" in condition.text

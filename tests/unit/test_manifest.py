@@ -10,10 +10,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from continuity.backup import BackupPaths, blob_tags, build_manifest, check_tenant_id, new_backup_id
-from continuity.errors import InvalidRequest
-from continuity.manifest import Attachments, Ledger, Manifest, Source
-from continuity.odoo_schema import fold_ledger
+from continuity.backups.rules import BackupPaths, blob_tags, build_manifest, check_tenant_id, new_backup_id
+from continuity.catalog.manifest import Attachments, Ledger, Manifest, Source
+from continuity.kernel.errors import InvalidRequest
+from continuity.validation.odoo.schema import fold_ledger
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "manifest.schema.json"
 SCHEMA = json.loads(SCHEMA_FILE.read_text())

@@ -1,4 +1,4 @@
-"""Point-in-time restore plan and poll decisions (continuity/pitr.py): pure, no Azure."""
+"""Point-in-time restore plan and poll decisions (continuity/validation/pitr.py): pure, no Azure."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from continuity import pitr
-from continuity.errors import InvalidRequest, SandboxNotIsolated
-from continuity.restore_checks import CheckId, CheckResult, CheckStatus, VerdictStatus
-from continuity.tenants import TENANT_ID_PATTERN
+from continuity.kernel.errors import InvalidRequest, SandboxNotIsolated
+from continuity.kernel.tenants import TENANT_ID_PATTERN
+from continuity.validation import pitr
+from continuity.validation.checks import CheckId, CheckResult, CheckStatus, VerdictStatus
 
 NOW = datetime(2026, 3, 1, 3, 0, 30, tzinfo=UTC)
 EARLIEST = datetime(2026, 2, 22, 3, 0, tzinfo=UTC)

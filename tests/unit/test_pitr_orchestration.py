@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from activities import pitr as pitr_activities
-from continuity import pitr
-from continuity.adapters.flexible_server import FlexibleServers
+from continuity.adapters.azure.flexible_server import FlexibleServers
+from continuity.validation import pitr
 from devhost.durable import history as h
 from devhost.durable.invoke import ActivityFailure, DurableFunctions, run_activity, run_orchestrator
 from devhost.durable.replay import EpisodeBuilder, InstanceView, Message, context_json

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from continuity.errors import Conflict, ContinuityError, InvalidRequest
-from continuity.recovery import (
+from continuity.kernel.errors import Conflict, ContinuityError, InvalidRequest
+from continuity.recovery.rules import (
     STAGED_NAME_RE,
     BackupCandidate,
     CutoverAction,

@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from continuity import restore_checks as rc
-from continuity.adapters.sandbox import (
+from continuity.adapters.postgres.sandbox import (
     Endpoint,
     ProductionServer,
     isolation_refusal,
     scratch_created_at,
     scratch_database_name,
 )
-from continuity.restore_checks import CheckId, CheckResult, CheckStatus, LedgerFacts, SequenceGap, VerdictStatus
+from continuity.validation import checks as rc
+from continuity.validation.checks import CheckId, CheckResult, CheckStatus, LedgerFacts, SequenceGap, VerdictStatus
 
 NOW = datetime(2025, 6, 1, 2, 0, tzinfo=UTC)
 
@@ -255,7 +255,7 @@ def test_isolation_passes_a_socket_only_server_of_its_own() -> None:
 
 
 def test_report_is_self_contained_and_marks_runs_over_the_rto() -> None:
-    from continuity.report import Run, TenantSection, render_html
+    from continuity.validation.report import Run, TenantSection, render_html
 
     runs = (Run("20250601T020000Z-aaaaaa", NOW, "passed", "recoverable", "ok", 100.0, 100.0, 60.0),
             Run("20250602T020000Z-bbbbbb", NOW, "passed", "recoverable_outside_objectives", "slow", 5000.0, 9000.0,
@@ -270,7 +270,7 @@ def test_report_is_self_contained_and_marks_runs_over_the_rto() -> None:
 
 
 def test_report_escapes_tenant_supplied_text() -> None:
-    from continuity.report import TenantSection, render_html
+    from continuity.validation.report import TenantSection, render_html
 
     section = TenantSection("acme", "<script>x</script>", "gold", 60, 15, (), {})
     assert "<script>" not in render_html([section], NOW, None)
@@ -427,7 +427,7 @@ def test_nightly_validates_flexible_server_tenants_by_point_in_time_restore() ->
 
 
 def test_nightly_table_has_one_row_per_tenant_with_objectives_and_failed_checks() -> None:
-    from continuity.commands.validate import render_nightly
+    from continuity.cli.commands.validate import render_nightly
 
     table = render_nightly([
         {"tenant": "acme-finance", "backup_id": "20261124T145200Z-37d437", "outcome": "passed",

@@ -18,9 +18,9 @@ from azure.core.pipeline.transport import HttpRequest, HttpTransport, RequestsTr
 from azure.storage.blob import ContainerClient
 from requests.structures import CaseInsensitiveDict
 
-from continuity.adapters.retention_store import OutcomeStatus, RetentionStore
-from continuity.retention import Delete, SetImmutability, SetTier
-from continuity.tenants import StorageTier
+from continuity.adapters.storage.retention_store import OutcomeStatus, RetentionStore
+from continuity.kernel.tenants import StorageTier
+from continuity.retention.planner import Delete, SetImmutability, SetTier
 
 NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
 UNTIL = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)

@@ -12,13 +12,13 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from continuity.adapters.secret_store import (
+from continuity.adapters.azure.secret_store import (
     KeyVaultSecrets,
     LocalSecrets,
     SecretMissing,
     seed_local_recovery_credentials,
 )
-from continuity.errors import InvalidRequest, StoreUnavailable
+from continuity.kernel.errors import InvalidRequest, StoreUnavailable
 from tests.azure_transport import FakeTransport, Reply, StaticCredential
 
 CHALLENGE = ('Bearer authorization="https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47", '
@@ -121,7 +121,7 @@ def test_local_secret_source_keeps_owner_only_files(tmp_path: Path) -> None:
 
 def test_cli_seed_credentials_fills_local_source_for_local_cluster_regions(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from continuity.cli import main
+    from continuity.cli.main import main
 
     monkeypatch.setenv("CONTINUITY_LOCAL_DIR", str(tmp_path))
     monkeypatch.setenv("CONTINUITY_KEYVAULT_URL", "")
@@ -132,7 +132,7 @@ def test_cli_seed_credentials_fills_local_source_for_local_cluster_regions(
 
 
 def test_cli_seed_credentials_refused_when_key_vault_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
-    from continuity.cli import main
+    from continuity.cli.main import main
 
     monkeypatch.setenv("CONTINUITY_KEYVAULT_URL", "https://kv-prod.vault.azure.net")
     assert main(["failover", "seed-credentials"]) == 2

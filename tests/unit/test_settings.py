@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from continuity.settings import DEFAULTS
+from continuity.kernel.settings import DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,7 +2,7 @@
 
 Scans the code's syntax trees (ast) for reads of settings — ``settings.get("X")``, ``get_int("X")``,
 ``os.environ.get("X")``, ``os.environ["X"]``, ``os.getenv("X")`` — and checks each X against
-continuity.settings.DEFAULTS, local.settings.example.json and the Function App's settings in infra/.
+continuity.kernel.settings.DEFAULTS, local.settings.example.json and the Function App's settings in infra/.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import ast
 import json
 from pathlib import Path
 
-from continuity.settings import DEFAULTS
+from continuity.kernel.settings import DEFAULTS
 from tests.unit.test_infra import HOST_SETTINGS, function_app_settings, missing_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ def _reads_setting(call: ast.Call, bare_get: bool) -> bool:
 def settings_reads(source: str, *, bare_get: bool = False) -> set[str]:
     """Names of settings read with a literal key in this Python source.
 
-    :param bare_get: count ``get("X")`` too (in continuity/settings.py, where ``get`` is the reader itself).
+    :param bare_get: count ``get("X")`` too (in continuity/kernel/settings.py, where ``get`` is the reader itself).
     """
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
@@ -70,7 +70,7 @@ def settings_read_by_code() -> dict[str, set[str]]:
     reads: dict[str, set[str]] = {}
     files = [p for d in SCANNED for p in (ROOT / d).rglob("*.py")] + [ROOT / "function_app.py"]
     for path in files:
-        for key in settings_reads(path.read_text(), bare_get=path == ROOT / "continuity" / "settings.py"):
+        for key in settings_reads(path.read_text(), bare_get=path == ROOT / "continuity" / "kernel" / "settings.py"):
             reads.setdefault(key, set()).add(str(path.relative_to(ROOT)))
     return reads
 
@@ -79,9 +79,9 @@ def test_scanner_finds_every_form_of_settings_read() -> None:
     source = '''
 import os
 from os import environ
-from continuity import settings
-from continuity.settings import get_int
-import continuity.settings
+from continuity.kernel import settings
+from continuity.kernel.settings import get_int
+import continuity.kernel.settings
 a = settings.get("A_GET")
 b = settings.get_int("B_GET_INT")
 c = get_int("C_BARE_GET_INT")
@@ -89,7 +89,7 @@ d = os.environ.get("D_ENVIRON_GET", "")
 e = os.environ["E_ENVIRON_INDEX"]
 f = os.getenv("F_GETENV")
 g = environ.get("G_BARE_ENVIRON")
-h = continuity.settings.get("H_QUALIFIED")
+h = continuity.kernel.settings.get("H_QUALIFIED")
 i = get("I_BARE_GET")
 os.environ["NOT_A_READ"] = "x"
 other = {}.get("NOT_SETTINGS")
@@ -102,15 +102,15 @@ other = {}.get("NOT_SETTINGS")
 
 def test_scanner_sees_the_settings_the_code_is_known_to_read() -> None:
     reads = settings_read_by_code()
-    assert "continuity/settings.py" in reads["CONTINUITY_PRIMARY_PORT"]
-    assert "continuity/settings.py" in reads["CONTINUITY_LOCAL_DIR"]  # a bare get() in settings.py
+    assert "continuity/kernel/settings.py" in reads["CONTINUITY_PRIMARY_PORT"]
+    assert "continuity/kernel/settings.py" in reads["CONTINUITY_LOCAL_DIR"]  # a bare get() in settings.py
     assert "PG_BIN" in reads
 
 
 def test_every_setting_read_in_code_is_documented() -> None:
     documented = set(DEFAULTS) | set(HOST_SETTINGS) | set(NOT_SETTINGS)
     undocumented = {k: sorted(v) for k, v in settings_read_by_code().items() if k not in documented}
-    assert undocumented == {}, "add these to continuity.settings.DEFAULTS and local.settings.example.json"
+    assert undocumented == {}, "add these to continuity.kernel.settings.DEFAULTS and local.settings.example.json"
 
 
 def test_every_setting_is_in_the_example_values_and_comments() -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from continuity import telemetry
-from continuity.errors import InvalidRequest
+from continuity.kernel.errors import InvalidRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Fake secrets: shaped like the real thing, valid nowhere.

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from continuity.errors import ConfigError, UnknownTenant
-from continuity.tenants import load_registry
+from continuity.kernel.errors import ConfigError, UnknownTenant
+from continuity.kernel.tenants import load_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 

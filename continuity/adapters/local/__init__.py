@@ -1,0 +1,1 @@
+"""The local stack (clusters, Azurite) and local files: users, secrets."""

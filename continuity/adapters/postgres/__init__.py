@@ -1,0 +1,1 @@
+"""PostgreSQL: connections, the control database, sandboxes, checks and tenant databases."""

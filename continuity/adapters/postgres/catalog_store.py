@@ -1,0 +1,390 @@
+"""The catalog in the control database, and the backups container as the catalog sees it.
+
+:class:`PgCatalogStore` holds the queries and upserts (schema ``catalog``, see
+:mod:`continuity.adapters.postgres.control_db`); :class:`BlobBackupStorage` lists, reads, hashes and tags
+backup blobs. :func:`open_catalog` wires both, the evidence store, the tenant registry and the
+manifest schema into a :class:`continuity.catalog.ingest.CatalogService`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import psycopg
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from continuity.adapters.postgres.connection import connect
+from continuity.adapters.storage.blob_store import TIMEOUT_SECONDS, BlobStore, unavailable
+from continuity.catalog.ingest import CatalogService
+from continuity.catalog.model import (
+    BackupStatus,
+    BlobFacts,
+    CatalogEntry,
+    ListQuery,
+    check_transition,
+    decode_cursor,
+    encode_cursor,
+)
+from continuity.kernel import settings
+from continuity.kernel.errors import BackupNotFound, ServerUnavailable
+from continuity.kernel.settings import PROJECT_ROOT
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_SCHEMA_PATH = PROJECT_ROOT / "schemas" / "manifest.schema.json"
+
+COLUMNS = ("tenant", "backup_id", "kind", "status", "status_reason", "container", "prefix", "created_at",
+           "completed_at", "dump_size", "dump_sha256", "manifest", "manifest_sha256", "source_server",
+           "source_region", "source_database", "pg_version", "storage_tier", "immutable_until", "legal_hold",
+           "last_validation")
+_INSERT = (f"insert into catalog.backups ({', '.join(COLUMNS)}) "
+           f"values ({', '.join(['%s'] * len(COLUMNS))})")
+_UPSERT = (_INSERT + " on conflict (tenant, backup_id) do update set "
+           + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("tenant", "backup_id"))
+           + ", updated_at = now() returning first_seen_at, updated_at")
+
+
+def _params(entry: CatalogEntry) -> tuple[Any, ...]:
+    return (entry.tenant, entry.backup_id, entry.kind, str(entry.status), entry.status_reason, entry.container,
+            entry.prefix, entry.created_at, entry.completed_at, entry.dump_size, entry.dump_sha256,
+            Jsonb(entry.manifest) if entry.manifest is not None else None, entry.manifest_sha256,
+            entry.source_server, entry.source_region, entry.source_database, entry.pg_version, entry.storage_tier,
+            entry.immutable_until, entry.legal_hold,
+            Jsonb(entry.last_validation) if entry.last_validation is not None else None)
+
+
+def _entry(row: dict[str, Any]) -> CatalogEntry:
+    return CatalogEntry(
+        tenant=row["tenant"], backup_id=row["backup_id"], kind=row["kind"], status=BackupStatus(row["status"]),
+        status_reason=row["status_reason"], container=row["container"], prefix=row["prefix"],
+        created_at=row["created_at"], completed_at=row["completed_at"], dump_size=row["dump_size"],
+        dump_sha256=row["dump_sha256"], manifest=row["manifest"], manifest_sha256=row["manifest_sha256"],
+        source_server=row["source_server"], source_region=row["source_region"],
+        source_database=row["source_database"], pg_version=row["pg_version"], storage_tier=row["storage_tier"],
+        immutable_until=row["immutable_until"], legal_hold=row["legal_hold"],
+        last_validation=row["last_validation"], first_seen_at=row["first_seen_at"], updated_at=row["updated_at"],
+    )
+
+
+class PgCatalogSession:
+    """One transaction on the catalog, holding the lock of one backup id (see :meth:`PgCatalogStore.locked`)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    def get_entry(self, tenant: str, backup_id: str) -> CatalogEntry | None:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute("select * from catalog.backups where tenant = %s and backup_id = %s",
+                              (tenant, backup_id)).fetchone()
+        return _entry(row) if row else None
+
+    def upsert_entry(self, entry: CatalogEntry) -> None:
+        self.conn.execute(_UPSERT, _params(entry))
+
+    def record_rejection(self, *, container: str, blob: str, etag: str, tenant: str | None, backup_id: str | None,
+                         code: str, reason: str, event_id: str | None) -> bool:
+        """Record a rejection once per (blob, etag, code); returns whether it is new."""
+        row = self.conn.execute(
+            """insert into catalog.rejections (container, blob, etag, tenant, backup_id, code, reason, event_id)
+               values (%s, %s, %s, %s, %s, %s, %s, %s)
+               on conflict (container, blob, etag, code) do nothing returning id""",
+            (container, blob, etag, tenant, backup_id, code, reason, event_id)).fetchone()
+        return row is not None
+
+    def event_processed(self, event_id: str) -> str | None:
+        row = self.conn.execute("select outcome from catalog.processed_events where event_id = %s",
+                                (event_id,)).fetchone()
+        return str(row[0]) if row else None
+
+    def mark_event_processed(self, event_id: str, outcome: str) -> None:
+        self.conn.execute("insert into catalog.processed_events (event_id, outcome) values (%s, %s) "
+                          "on conflict (event_id) do nothing", (event_id, outcome))
+
+
+class PgCatalogStore:
+    """Catalog queries and upserts on the control database.
+
+    With ``keep_connection`` (for long-lived hosts such as the HTTP triggers' worker), read queries
+    reuse one connection, serialised by a lock, instead of paying a connect (TLS/SCRAM) per call;
+    a broken connection is dropped and the next query reconnects.
+    """
+
+    def __init__(self, dsn: str, keep_connection: bool = False) -> None:
+        self.dsn = dsn
+        self.keep_connection = keep_connection
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _reader(self) -> Iterator[psycopg.Connection]:
+        if not self.keep_connection:
+            with connect(self.dsn) as conn:
+                yield conn
+            return
+        with self._lock:
+            if self._conn is None or self._conn.closed:
+                try:
+                    self._conn = psycopg.connect(self.dsn, autocommit=True)
+                except psycopg.OperationalError as exc:
+                    raise ServerUnavailable(f"cannot connect to the control database: {str(exc).strip()[-200:]}; "
+                                            "is it up (`continuity local status`)?") from exc
+            try:
+                yield self._conn
+            except psycopg.OperationalError:
+                self._conn.close()
+                self._conn = None
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @contextmanager
+    def locked(self, tenant: str, backup_id: str) -> Iterator[PgCatalogSession]:
+        """A transaction holding an advisory lock on one backup id: concurrent ingests of its two
+        blobs (and their duplicate deliveries) run one after the other, so none undoes another's work."""
+        key = zlib.crc32(f"{tenant}/{backup_id}".encode())
+        with connect(self.dsn) as conn, conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(%s, %s)", (0x6361_7461, key - (1 << 31)))
+            yield PgCatalogSession(conn)
+
+    @contextmanager
+    def session(self) -> Iterator[PgCatalogSession]:
+        with connect(self.dsn) as conn, conn.transaction():
+            yield PgCatalogSession(conn)
+
+    # ---- queries -----------------------------------------------------------------------------
+    def get_backup(self, tenant: str, backup_id: str) -> CatalogEntry:
+        """The entry of ``tenant``'s backup ``backup_id``.
+
+        :raises BackupNotFound: also when the id belongs to another tenant.
+        """
+        with self._reader() as conn:
+            entry = PgCatalogSession(conn).get_entry(tenant, backup_id)
+        if entry is None:
+            raise BackupNotFound(f"tenant {tenant} has no backup {backup_id[:40]!r} in the catalog; "
+                                 f"list them with `continuity catalog list --tenant {tenant}`")
+        return entry
+
+    def list_backups(self, tenant: str | None = None, status: BackupStatus | None = None, kind: str | None = None,
+                     since: datetime | None = None, before: datetime | None = None, limit: int = 50,
+                     cursor: str | None = None) -> tuple[list[CatalogEntry], str | None]:
+        """Backups newest first (``created_at`` desc, then ``backup_id`` desc); empty if none match.
+
+        :param since: created at or after; :param before: created strictly before.
+        :returns: a page and the cursor of the next page (None on the last page).
+        :raises InvalidRequest: a bad limit, a naive datetime, or a cursor this API did not issue.
+        """
+        query = ListQuery(tenant=tenant, status=status, kind=kind, since=since, before=before, limit=limit,
+                          after=decode_cursor(cursor) if cursor else None)
+        where: list[str] = []
+        params: list[Any] = []
+        if query.tenant is not None:
+            where.append("tenant = %s")
+            params.append(query.tenant)
+        if query.status is not None:
+            where.append("status = %s")
+            params.append(str(query.status))
+        if query.kind is not None:
+            where.append("kind = %s")
+            params.append(query.kind)
+        if query.since is not None:
+            where.append("created_at >= %s")
+            params.append(query.since)
+        if query.before is not None:
+            where.append("created_at < %s")
+            params.append(query.before)
+        if query.after is not None:
+            at, backup_id, after_tenant = query.after
+            if query.tenant is not None:
+                where.append("(created_at, backup_id) < (%s, %s)")
+                params += [at, backup_id]
+            else:
+                where.append("(created_at, backup_id, tenant) < (%s, %s, %s)")
+                params += [at, backup_id, after_tenant]
+        order = "created_at desc, backup_id desc" + ("" if query.tenant is not None else ", tenant desc")
+        sql = (f"select * from catalog.backups {'where ' + ' and '.join(where) if where else ''} "
+               f"order by {order} limit %s")
+        params.append(query.limit + 1)
+        with self._reader() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(sql, params).fetchall()
+        items = [_entry(r) for r in rows[:query.limit]]
+        next_cursor = encode_cursor(items[-1]) if len(rows) > query.limit else None
+        return items, next_cursor
+
+    def iter_entries(self, statuses: Sequence[BackupStatus] | None = None) -> Iterator[CatalogEntry]:
+        """Every entry (optionally of some statuses), streamed with a server-side cursor."""
+        with connect(self.dsn, autocommit=False) as conn, conn.cursor(name="iter_entries", row_factory=dict_row) as cur:
+            if statuses is None:
+                cur.execute("select * from catalog.backups order by tenant, backup_id")
+            else:
+                cur.execute("select * from catalog.backups where status = any(%s) order by tenant, backup_id",
+                            ([str(s) for s in statuses],))
+            for row in cur:
+                yield _entry(row)
+
+    def count(self) -> int:
+        with connect(self.dsn) as conn:
+            return int(conn.execute("select count(*) from catalog.backups").fetchone()[0])  # type: ignore[index]
+
+    def rejections(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        with connect(self.dsn) as conn, conn.cursor(row_factory=dict_row) as cur:
+            if tenant is None:
+                return cur.execute("select * from catalog.rejections order by id").fetchall()
+            return cur.execute("select * from catalog.rejections where tenant = %s order by id", (tenant,)).fetchall()
+
+    # ---- writes ------------------------------------------------------------------------------
+    def insert_missing(self, entries: Sequence[CatalogEntry]) -> int:
+        """Insert entries whose id is not cataloged yet (a rebuild never overwrites); returns how many."""
+        if not entries:
+            return 0
+        with connect(self.dsn) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(_INSERT + " on conflict (tenant, backup_id) do nothing", [_params(e) for e in entries])
+            return max(cur.rowcount, 0)
+
+    def set_status(self, tenant: str, backup_id: str, status: BackupStatus, reason: str) -> CatalogEntry:
+        """Move one entry to ``status`` if the transition table allows it.
+
+        :raises BackupNotFound: no such entry. :raises InvalidTransition: naming both states.
+        """
+        with self.locked(tenant, backup_id) as session:
+            entry = session.get_entry(tenant, backup_id)
+            if entry is None:
+                raise BackupNotFound(f"tenant {tenant} has no backup {backup_id[:40]!r} in the catalog")
+            check_transition(entry.status, status)
+            session.conn.execute("update catalog.backups set status = %s, status_reason = %s, updated_at = now() "
+                                 "where tenant = %s and backup_id = %s", (str(status), reason, tenant, backup_id))
+            updated = session.get_entry(tenant, backup_id)
+        assert updated is not None
+        return updated
+
+    def record_validation(self, *, tenant: str, backup_id: str, run_id: str, started_at: datetime,
+                          finished_at: datetime, passed: bool, checks: Any, durations: dict[str, float],
+                          summary: dict[str, Any]) -> CatalogEntry:
+        """Record one validation run (idempotent per run) and move the entry to VALIDATED or FAILED_VALIDATION."""
+        status = BackupStatus.VALIDATED if passed else BackupStatus.FAILED_VALIDATION
+        with self.locked(tenant, backup_id) as session:
+            entry = session.get_entry(tenant, backup_id)
+            if entry is None:
+                raise BackupNotFound(f"tenant {tenant} has no backup {backup_id[:40]!r} in the catalog")
+            check_transition(entry.status, status)
+            session.conn.execute(
+                """insert into catalog.validations (tenant, backup_id, run_id, started_at, finished_at, outcome,
+                                                   checks, durations)
+                   values (%s, %s, %s, %s, %s, %s, %s, %s)
+                   on conflict (run_id, tenant, backup_id) do update set finished_at = excluded.finished_at,
+                       outcome = excluded.outcome, checks = excluded.checks, durations = excluded.durations""",
+                (tenant, backup_id, run_id, started_at, finished_at, "passed" if passed else "failed",
+                 Jsonb(checks), Jsonb(durations)))
+            session.conn.execute(
+                "update catalog.backups set status = %s, status_reason = %s, last_validation = %s, updated_at = now() "
+                "where tenant = %s and backup_id = %s",
+                (str(status), f"validation run {run_id}: {'passed' if passed else 'failed'}", Jsonb(summary),
+                 tenant, backup_id))
+            updated = session.get_entry(tenant, backup_id)
+        assert updated is not None
+        return updated
+
+
+class BlobBackupStorage:
+    """The backups container: facts, reads, streamed hashes and tags of backup blobs."""
+
+    def __init__(self, blobs: BlobStore, container: str | None = None) -> None:
+        self.blobs = blobs
+        self.container = container or settings.get("CONTINUITY_BACKUP_CONTAINER")
+
+    def facts(self, name: str) -> BlobFacts | None:
+        """Size, etag, tier, immutability and tags of a blob, or None if it does not exist."""
+        client = self.blobs.container(self.container).get_blob_client(name)
+        try:
+            props = client.get_blob_properties(timeout=TIMEOUT_SECONDS)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise unavailable(exc) from exc
+        policy = props.immutability_policy
+        until = policy.get("expiry_time") if isinstance(policy, dict) else getattr(policy, "expiry_time", None)
+        return BlobFacts(name=name, size=int(props.size), etag=str(props.etag or "").strip('"'),
+                         tier=str(props.blob_tier) if props.blob_tier else None, immutable_until=until,
+                         legal_hold=bool(props.has_legal_hold))
+
+    def read(self, name: str) -> bytes:
+        return self.blobs.download(self.container, name)
+
+    def hash(self, name: str) -> tuple[int, str]:
+        """(size, sha256) of a blob, streamed: a dump is never held in memory."""
+        digest = hashlib.sha256()
+        size = 0
+        for chunk in self.blobs.iter_chunks(self.container, name):
+            digest.update(chunk)
+            size += len(chunk)
+        return size, digest.hexdigest()
+
+    def set_tags(self, name: str, tags: dict[str, str]) -> None:
+        self.blobs.set_tags(self.container, name, tags)
+
+    def list_all(self) -> Iterator[BlobFacts]:
+        """Every blob of the container with its tags, in one paged listing."""
+        try:
+            for b in self.blobs.container(self.container).list_blobs(include=["tags"], timeout=TIMEOUT_SECONDS):
+                yield BlobFacts(name=b.name, size=int(b.size), etag=str(b.etag or "").strip('"'),
+                                tier=str(b.blob_tier) if b.blob_tier else None, legal_hold=bool(b.has_legal_hold),
+                                tags=dict(b.tags or {}))
+        except ResourceNotFoundError:
+            return
+        except AzureError as exc:
+            raise unavailable(exc) from exc
+
+
+@lru_cache(maxsize=4)
+def _validator(path: Path) -> jsonschema.protocols.Validator:
+    schema = json.loads(path.read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def manifest_schema_check(raw: Any, path: Path = MANIFEST_SCHEMA_PATH) -> str | None:
+    """The first error of ``raw`` against the published manifest schema (by path), or None."""
+    errors = sorted(_validator(path).iter_errors(raw), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    first = errors[0]
+    where = ".".join(str(p) for p in first.absolute_path) or "(root)"
+    return f"field {where}: {first.message[:300]}"
+
+
+def open_catalog(dsn: str | None = None, blobs: BlobStore | None = None, *, backup_container: str | None = None,
+                 evidence_container: str | None = None, tenants_file: Path | None = None,
+                 actor: str = "catalog") -> CatalogService:
+    """The catalog use cases wired to the control database, storage and the tenant registry.
+
+    :param dsn: the control database (default: the configured one, created locally and migrated).
+    """
+    from continuity.adapters.postgres.control_db import prepare
+    from continuity.adapters.storage.evidence_store import EvidenceStore
+    from continuity.kernel.tenants import load_registry
+
+    dsn = prepare(dsn)
+    blobs = blobs or BlobStore()
+    registry = load_registry(tenants_file) if tenants_file else settings.configured_registry()
+    known = frozenset(t.id for t in registry.tenants)
+    return CatalogService(
+        repo=PgCatalogStore(dsn), storage=BlobBackupStorage(blobs, backup_container),
+        evidence=EvidenceStore(dsn, blobs, evidence_container), tenant_known=known.__contains__,
+        schema_check=manifest_schema_check, actor=actor)

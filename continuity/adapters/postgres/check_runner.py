@@ -1,0 +1,316 @@
+"""The SQL checks, run against a restored scratch database; each gathers facts and lets
+:mod:`continuity.validation.checks` decide.
+
+Every function takes an open autocommit connection to the scratch database and returns one
+:class:`CheckResult` with its duration. Nothing here writes to tenant tables: the only statements
+that change anything are ``CREATE EXTENSION amcheck`` and the grants that let tenant assertions run
+under a role that can read and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from continuity.catalog.manifest import Manifest
+from continuity.kernel.tenants import Assertion
+from continuity.validation import checks as rc
+from continuity.validation.checks import CheckId, CheckResult, CheckStatus, LedgerFacts, SequenceGap
+from continuity.validation.odoo import schema as odoo_schema
+
+logger = logging.getLogger(__name__)
+
+# Tables whose B-tree indexes amcheck verifies.
+FINANCE_TABLES = ("res_company", "res_partner", "res_currency", "account_account", "account_journal",
+                  "account_move", "account_move_line", "ir_attachment")
+# A role that can read the restored tables and nothing else; tenant assertions run as it.
+ASSERTION_ROLE = "continuity_assertion_reader"
+ASSERTION_TIMEOUT_MS = 30_000
+
+
+def expected_schema() -> dict[str, tuple[str, ...]]:
+    """The Odoo tables and columns a usable restore must have (the demo seed's and the checks' needs)."""
+    return dict(odoo_schema.COLUMNS)
+
+
+def timed(fn: Callable[[], CheckResult]) -> CheckResult:
+    """Run one check and stamp its duration; a database error becomes a failed check naming it."""
+    started = time.monotonic()
+    try:
+        result = fn()
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        name = getattr(fn, "check_id", "check")
+        result = CheckResult(name, CheckStatus.FAIL, f"query failed: {first[:300]}")
+    return CheckResult(result.id, result.status, result.detail, time.monotonic() - started, result.data)
+
+
+def _tagged(check_id: str, fn: Callable[[], CheckResult]) -> Callable[[], CheckResult]:
+    fn.check_id = check_id  # type: ignore[attr-defined]
+    return fn
+
+
+def schema_present(conn: psycopg.Connection) -> CheckResult:
+    def run() -> CheckResult:
+        rows = conn.execute("select table_name, column_name from information_schema.columns "
+                            "where table_schema = 'public'").fetchall()
+        present: dict[str, list[str]] = {}
+        for table, column in rows:
+            present.setdefault(str(table), []).append(str(column))
+        return rc.check_schema_present(expected_schema(), present)
+
+    return timed(_tagged(CheckId.SCHEMA_PRESENT, run))
+
+
+def row_counts(conn: psycopg.Connection, expected: Mapping[str, int]) -> CheckResult:
+    def run() -> CheckResult:
+        actual: dict[str, int | None] = {}
+        for table in expected:
+            exists = conn.execute("select to_regclass(%s) is not null", (f"public.{table}",)).fetchone()
+            if not exists or not exists[0]:
+                actual[table] = None
+                continue
+            row = conn.execute(sql.SQL("select count(*) from public.{}").format(sql.Identifier(table))).fetchone()
+            actual[table] = int(row[0]) if row else None
+        return rc.check_row_counts(expected, actual)
+
+    return timed(_tagged(CheckId.ROW_COUNTS, run))
+
+
+UNBALANCED_SQL = """
+select coalesce(m.name, m.id::text), count(*) over ()
+from account_move m join account_move_line l on l.move_id = m.id
+where m.state = 'posted'
+group by m.id, m.name
+having round(coalesce(sum(l.debit), 0) - coalesce(sum(l.credit), 0), 2) <> 0
+order by m.id
+limit 5
+"""
+COMPANY_IMBALANCE_SQL = """
+select coalesce(l.company_id::text, 'none'), (coalesce(sum(l.debit), 0) - coalesce(sum(l.credit), 0))::text
+from account_move_line l join account_move m on m.id = l.move_id
+where m.state = 'posted'
+group by l.company_id
+having round(coalesce(sum(l.debit), 0) - coalesce(sum(l.credit), 0), 2) <> 0
+"""
+DANGLING_SQL = """
+select
+  (select count(*) from account_move_line l where not exists (select 1 from account_move m where m.id = l.move_id)),
+  (select count(*) from account_move_line l where l.account_id is not null
+     and not exists (select 1 from account_account a where a.id = l.account_id))
+"""
+
+
+def ledger(conn: psycopg.Connection, manifest: Manifest) -> CheckResult:
+    def run() -> CheckResult:
+        totals = conn.execute(odoo_schema.LEDGER_TOTALS_SQL).fetchone()
+        assert totals is not None
+        unbalanced = conn.execute(UNBALANCED_SQL).fetchall()
+        imbalances = {str(c): str(v) for c, v in conn.execute(COMPANY_IMBALANCE_SQL).fetchall()}
+        dangling = conn.execute(DANGLING_SQL).fetchone() or (0, 0)
+        facts = LedgerFacts(
+            posted_moves=int(totals[0]), posted_lines=int(totals[1]), debit_total=str(totals[2]),
+            credit_total=str(totals[3]), unbalanced_moves=[str(r[0]) for r in unbalanced],
+            unbalanced_move_count=int(unbalanced[0][1]) if unbalanced else 0, company_imbalances=imbalances,
+            lines_missing_move=int(dangling[0]), lines_missing_account=int(dangling[1]),
+        )
+        result = rc.check_ledger(facts, manifest.ledger.posted_moves, manifest.ledger.posted_lines,
+                                 manifest.ledger.debit_total, manifest.ledger.credit_total)
+        fingerprint = odoo_schema.fold_ledger(conn.execute(odoo_schema.LEDGER_MOVES_SQL))
+        if fingerprint != manifest.ledger.fingerprint:
+            problem = (f"ledger fingerprint {fingerprint[:12]}… differs from the manifest's "
+                       f"{manifest.ledger.fingerprint[:12]}…: posted entries changed between backup and restore")
+            detail = problem if result.status is CheckStatus.PASS else f"{result.detail}; {problem}"
+            return CheckResult(CheckId.LEDGER, CheckStatus.FAIL, detail, data={**result.data, "fingerprint": False})
+        return CheckResult(result.id, result.status, result.detail, data={**result.data, "fingerprint": True})
+
+    return timed(_tagged(CheckId.LEDGER, run))
+
+
+# Per journal, sequence prefix and year: the numbers used, each with the one before it. Odoo keeps a
+# cancelled move's number, so numbers of posted and cancelled moves together must be gapless.
+GAPS_SQL = """
+with posted as (
+  select m.journal_id, coalesce(j.code, m.journal_id::text) as journal, m.sequence_prefix,
+         extract(year from m.date)::int as year, m.sequence_number as n
+  from account_move m left join account_journal j on j.id = m.journal_id
+  where m.state in ('posted', 'cancel') and m.sequence_number is not null and m.sequence_prefix is not null
+), ordered as (
+  select journal, sequence_prefix, year, n, lag(n) over w as prev, row_number() over w as rn
+  from posted window w as (partition by journal_id, sequence_prefix, year order by n)
+)
+select journal, sequence_prefix, year, coalesce(prev, 0) as after, n - coalesce(prev, 0) - 1 as missing,
+       (select count(distinct (journal_id, sequence_prefix, year)) from posted) as sequences
+from ordered
+where (prev is null and n > 1) or (prev is not null and n - prev > 1)
+order by journal, year, n
+limit 50
+"""
+SEQUENCES_SQL = """
+select count(distinct (journal_id, sequence_prefix, extract(year from date)))
+from account_move where state in ('posted', 'cancel') and sequence_number is not null
+  and sequence_prefix is not null
+"""
+DUPLICATES_SQL = """
+select m.name from account_move m
+where m.state in ('posted', 'cancel') and m.name is not null and m.name <> '/'
+group by m.journal_id, m.name having count(*) > 1
+order by m.name limit 10
+"""
+
+
+def invoice_numbering(conn: psycopg.Connection) -> CheckResult:
+    def run() -> CheckResult:
+        gaps = [SequenceGap(f"{r[0]} {r[1]}".strip(), int(r[2]), int(r[3]), int(r[4]))
+                for r in conn.execute(GAPS_SQL).fetchall()]
+        sequences_row = conn.execute(SEQUENCES_SQL).fetchone()
+        duplicates = [str(r[0]) for r in conn.execute(DUPLICATES_SQL).fetchall()]
+        return rc.check_invoice_numbering(gaps, duplicates, int(sequences_row[0]) if sequences_row else 0)
+
+    return timed(_tagged(CheckId.INVOICE_NUMBERING, run))
+
+
+class AttachmentStore:
+    """What the attachment check needs from blob storage: list names under a prefix, read one blob."""
+
+    def __init__(self, list_names: Callable[[str], Iterable[str]], read: Callable[[str], bytes]) -> None:
+        self.list_names = list_names
+        self.read = read
+
+
+ATTACHMENTS_SQL = """
+select store_fname, checksum from ir_attachment
+where type = 'binary' and store_fname is not null and store_fname <> ''
+order by id
+"""
+
+
+def attachments(conn: psycopg.Connection, store: AttachmentStore, prefix: str, sample_rate: float,
+                seed: str, workers: int = 8) -> CheckResult:
+    """Existence of every stored file (one listing), sha1 of a reproducible sample at ``sample_rate``."""
+
+    def run() -> CheckResult:
+        expected = {str(name): (str(sha1) if sha1 else "") for name, sha1 in conn.execute(ATTACHMENTS_SQL)}
+        present = {name.removeprefix(prefix) for name in store.list_names(prefix)}
+        missing = sorted(name for name in expected if name not in present)
+        to_hash = rc.attachment_sample(sorted(n for n in expected if n in present), sample_rate, seed)
+
+        def mismatch(name: str) -> str | None:
+            actual = hashlib.sha1(store.read(prefix + name), usedforsecurity=False).hexdigest()
+            return name if actual != expected[name] else None
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            mismatched = sorted(n for n in pool.map(mismatch, to_hash) if n is not None)
+        return rc.check_attachments(len(expected), missing, len(to_hash), mismatched, sample_rate)
+
+    return timed(_tagged(CheckId.ATTACHMENTS, run))
+
+
+INDEXES_SQL = """
+select c.oid::regclass::text
+from pg_index i
+join pg_class c on c.oid = i.indexrelid
+join pg_class t on t.oid = i.indrelid
+join pg_am a on a.oid = c.relam
+where a.amname = 'btree' and t.relnamespace = 'public'::regnamespace and t.relname = any(%s) and i.indisvalid
+order by 1
+"""
+
+
+def indexes(conn: psycopg.Connection, amcheck_available: bool, why_unavailable: str) -> CheckResult:
+    def run() -> CheckResult:
+        if not amcheck_available:
+            return rc.check_indexes(False, why_unavailable, 0, {})
+        conn.execute("create extension if not exists amcheck")
+        names = [str(r[0]) for r in conn.execute(INDEXES_SQL, (list(FINANCE_TABLES),)).fetchall()]
+        corrupt: dict[str, str] = {}
+        for name in names:
+            try:
+                conn.execute("select bt_index_check(%s::regclass)", (name,))
+            except psycopg.Error as exc:
+                corrupt[name] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return rc.check_indexes(True, "", len(names), corrupt)
+
+    return timed(_tagged(CheckId.INDEXES, run))
+
+
+def prepare_assertion_role(conn: psycopg.Connection) -> None:
+    """A NOLOGIN role that may only read the restored tables (cluster-wide role, per-database grants)."""
+    exists = conn.execute("select 1 from pg_roles where rolname = %s", (ASSERTION_ROLE,)).fetchone()
+    if not exists:
+        # Another validation may create it concurrently.
+        with contextlib.suppress(psycopg.errors.DuplicateObject):
+            conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(ASSERTION_ROLE)))
+    conn.execute(sql.SQL("grant usage on schema public to {}").format(sql.Identifier(ASSERTION_ROLE)))
+    conn.execute(sql.SQL("grant select on all tables in schema public to {}").format(sql.Identifier(ASSERTION_ROLE)))
+
+
+def assertions(conn: psycopg.Connection, items: Sequence[Assertion],
+               timeout_ms: int = ASSERTION_TIMEOUT_MS) -> list[CheckResult]:
+    """Run each tenant assertion read-only, as a read-only role, with a statement timeout."""
+    if not items:
+        return []
+    prepare_assertion_role(conn)
+    results = []
+    for item in items:
+        def run(item: Assertion = item) -> CheckResult:
+            got: Any = None
+            error: str | None = None
+            try:
+                with conn.transaction(force_rollback=True):
+                    conn.execute("set transaction read only")
+                    conn.execute(sql.SQL("set local role {}").format(sql.Identifier(ASSERTION_ROLE)))
+                    conn.execute(sql.SQL("set local statement_timeout = {}").format(sql.Literal(int(timeout_ms))))
+                    row = conn.execute(item.sql).fetchone()  # registry-owned SQL, run read-only
+                    got = row[0] if row else None
+            except psycopg.Error as exc:
+                error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return rc.check_assertion(item.name, item.expect, got, error)
+
+        results.append(timed(_tagged(rc.assertion_check_id(item.name), run)))
+    return results
+
+
+def run_all(dsn: str, ref: Any, tenant: Any, sample_rate: float, amcheck: tuple[bool, str],
+            attachment_store: AttachmentStore | None = None) -> list[CheckResult]:
+    """Every check after the restore, reported in a fixed order.
+
+    Three lanes run at once, each on its own connection: the attachment store (network-bound), the
+    ledger (the heaviest query) and everything else. The scratch database is throwaway and read-only
+    to the checks, so nothing orders them but the report.
+
+    :param ref: the :class:`continuity.validation.service.BackupRef` (its manifest holds the expectations).
+    :param tenant: the :class:`continuity.kernel.tenants.Tenant` (attachment prefix, assertions).
+    """
+    manifest: Manifest = ref.manifest
+
+    def attachments_lane() -> list[CheckResult]:
+        if attachment_store is None:
+            return [CheckResult(CheckId.ATTACHMENTS, CheckStatus.UNAVAILABLE,
+                                "attachments not verified: no attachment store configured")]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            return [attachments(conn, attachment_store, tenant.attachments, sample_rate, ref.backup_id)]
+
+    def ledger_lane() -> list[CheckResult]:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            return [ledger(conn, manifest)]
+
+    def database_lane() -> list[CheckResult]:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            return [schema_present(conn), row_counts(conn, manifest.row_counts), invoice_numbering(conn),
+                    indexes(conn, *amcheck), *assertions(conn, tenant.assertions)]
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        lanes = [pool.submit(lane) for lane in (attachments_lane, ledger_lane, database_lane)]
+        found = {r.id: r for lane in lanes for r in lane.result()}
+    order = [CheckId.SCHEMA_PRESENT, CheckId.ROW_COUNTS, CheckId.LEDGER, CheckId.INVOICE_NUMBERING,
+             CheckId.ATTACHMENTS, CheckId.INDEXES]
+    return [found.pop(c) for c in order] + list(found.values())

@@ -1,0 +1,240 @@
+"""The isolated restore target: scratch databases on the sandbox server, and the guard that keeps it isolated.
+
+Before anything is restored, :meth:`Sandbox.verify_isolated` proves the target is not a production
+server of the tenant registry (same host and port, same unix socket port, or the same PostgreSQL
+system identifier, which a streaming replica shares with its primary) and that it accepts no TCP
+connections; otherwise it raises :class:`SandboxNotIsolated` naming what to change. Scratch databases
+are named ``scratch_{tenant_}_{yyyymmddHHMMSS}_{rand}`` so that a sweeper can drop the ones a crash
+left behind, by age, without touching anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from continuity.adapters.postgres.connection import server_dsn
+from continuity.kernel.errors import ContinuityError, SandboxNotIsolated, ServerUnavailable
+from continuity.kernel.tenants import Registry
+
+logger = logging.getLogger(__name__)
+
+SCRATCH_PREFIX = "scratch_"
+SCRATCH_RE = re.compile(r"^scratch_([a-z0-9_]+)_([0-9]{14})_([0-9a-f]{6})$")
+_MAX_IDENTIFIER = 63
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", ""})
+
+
+def scratch_database_name(tenant_id: str, now: datetime, rand: str | None = None) -> str:
+    """``scratch_{tenant_}_{ts}_{rand}``, at most 63 bytes (PostgreSQL's identifier limit)."""
+    rand = rand or secrets.token_hex(3)
+    stamp = now.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+    room = _MAX_IDENTIFIER - len(SCRATCH_PREFIX) - len(stamp) - len(rand) - 2
+    tenant_part = tenant_id.replace("-", "_")[:room].rstrip("_") or "t"
+    return f"{SCRATCH_PREFIX}{tenant_part}_{stamp}_{rand}"
+
+
+def scratch_created_at(name: str) -> datetime | None:
+    """When a scratch database was created, from its name; None for any other database."""
+    match = SCRATCH_RE.match(name)
+    if not match:
+        return None
+    return datetime.strptime(match.group(2), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a libpq connection string points: a TCP host or a unix socket directory, and a port."""
+
+    host: str
+    port: int
+
+    @property
+    def is_socket(self) -> bool:
+        return self.host.startswith("/")
+
+    @property
+    def is_local(self) -> bool:
+        return self.is_socket or self.host in LOOPBACK
+
+    @classmethod
+    def of(cls, dsn: str) -> Endpoint:
+        params = conninfo_to_dict(dsn)
+        return cls(host=str(params.get("host") or ""), port=int(params.get("port") or 5432))
+
+
+@dataclass(frozen=True)
+class ProductionServer:
+    name: str
+    endpoint: Endpoint
+    system_identifier: str | None  # None when it could not be asked (unreachable)
+
+
+def isolation_refusal(target: Endpoint, target_system_identifier: str, listen_addresses: str,
+                      production: list[ProductionServer]) -> str | None:
+    """Why this restore target must not be used, or None when it is an isolated sandbox."""
+    for server in production:
+        same_host = target.host == server.endpoint.host or (target.is_local and server.endpoint.is_local)
+        if same_host and target.port == server.endpoint.port:
+            return (f"restore target {target.host!r} port {target.port} is production server {server.name!r} of the "
+                    "registry; point the sandbox connection at the isolated restore server")
+    for server in production:
+        if server.system_identifier and server.system_identifier == target_system_identifier:
+            return (f"restore target {target.host!r} port {target.port} has the system identifier of production "
+                    f"server {server.name!r} ({target_system_identifier}): it is that server or a copy of it; "
+                    "point the sandbox connection at the isolated restore server")
+    if not target.is_socket:
+        return (f"restore target {target.host!r} is reached over TCP; connect to the sandbox through its unix "
+                "socket directory and set listen_addresses='' on the sandbox cluster")
+    if listen_addresses.strip():
+        return (f"restore target {target.host!r} accepts TCP (listen_addresses={listen_addresses!r}); "
+                "set listen_addresses='' on the sandbox cluster")
+    return None
+
+
+def _system_identifier(conn: psycopg.Connection) -> str:
+    row = conn.execute("select system_identifier::text from pg_control_system()").fetchone()
+    return str(row[0]) if row else ""
+
+
+class Sandbox:
+    """Scratch databases on the isolated restore server.
+
+    Every method connects with a short timeout; connection failures raise :class:`ServerUnavailable`
+    naming the sandbox, so a run against a stopped sandbox fails clearly and marks nothing.
+    """
+
+    def __init__(self, admin_dsn: str, production_dsns: Mapping[str, str] | None = None) -> None:
+        self.admin_dsn = admin_dsn
+        self.endpoint = Endpoint.of(admin_dsn)
+        self.production_dsns = dict(production_dsns or {})
+        self._verified: str | None = None
+
+    @classmethod
+    def local(cls, registry: Registry) -> Sandbox:
+        """The local stack's sandbox cluster, guarded against every server of the registry."""
+        from continuity.adapters.local.local_stack import LocalStack
+
+        return cls(LocalStack().dsn("sandbox"), production_dsns_of(registry))
+
+    def scratch_dsn(self, dbname: str) -> str:
+        params = conninfo_to_dict(self.admin_dsn)
+        params["dbname"] = dbname
+        return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+
+    def _connect(self, dsn: str | None = None) -> psycopg.Connection:
+        try:
+            return psycopg.connect(dsn or self.admin_dsn, autocommit=True)
+        except psycopg.OperationalError as exc:
+            message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise ServerUnavailable(
+                f"the sandbox at {self.endpoint.host!r} port {self.endpoint.port} is unreachable ({message}); "
+                "start it (`continuity local up`) or fix the sandbox connection; nothing was validated") from exc
+
+    # ---- the guard ------------------------------------------------------------------------
+    def verify_isolated(self) -> str:
+        """Prove the target is the isolated sandbox; returns the reason as a sentence.
+
+        :raises SandboxNotIsolated: the target is a production server or accepts TCP.
+        :raises ServerUnavailable: the sandbox cannot be reached.
+        """
+        if self._verified is not None:
+            return self._verified
+        # Refuse a TCP target before even connecting to it: it might be production.
+        if not self.endpoint.is_socket:
+            refusal = isolation_refusal(self.endpoint, "", "", self._production(with_identity=False))
+            raise SandboxNotIsolated(refusal or "")
+        with self._connect() as conn:
+            listen = str((conn.execute("show listen_addresses").fetchone() or ("",))[0])
+            identity = _system_identifier(conn)
+        refusal = isolation_refusal(self.endpoint, identity, listen, self._production(with_identity=True))
+        if refusal:
+            raise SandboxNotIsolated(refusal)
+        self._verified = (f"sandbox {self.endpoint.host!r} port {self.endpoint.port} is isolated: unix socket only, "
+                          f"system identifier {identity} matches no production server")
+        return self._verified
+
+    def _production(self, with_identity: bool) -> list[ProductionServer]:
+        servers = []
+        for name, dsn in sorted(self.production_dsns.items()):
+            identity: str | None = None
+            if with_identity:
+                try:
+                    with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+                        identity = _system_identifier(conn)
+                except psycopg.Error:
+                    # An unreachable production server cannot be compared by identity; host/port still are.
+                    identity = None
+            servers.append(ProductionServer(name, Endpoint.of(dsn), identity))
+        return servers
+
+    # ---- scratch databases ----------------------------------------------------------------
+    def create_scratch_database(self, tenant_id: str, now: datetime | None = None, name: str | None = None) -> str:
+        """Create an empty scratch database on the verified sandbox; returns its name.
+
+        :param name: a name chosen ahead (an orchestrator picks it so that it can always drop it);
+            it must be a scratch name, else a fresh unique one is made.
+        """
+        self.verify_isolated()
+        name = name or scratch_database_name(tenant_id, now or datetime.now(UTC))
+        if scratch_created_at(name) is None:
+            raise ContinuityError(f"refusing to create {name!r}: not a scratch database name")
+        with self._connect() as conn:
+            conn.execute(sql.SQL("create database {} template template0").format(sql.Identifier(name)))
+        logger.info("scratch database created", extra={"tenant": tenant_id, "database": name})
+        return name
+
+    def drop_scratch_database(self, name: str) -> None:
+        """Drop a scratch database; succeeds if it is already gone. Refuses any non-scratch name."""
+        if scratch_created_at(name) is None:
+            raise ContinuityError(f"refusing to drop {name!r}: not a scratch database name")
+        with self._connect() as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        logger.info("scratch database dropped", extra={"database": name})
+
+    def list_scratch_databases(self) -> list[str]:
+        with self._connect() as conn:
+            rows = conn.execute("select datname from pg_database where datname like 'scratch\\_%' "
+                                "order by datname").fetchall()
+        return [str(r[0]) for r in rows if scratch_created_at(str(r[0])) is not None]
+
+    def sweep_scratch_databases(self, older_than_minutes: int, now: datetime | None = None) -> list[str]:
+        """Drop scratch databases older than ``older_than_minutes`` (left by a crash); returns their names."""
+        self.verify_isolated()
+        cutoff = (now or datetime.now(UTC)) - timedelta(minutes=older_than_minutes)
+        dropped = []
+        for name in self.list_scratch_databases():
+            created = scratch_created_at(name)
+            if created is not None and created < cutoff:
+                self.drop_scratch_database(name)
+                dropped.append(name)
+        if dropped:
+            logger.warning("swept %d stale scratch database(s)", len(dropped), extra={"databases": dropped})
+        return dropped
+
+    def database_size(self, name: str) -> int:
+        with self._connect() as conn:
+            row = conn.execute("select pg_database_size(%s)", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def has_amcheck(self) -> tuple[bool, str]:
+        """Whether the sandbox server can install amcheck, and why not when it cannot."""
+        with self._connect() as conn:
+            row = conn.execute("select 1 from pg_available_extensions where name = 'amcheck'").fetchone()
+        if row:
+            return True, ""
+        return False, "the amcheck extension is not installed on the sandbox server (contrib missing)"
+
+
+def production_dsns_of(registry: Registry) -> dict[str, str]:
+    """Connection strings of every server in the registry (primary and replicas)."""
+    return {name: server_dsn(server) for name, server in registry.servers.items()}
+

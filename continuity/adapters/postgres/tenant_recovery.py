@@ -1,0 +1,450 @@
+"""PostgreSQL and storage work of a tenant recovery, on the tenant's own production server.
+
+* :class:`StagingTarget`: the restore target of a recovery, a NEW database beside the live one
+  (``{db}_staging_{ts}``). It implements the validation's sandbox port, so the backup is restored and
+  checked by exactly the code the nightly validation runs (:mod:`continuity.validation.service`), only the
+  target differs. It refuses any name that is not this recovery's staging name: never the live one.
+* :class:`TenantDatabases`: observes the three names of a recovery (live, staged, pre_recovery) and
+  performs one cutover action at a time (:class:`continuity.recovery.rules.CutoverAction`); :meth:`drive`
+  loops observe → decide (pure) → act until the target position, so every step is idempotent and a
+  step killed anywhere resumes from what the server shows. Only the tenant's own database is fenced
+  (``ALTER DATABASE … ALLOW_CONNECTIONS false`` + ``pg_terminate_backend`` of its sessions): every
+  other database on the server is untouched.
+* :func:`data_loss_facts`: what the live database has that the backup lacks, and the reverse.
+* :func:`restore_missing_attachments`: attachment files the recovered database references but the
+  tenant's attachment store lacks, brought back from blob versions or soft-deleted blobs when the
+  store keeps them. Azurite keeps neither: that is detected and each missing file is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from continuity.adapters.postgres.connection import connect
+from continuity.kernel import settings
+from continuity.kernel.errors import ContinuityError
+from continuity.recovery.rules import (
+    STAGED_NAME_RE,
+    CutoverAction,
+    CutoverObservation,
+    CutoverPosition,
+    DatabaseNames,
+    DatabaseState,
+    TableFacts,
+    cutover_position,
+    next_cutover_action,
+)
+
+logger = logging.getLogger(__name__)
+
+TERMINATE_WAIT_SECONDS = 15.0
+MAX_CUTOVER_ACTIONS = 8
+# Restore into production keeps owners and grants (the application role must own its tables), unlike the
+# sandbox restore; everything else as the validation does it.
+RESTORE_OPTIONS = ("--no-tablespaces", "--no-security-labels", "--no-publications", "--no-subscriptions",
+                   "--exit-on-error")
+INVOICE_FILTER = "move_type in ('out_invoice', 'out_refund', 'in_invoice', 'in_refund')"
+# (name in the report, table, extra filter): what the approver is told going back loses.
+LOSS_TABLES = (("moves", "account_move", "true"), ("invoices", "account_move", INVOICE_FILTER),
+               ("attachments", "ir_attachment", "true"))
+
+
+class CutoverStuck(ContinuityError):
+    code = "cutover_stuck"
+    http_status = 409
+
+
+def pause_point(name: str) -> None:
+    """Fault injection for tests and drills: ``CONTINUITY_FAILOVER_STEP_PAUSE=recovery.swap-mid:6`` sleeps
+    6 s at the point named ``recovery.swap-mid`` (the failover's setting, recovery.* names)."""
+    for part in settings.get("CONTINUITY_FAILOVER_STEP_PAUSE").split(","):
+        key, _, seconds = part.partition(":")
+        if key.strip() == f"recovery.{name}" and seconds.strip():
+            logger.warning("pausing for fault injection", extra={"point": name})
+            time.sleep(float(seconds))
+
+
+def _dsn_with(dsn: str, dbname: str) -> str:
+    params = conninfo_to_dict(dsn)
+    params["dbname"] = dbname
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---- the staging target ---------------------------------------------------------------------------
+
+
+class StagingTarget:
+    """A staging database beside the live one, shaped as :class:`continuity.validation.service.SandboxPort`."""
+
+    def __init__(self, admin_dsn: str, names: DatabaseNames, marker: str) -> None:
+        self.admin_dsn = admin_dsn
+        self.names = names
+        self.marker = marker
+
+    def _guard(self, name: str) -> None:
+        if name != self.names.staged or name == self.names.live or not STAGED_NAME_RE.match(name):
+            raise ContinuityError(f"refusing to touch {name!r}: only this recovery's staging database "
+                                  f"{self.names.staged!r} may be created or dropped")
+
+    def verify_isolated(self) -> str:
+        # Not a sandbox: a recovery restores onto the tenant's production server on purpose. What must
+        # hold instead is that the restore never targets the live database.
+        self._guard(self.names.staged)
+        return f"staging database {self.names.staged} beside live {self.names.live}: the live database is not touched"
+
+    def create_scratch_database(self, tenant_id: str, now: datetime | None = None, name: str | None = None) -> str:
+        """Create the staging database empty, owned like the live one; a half-restored one (a re-run after a
+        crash) is dropped first. Marked with this recovery's comment."""
+        name = name or self.names.staged
+        self._guard(name)
+        with connect(self.admin_dsn) as conn:
+            row = conn.execute("select pg_get_userbyid(datdba) from pg_database where datname = %s",
+                               (self.names.live,)).fetchone()
+            owner = str(row[0]) if row else None
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            statement = sql.SQL("create database {} template template0").format(sql.Identifier(name))
+            if owner:
+                statement = sql.SQL("create database {} owner {} template template0").format(
+                    sql.Identifier(name), sql.Identifier(owner))
+            conn.execute(statement)
+            conn.execute(sql.SQL("comment on database {} is {}").format(sql.Identifier(name), sql.Literal(self.marker)))
+        logger.info("staging database created", extra={"tenant": tenant_id, "database": name})
+        return name
+
+    def drop_scratch_database(self, name: str) -> None:
+        """Drop the staging database; succeeds if it is gone. Refuses every other name."""
+        self._guard(name)
+        with connect(self.admin_dsn) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+    def scratch_dsn(self, dbname: str) -> str:
+        return _dsn_with(self.admin_dsn, dbname)
+
+    def database_size(self, name: str) -> int:
+        with connect(self.admin_dsn) as conn:
+            row = conn.execute("select pg_database_size(%s)", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def has_amcheck(self) -> tuple[bool, str]:
+        with connect(self.admin_dsn) as conn:
+            row = conn.execute("select 1 from pg_available_extensions where name = 'amcheck'").fetchone()
+        return (True, "") if row else (False, "the amcheck extension is not installed on the tenant's server")
+
+
+def restore_keeping_owners(dump: Any, target_dsn: str, jobs: int, deadline_s: float) -> Any:
+    """``pg_restore --jobs`` into the staging database, keeping owners and grants of the dump."""
+    from continuity.adapters.postgres.connection import libpq_env
+    from continuity.adapters.tools import pgbin, restore_runner
+
+    env = libpq_env()
+    env["PGOPTIONS"] = restore_runner.RESTORE_PGOPTIONS
+    args = [pgbin.tool("pg_restore"), *RESTORE_OPTIONS, f"--jobs={max(1, jobs)}", f"--dbname={target_dsn}",
+            str(dump)]
+    return restore_runner._run(args, deadline_s, env)
+
+
+def staging_ports(registry: Any, target: StagingTarget, blobs: Any | None = None) -> Any:
+    """The validation's ports with the staging database as the restore target."""
+    from dataclasses import replace
+
+    from continuity.adapters.tools.restore_runner import local_ports
+
+    ports = local_ports(registry, blobs=blobs, sandbox=target)
+    return replace(ports, restore=restore_keeping_owners)
+
+
+# ---- the cutover ----------------------------------------------------------------------------------
+
+
+class TenantDatabases:
+    """The tenant's databases on its server, reached through an admin connection to ``postgres``."""
+
+    def __init__(self, admin_dsn: str, names: DatabaseNames, marker: str) -> None:
+        self.admin_dsn = admin_dsn
+        self.names = names
+        self.marker = marker
+
+    def dsn(self, dbname: str) -> str:
+        return _dsn_with(self.admin_dsn, dbname)
+
+    @contextlib.contextmanager
+    def _admin(self) -> Iterator[psycopg.Connection]:
+        with connect(self.admin_dsn) as conn:
+            yield conn
+
+    def _state(self, conn: psycopg.Connection, name: str) -> DatabaseState | None:
+        row = conn.execute(
+            "select d.datallowconn, coalesce(shobj_description(d.oid, 'pg_database'), ''), "
+            "(select count(*) from pg_stat_activity a where a.datname = d.datname and a.pid <> pg_backend_pid()) "
+            "from pg_database d where d.datname = %s", (name,)).fetchone()
+        if row is None:
+            return None
+        return DatabaseState(name=name, allow_connections=bool(row[0]), marker=str(row[1]), sessions=int(row[2]))
+
+    def observe(self) -> CutoverObservation:
+        with self._admin() as conn:
+            return CutoverObservation(self.names, self.marker, self._state(conn, self.names.live),
+                                      self._state(conn, self.names.staged), self._state(conn, self.names.pre_recovery))
+
+    def position(self) -> tuple[CutoverPosition, str]:
+        return cutover_position(self.observe())
+
+    # ---- actions ------------------------------------------------------------------------------
+    def _terminate(self, conn: psycopg.Connection, names: Iterable[str]) -> int:
+        """End every session on ``names`` and wait until none is left; returns how many were ended."""
+        wanted = list(names)
+        ended = 0
+        deadline = time.monotonic() + TERMINATE_WAIT_SECONDS
+        while True:
+            rows = conn.execute("select pg_terminate_backend(pid) from pg_stat_activity "
+                                "where datname = any(%s) and pid <> pg_backend_pid()", (wanted,)).fetchall()
+            ended += len(rows)
+            left = conn.execute("select count(*) from pg_stat_activity where datname = any(%s) "
+                                "and pid <> pg_backend_pid()", (wanted,)).fetchone()
+            if not left or not left[0]:
+                return ended
+            if time.monotonic() > deadline:
+                raise CutoverStuck(f"{left[0]} session(s) on {', '.join(wanted)} survive termination; "
+                                   "end them (pg_terminate_backend) and retry the step")
+            time.sleep(0.05)
+
+    def _allow(self, conn: psycopg.Connection, name: str, allow: bool) -> None:
+        conn.execute(sql.SQL("alter database {} allow_connections {}").format(
+            sql.Identifier(name), sql.SQL("true" if allow else "false")))
+
+    def _rename(self, conn: psycopg.Connection, old: str, new: str) -> None:
+        conn.execute(sql.SQL("alter database {} rename to {}").format(sql.Identifier(old), sql.Identifier(new)))
+
+    def act(self, action: CutoverAction) -> dict[str, Any]:
+        """Perform one cutover action; returns what it did (sessions ended)."""
+        n = self.names
+        out: dict[str, Any] = {"action": str(action)}
+        with self._admin() as conn:
+            if action is CutoverAction.FENCE_LIVE:
+                present = [d for d in (n.live, n.staged) if self._state(conn, d) is not None]
+                for name in present:
+                    self._allow(conn, name, False)
+                out["sessions_ended"] = self._terminate(conn, present)
+            elif action in (CutoverAction.UNFENCE_LIVE, CutoverAction.REOPEN_LIVE):
+                self._allow(conn, n.live, True)
+                if action is CutoverAction.UNFENCE_LIVE:
+                    conn.execute(sql.SQL("alter database {} reset default_transaction_read_only").format(
+                        sql.Identifier(n.live)))
+            elif action is CutoverAction.SWAP:
+                out["sessions_ended"] = self._terminate(conn, [n.live, n.staged])
+                with conn.transaction():
+                    self._rename(conn, n.live, n.pre_recovery)
+                    pause_point("swap-mid")  # between the two renames: a kill here rolls both back
+                    self._rename(conn, n.staged, n.live)
+            elif action is CutoverAction.SWAP_BACK:
+                for name in (n.live, n.pre_recovery):
+                    self._allow(conn, name, False)
+                out["sessions_ended"] = self._terminate(conn, [n.live, n.pre_recovery])
+                with conn.transaction():
+                    self._rename(conn, n.live, n.staged)
+                    self._rename(conn, n.pre_recovery, n.live)
+            elif action is CutoverAction.FINISH_SWAP:
+                out["sessions_ended"] = self._terminate(conn, [n.staged])
+                self._rename(conn, n.staged, n.live)
+            elif action is CutoverAction.UNDO_SET_ASIDE:
+                out["sessions_ended"] = self._terminate(conn, [n.pre_recovery])
+                self._rename(conn, n.pre_recovery, n.live)
+        logger.info("cutover action done", extra={"action": str(action), "database": n.live})
+        return out
+
+    def drive(self, target: CutoverPosition, forward_only: bool = True) -> dict[str, Any]:
+        """Act until the cutover stands at ``target`` (or, ``forward_only``, beyond it); idempotent.
+
+        :raises ContinuityError: the databases are in a state this recovery did not make (nothing changed).
+        :raises CutoverStuck: sessions survive termination, or the target is not reached.
+        """
+        actions: list[dict[str, Any]] = []
+        for _ in range(MAX_CUTOVER_ACTIONS):
+            position, why = self.position()
+            action = next_cutover_action(position, target, forward_only)
+            if action is None:
+                return {"position": str(position), "detail": why, "actions": actions,
+                        "observation": self.observe().to_json()}
+            actions.append(self.act(action))
+        position, why = self.position()
+        raise CutoverStuck(f"the cutover did not reach {target} after {MAX_CUTOVER_ACTIONS} actions: {why}")
+
+    # ---- after the swap ----------------------------------------------------------------------
+    def keep_pre_recovery(self) -> str:
+        """The original, kept for forensics: readable, refusing writes by default. Idempotent."""
+        name = self.names.pre_recovery
+        with self._admin() as conn:
+            if self._state(conn, name) is None:
+                return f"{name} does not exist"
+            conn.execute(sql.SQL("alter database {} set default_transaction_read_only = on").format(
+                sql.Identifier(name)))
+            self._allow(conn, name, True)
+        return f"{name} kept for forensics (read-only by default)"
+
+    def drop_staged(self) -> bool:
+        """Drop the staged copy if it exists under its staging name; returns whether one was dropped."""
+        StagingTarget(self.admin_dsn, self.names, self.marker)._guard(self.names.staged)
+        with self._admin() as conn:
+            if self._state(conn, self.names.staged) is None:
+                return False
+            conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(self.names.staged)))
+        return True
+
+
+# ---- the data-loss report -------------------------------------------------------------------------
+
+
+def _table_exists(conn: psycopg.Connection, table: str) -> bool:
+    row = conn.execute("select to_regclass(%s) is not null", (f"public.{table}",)).fetchone()
+    return bool(row and row[0])
+
+
+def data_loss_facts(live_dsn: str, staged_dsn: str, backup_created_at: datetime) -> list[TableFacts]:
+    """Per reported table: rows created or changed on live since the backup, and rows live lost.
+
+    Created after = id above the backup's highest id (ids are never reused); changed after = a row the
+    backup also has with ``write_date`` after the backup was taken (Odoo stores UTC without a zone).
+    """
+    snapshot = backup_created_at.astimezone(UTC).replace(tzinfo=None)
+    facts: list[TableFacts] = []
+    with psycopg.connect(staged_dsn, autocommit=True) as staged, psycopg.connect(live_dsn, autocommit=True) as live:
+        for label, table, where in LOSS_TABLES:
+            backup_rows, max_id = 0, 0
+            if _table_exists(staged, table):
+                row = staged.execute(sql.SQL("select count(*), coalesce(max(id), 0) from {} where {}").format(
+                    sql.Identifier(table), sql.SQL(where))).fetchone()
+                backup_rows, max_id = (int(row[0]), int(row[1])) if row else (0, 0)
+            live_rows = created = modified = kept = 0
+            if _table_exists(live, table):
+                row = live.execute(sql.SQL(
+                    "select count(*), count(*) filter (where id > %s), "
+                    "count(*) filter (where id <= %s and write_date > %s), count(*) filter (where id <= %s) "
+                    "from {} where {}").format(sql.Identifier(table), sql.SQL(where)),
+                    (max_id, max_id, snapshot, max_id)).fetchone()
+                if row:
+                    live_rows, created, modified, kept = (int(v) for v in row)
+            facts.append(TableFacts(name=label, live_rows=live_rows, backup_rows=backup_rows, created_after=created,
+                                    modified_after=modified, missing_from_live=max(0, backup_rows - kept)))
+    return facts
+
+
+# ---- verification ---------------------------------------------------------------------------------
+
+
+def smoke(live_dsn: str, marker: str, manifest: Any, assertions: Iterable[Any]) -> dict[str, Any]:
+    """Read-only smoke queries on the live database after the swap: it is the recovered copy (its marker),
+    its schema is whole, the tenant's assertions hold; the ledger against the manifest is reported."""
+    from continuity.adapters.postgres import check_runner
+
+    with psycopg.connect(live_dsn, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute("select coalesce(shobj_description(oid, 'pg_database'), '') from pg_database "
+                           "where datname = current_database()").fetchone()
+        is_recovered = bool(row and str(row[0]).startswith(marker))
+        schema = check_runner.schema_present(conn)
+        ledger = check_runner.ledger(conn, manifest)
+        asserted = check_runner.assertions(conn, tuple(assertions))
+    checks = [schema, *asserted]
+    failed = [c.id for c in checks if str(c.status) == "fail"]
+    ok = is_recovered and not failed
+    return {"ok": ok, "is_recovered_copy": is_recovered, "failed_checks": failed,
+            "ledger_matches_manifest": str(ledger.status) == "pass", "ledger": ledger.to_json(),
+            "checks": [c.to_json() for c in checks]}
+
+
+# ---- attachments ----------------------------------------------------------------------------------
+
+
+ATTACHMENTS_SQL = ("select store_fname, coalesce(checksum, '') from ir_attachment "
+                   "where type = 'binary' and store_fname is not null and store_fname <> ''")
+
+
+def referenced_attachments(dsn: str) -> dict[str, str]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if not _table_exists(conn, "ir_attachment"):
+            return {}
+        return {str(name): str(sha1) for name, sha1 in conn.execute(ATTACHMENTS_SQL)}
+
+
+def restore_missing_attachments(blobs: Any, container: str, prefix: str, referenced: dict[str, str],
+                                now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> dict[str, Any]:
+    """Bring back files the recovered database references that the attachment store lacks.
+
+    Looks for an older version (blob versioning) or a soft-deleted blob of each missing name; restores
+    one whose sha1 matches the database's checksum. A store that keeps neither (Azurite) is detected:
+    each missing file is then reported as not found, never pretended back.
+    """
+    from azure.core.exceptions import AzureError, HttpResponseError
+
+    from continuity.adapters.storage.blob_store import unavailable
+
+    present = {n.removeprefix(prefix) for n in blobs.list_names(container, prefix=prefix)}
+    missing = sorted(n for n in referenced if n not in present)
+    report: dict[str, Any] = {"referenced": len(referenced), "missing": len(missing), "restored": [],
+                              "not_found": [], "store_keeps_versions": None, "note": ""}
+    if not missing:
+        report["note"] = "every referenced attachment is in the store"
+        return report
+    client = blobs.container(container)
+    keeps_versions = True
+    candidates: dict[str, list[Any]] = {}
+    try:
+        for item in client.list_blobs(name_starts_with=prefix, include=["versions", "deleted"]):
+            name = str(item.name).removeprefix(prefix)
+            if name in missing:
+                candidates.setdefault(name, []).append(item)
+    except HttpResponseError as exc:
+        # Azurite answers listing with include=versions/deleted with an error or ignores it.
+        keeps_versions = False
+        logger.warning("attachment store does not list versions: %s", _first_line(exc))
+    except AzureError as exc:
+        raise unavailable(exc) from exc
+    any_version = any(getattr(i, "version_id", None) or getattr(i, "deleted", False)
+                      for items in candidates.values() for i in items)
+    if keeps_versions and not any_version:
+        # Nothing older than the live blobs is listed: versioning and soft delete are off (or unsupported).
+        keeps_versions = bool(candidates)
+    report["store_keeps_versions"] = keeps_versions
+    for name in missing:
+        restored = False
+        for item in sorted(candidates.get(name, []), key=lambda i: str(getattr(i, "version_id", "") or ""),
+                           reverse=True):
+            blob = prefix + name
+            try:
+                if getattr(item, "deleted", False) and not getattr(item, "version_id", None):
+                    client.get_blob_client(blob).undelete_blob()
+                    data = blobs.download(container, blob)
+                else:
+                    data = bytes(client.get_blob_client(blob, version_id=item.version_id).download_blob().readall())
+                    if referenced[name] and hashlib.sha1(data, usedforsecurity=False).hexdigest() != referenced[name]:
+                        continue
+                    blobs.upload(container, blob, data, overwrite=True)
+            except AzureError as exc:
+                logger.warning("attachment version not restorable: %s", _first_line(exc), extra={"blob": blob})
+                continue
+            restored = True
+            break
+        (report["restored"] if restored else report["not_found"]).append(name)
+    if report["not_found"]:
+        store = "the store keeps no blob versions or soft-deleted blobs" if not keeps_versions else \
+            "no matching version was found"
+        report["note"] = (f"{len(report['not_found'])} attachment file(s) could not be found ({store}): "
+                          f"{', '.join(report['not_found'][:10])}")
+    else:
+        report["note"] = f"{len(report['restored'])} attachment file(s) restored from older versions"
+    report["checked_at"] = now().isoformat()
+    return report

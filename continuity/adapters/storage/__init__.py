@@ -1,0 +1,1 @@
+"""Blob storage: backups, retention tiers and the evidence container."""

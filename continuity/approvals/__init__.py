@@ -1,0 +1,1 @@
+"""Four eyes: approval requests, decisions and who may make them."""

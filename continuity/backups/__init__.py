@@ -1,0 +1,1 @@
+"""Taking backups: ids, blob names, tags and manifests, decided without I/O."""

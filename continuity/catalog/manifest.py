@@ -1,0 +1,89 @@
+"""The backup manifest: what a backup holds, written last so that a backup without one is not a backup.
+
+``schemas/manifest.schema.json`` is the published contract (JSON Schema); :class:`Manifest` is the
+same contract in code. A test keeps the two in agreement.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from continuity.kernel.tenants import TENANT_ID_PATTERN
+
+MANIFEST_FORMAT = "continuity.backups.rules-manifest/1"
+BACKUP_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$"
+BACKUP_ID_RE = re.compile(BACKUP_ID_PATTERN)
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+DUMP_FILE = "db.dump"
+MANIFEST_FILE = "manifest.json"
+
+# Tables whose row counts are recorded at backup time and checked after a restore.
+RECOVERY_TABLES = (
+    "res_company", "res_partner", "account_account", "account_journal", "account_move",
+    "account_move_line", "ir_attachment", "ir_module_module",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ManifestFile(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9_.-]{1,64}$")]
+    role: Literal["database"]
+    sha256: Annotated[str, Field(pattern=SHA256_PATTERN)]
+    size: Annotated[int, Field(ge=0)]
+
+
+class Source(_Strict):
+    server: str = Field(min_length=1, max_length=100)
+    region: str = Field(pattern=r"^[a-z][a-z0-9]{1,39}$")
+    database: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    pg_version: str = Field(pattern=r"^[0-9]+(\.[0-9]+)*")
+    system_identifier: str | None = None
+
+
+class Ledger(_Strict):
+    """A fingerprint of the posted ledger taken in the dump's snapshot."""
+
+    fingerprint: Annotated[str, Field(pattern=SHA256_PATTERN)]
+    posted_moves: int = Field(ge=0)
+    posted_lines: int = Field(ge=0)
+    debit_total: str = Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$")
+    credit_total: str = Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$")
+
+
+class Attachments(_Strict):
+    container: str
+    prefix: str
+    count: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+
+
+class Manifest(_Strict):
+    format: Literal["continuity.backups.rules-manifest/1"] = "continuity.backups.rules-manifest/1"
+    tenant: Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
+    backup_id: Annotated[str, Field(pattern=BACKUP_ID_PATTERN)]
+    kind: Literal["full"] = "full"
+    created_at: datetime
+    completed_at: datetime
+    source: Source
+    files: tuple[ManifestFile, ...] = Field(min_length=1)
+    row_counts: dict[str, int]
+    ledger: Ledger
+    attachments: Attachments
+
+    def file(self, name: str) -> ManifestFile:
+        for entry in self.files:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+
+def backup_prefix(tenant: str, backup_id: str, created_at: datetime) -> str:
+    """``{tenant}/{yyyy}/{mm}/{dd}/{backup_id}/`` inside the backups container."""
+    return f"{tenant}/{created_at:%Y}/{created_at:%m}/{created_at:%d}/{backup_id}/"

@@ -1,0 +1,60 @@
+"""``continuity backup TENANT|--all``: pg_dump to blob storage with a manifest written last."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from continuity.backups.rules import DEFAULT_DEADLINE_SECONDS, StoredBackup, check_tenant_id
+from continuity.cli.output import emit
+from continuity.kernel import settings
+from continuity.kernel.errors import ContinuityError, InvalidRequest
+from continuity.kernel.tenants import Registry
+
+
+def register(sub: Any) -> None:
+    backup = sub.add_parser("backup", help="back up a tenant's database (pg_dump -Fc + manifest) to blob storage")
+    target = backup.add_mutually_exclusive_group(required=True)
+    target.add_argument("tenant", nargs="?", metavar="TENANT", help="tenant id from the registry")
+    target.add_argument("--all", action="store_true", help="every tenant in the registry, one after another")
+    backup.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_SECONDS, metavar="SECONDS",
+                        help=f"kill pg_dump and store nothing after this long (default {DEFAULT_DEADLINE_SECONDS})")
+    backup.add_argument("--json", action="store_true")
+    backup.set_defaults(handler=cmd_backup)
+
+
+def configured_registry() -> Registry:
+    """The tenant registry named by CONTINUITY_TENANTS_FILE (relative paths from the project root)."""
+    return settings.configured_registry()
+
+
+def render(stored: StoredBackup) -> str:
+    return (f"{stored.tenant}: {stored.container}/{stored.dump}  {stored.size} bytes  sha256 {stored.sha256}  "
+            f"({stored.posted_moves} posted moves, {stored.seconds:.1f}s; manifest {stored.manifest})")
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from continuity.adapters.storage.blob_store import BlobStore
+    from continuity.adapters.tools.backup_taker import take_backup
+    if args.deadline <= 0:
+        raise InvalidRequest(f"--deadline must be a positive number of seconds, got {args.deadline:g}")
+    if not args.all:
+        check_tenant_id(args.tenant)  # a hostile id is refused before the registry or anything else is read
+    registry = configured_registry()
+    store = BlobStore()
+    if not args.all:
+        stored = take_backup(registry, args.tenant, store=store, deadline_seconds=args.deadline)
+        emit(args, {"backups": [stored.to_json()], "errors": []}, render(stored))
+        return 0
+    done: list[StoredBackup] = []
+    errors: list[dict[str, str]] = []
+    for tenant in registry.list_tenants():
+        try:
+            done.append(take_backup(registry, tenant.id, store=store, deadline_seconds=args.deadline))
+        except ContinuityError as exc:
+            errors.append({"tenant": tenant.id, "code": exc.code, "message": str(exc)})
+            if not args.json:
+                print(f"continuity: {tenant.id}: {exc}", file=sys.stderr)
+    emit(args, {"backups": [b.to_json() for b in done], "errors": errors}, "\n".join(render(b) for b in done))
+    return 1 if errors else 0

@@ -1,0 +1,1 @@
+"""Deterministic Odoo-shaped demo tenants."""

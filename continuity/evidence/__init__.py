@@ -1,0 +1,1 @@
+"""The tamper-evident evidence chain: records, hashing and verification rules."""

@@ -1,0 +1,1 @@
+"""Reactions to failed backups: RPO exposure, retries and escalation."""

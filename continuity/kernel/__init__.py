@@ -1,0 +1,1 @@
+"""What every capability shares: errors, settings, the tenant registry, identity and outgoing events."""

@@ -1,0 +1,1 @@
+"""Per-tenant recovery to a known-good backup: rules and use cases."""

@@ -1,0 +1,331 @@
+"""Tenant recovery use cases wired to the adapters: what each activity of the recovery orchestration does.
+
+Every function takes and returns JSON-able dicts, is idempotent by its natural keys (the recovery's
+run id and database names: a re-run restores into the same staging name, drives the cutover from what
+the server shows, appends evidence once) and measures its own step. The rules come from
+:mod:`continuity.recovery.rules`; the checks are the nightly validation's (:mod:`continuity.validation.service`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from continuity.failover import service as failover_service
+from continuity.kernel import settings
+from continuity.kernel.errors import ContinuityError
+from continuity.kernel.tenants import Registry, Tenant
+from continuity.recovery.rules import (
+    BackupCandidate,
+    CutoverPosition,
+    DatabaseNames,
+    StepName,
+    choose_backup,
+    how_chosen,
+    marker,
+    summarize_data_loss,
+)
+from continuity.validation import service as validation
+
+logger = logging.getLogger(__name__)
+
+CATALOG_PAGE = 500
+
+
+def registry() -> Registry:
+    return settings.configured_registry()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _admin_dsn(reg: Registry, tenant: Tenant) -> str:
+    from continuity.adapters.postgres.connection import server_dsn
+
+    return server_dsn(reg.server_of(tenant), "postgres")
+
+
+def _step(step: StepName, work: Callable[[], tuple[bool, str, dict[str, Any]]]) -> dict[str, Any]:
+    from continuity.adapters.postgres.tenant_recovery import pause_point
+
+    started = _now()
+    ok, detail, data = work()
+    pause_point(str(step))  # after the work, before its result is recorded: the worst moment to die
+    finished = _now()
+    return {"step": str(step), "started_at": started.isoformat(), "finished_at": finished.isoformat(),
+            "seconds": round((finished - started).total_seconds(), 3), "ok": ok, "detail": detail, "data": data}
+
+
+# ---- the request ---------------------------------------------------------------------------------
+
+
+def _catalog() -> Any:
+    from continuity.adapters.postgres.catalog_store import PgCatalogStore
+    from continuity.adapters.postgres.control_db import prepare
+
+    return PgCatalogStore(prepare())
+
+
+def backups_of(tenant: str) -> list[BackupCandidate]:
+    """Every cataloged backup of the tenant (any status), newest first."""
+    store = _catalog()
+    out: list[BackupCandidate] = []
+    cursor: str | None = None
+    while True:
+        items, cursor = store.list_backups(tenant=tenant, limit=CATALOG_PAGE, cursor=cursor)
+        out += [BackupCandidate(tenant=e.tenant, backup_id=e.backup_id, status=str(e.status),
+                                created_at=e.created_at, status_reason=e.status_reason) for e in items]
+        if cursor is None:
+            return out
+
+
+def owner_of_backup(backup_id: str) -> str | None:
+    """The tenant the catalog holds ``backup_id`` under (None when it holds it under none)."""
+    from continuity.adapters.postgres.connection import connect
+    from continuity.adapters.postgres.control_db import prepare
+
+    with connect(prepare()) as conn:
+        row = conn.execute("select tenant from catalog.backups where backup_id = %s order by tenant limit 1",
+                           (backup_id[:64],)).fetchone()
+    return str(row[0]) if row else None
+
+
+def choose(tenant_id: str, backup_id: str | None, before: datetime | None,
+           running: str | None = None) -> dict[str, Any]:
+    """The backup a recovery of ``tenant_id`` goes back to, or the refusal as an error.
+
+    :raises UnknownTenant, Conflict, InvalidRequest, RecoveryRefused: see
+        :func:`continuity.recovery.rules.choose_backup`.
+    """
+    tenant = registry().get_tenant(tenant_id)
+    backups = backups_of(tenant.id)
+    owner = owner_of_backup(backup_id) if backup_id and not any(b.backup_id == backup_id for b in backups) else None
+    chosen = choose_backup(tenant.id, backups, backup_id=backup_id, before=before, owner_of_backup=owner,
+                           running=running)
+    return {"backup": chosen.to_json(), "choice": str(how_chosen(backup_id, before))}
+
+
+def plan(tenant_id: str, requested_at: datetime, run_id: str, backup_id: str) -> dict[str, Any]:
+    """Names and marker of a recovery, fixed at request time (so every re-run uses the same ones)."""
+    tenant = registry().get_tenant(tenant_id)
+    return {"names": DatabaseNames.of(tenant.database, requested_at).to_json(), "marker": marker(run_id, backup_id),
+            "server": tenant.server}
+
+
+# ---- evidence and events ---------------------------------------------------------------------------
+
+
+def record_event(inp: dict[str, Any]) -> dict[str, Any]:
+    """One evidence record (idempotent per run and key) and, when named, the matching event (shared with
+    the failover workflow: the same chain, the same publisher)."""
+    return failover_service.record_event(inp)
+
+
+# ---- steps ----------------------------------------------------------------------------------------
+
+
+def _context(inp: dict[str, Any]) -> tuple[Registry, Tenant, DatabaseNames, str]:
+    reg = registry()
+    tenant = reg.get_tenant(inp["tenant"])
+    return reg, tenant, DatabaseNames.from_json(inp["names"]), str(inp["marker"])
+
+
+def _ref(reg: Registry, tenant: Tenant, backup_id: str) -> validation.BackupRef:
+    from continuity.adapters.tools.restore_runner import StorageBackupSource
+
+    return validation.pick_backup(StorageBackupSource(_blobs()), tenant.id, backup_id)
+
+
+def _blobs() -> Any:
+    from continuity.adapters.storage.blob_store import BlobStore
+
+    return BlobStore()
+
+
+def _databases(reg: Registry, tenant: Tenant, names: DatabaseNames, mark: str) -> Any:
+    from continuity.adapters.postgres.tenant_recovery import TenantDatabases
+
+    return TenantDatabases(_admin_dsn(reg, tenant), names, mark)
+
+
+def confirm_backup(inp: dict[str, Any]) -> dict[str, Any]:
+    """Re-check, when the workflow starts, that the chosen backup is still this tenant's and validated."""
+    chosen = choose(inp["tenant"], inp["backup_id"], None)
+    reg = registry()
+    ref = _ref(reg, reg.get_tenant(inp["tenant"]), inp["backup_id"])
+    return {**chosen, "manifest": {"created_at": ref.manifest.created_at.isoformat(),
+                                   "row_counts": dict(ref.manifest.row_counts),
+                                   "ledger": ref.manifest.ledger.model_dump(),
+                                   "attachments": ref.manifest.attachments.count}}
+
+
+def stage(inp: dict[str, Any]) -> dict[str, Any]:
+    """Restore the backup into the staging database (beside live), then bring back attachment files the
+    restored database references and the store lacks."""
+    from continuity.adapters.postgres.tenant_recovery import (
+        StagingTarget,
+        referenced_attachments,
+        restore_missing_attachments,
+        staging_ports,
+    )
+
+    reg, tenant, names, mark = _context(inp)
+
+    def work() -> tuple[bool, str, dict[str, Any]]:
+        target = StagingTarget(_admin_dsn(reg, tenant), names, mark)
+        blobs = _blobs()
+        ports = staging_ports(reg, target, blobs)
+        ref = validation.pick_backup(ports.source, tenant.id, inp["backup_id"])
+        restored = validation.restore_into_sandbox(ports, ref, names.staged, int(inp.get("jobs", 2)))
+        data: dict[str, Any] = {"restore": restored.to_json()}
+        if not restored.restored:
+            reason = next((c.detail for c in restored.checks if str(c.status) == "fail"), "restore did not complete")
+            return False, f"backup {ref.backup_id} could not be restored into {names.staged}: {reason}", data
+        attachments = restore_missing_attachments(blobs, settings.get("CONTINUITY_ATTACHMENT_CONTAINER"),
+                                                  tenant.attachments, referenced_attachments(
+                                                      target.scratch_dsn(names.staged)))
+        data["attachments"] = attachments
+        return True, (f"backup {ref.backup_id} restored into {names.staged} ({restored.restored_bytes} bytes, "
+                      f"{restored.seconds:.1f} s); attachments: {attachments['note']}"), data
+
+    return _step(StepName.STAGE, work)
+
+
+def check(inp: dict[str, Any]) -> dict[str, Any]:
+    """The nightly validation's checks on the staged copy, its verdict, and the data-loss report."""
+    from continuity.adapters.postgres.tenant_recovery import StagingTarget, data_loss_facts, staging_ports
+
+    reg, tenant, names, mark = _context(inp)
+
+    def work() -> tuple[bool, str, dict[str, Any]]:
+        target = StagingTarget(_admin_dsn(reg, tenant), names, mark)
+        ports = staging_ports(reg, target)
+        ref = validation.pick_backup(ports.source, tenant.id, inp["backup_id"])
+        step = validation.RestoreStep.from_json(inp["restore"])
+        started = _now()
+        checks = validation.run_restore_checks(ports, ref, step, float(inp.get("sample_rate", 1.0)))
+        report = validation.conclude(reg, tenant.id, ref.backup_id, ref.created_at, inp["run_id"], started, _now(),
+                                     step, checks)
+        facts = data_loss_facts(target.scratch_dsn(tenant.database), target.scratch_dsn(names.staged),
+                                ref.created_at)
+        loss = summarize_data_loss(ref.backup_id, ref.created_at, _now(), facts)
+        data = {"verdict": str(report.verdict.status), "verdict_reason": report.verdict.reason,
+                "failed_checks": report.failed_checks,
+                "checks": {c.id: {"status": str(c.status), "detail": c.detail} for c in report.checks},
+                "data_loss": loss.to_json()}
+        if report.failed_checks:
+            return False, f"the staged copy failed checks: {report.verdict.reason}", data
+        return True, f"the staged copy passed the validation checks; {loss.sentence}", data
+
+    return _step(StepName.CHECKS, work)
+
+
+def _drive(step: StepName, target: CutoverPosition, inp: dict[str, Any]) -> dict[str, Any]:
+    reg, tenant, names, mark = _context(inp)
+
+    def work() -> tuple[bool, str, dict[str, Any]]:
+        result = _databases(reg, tenant, names, mark).drive(target)
+        done = ", ".join(a["action"] for a in result["actions"]) or "nothing to do (already there)"
+        return True, f"{result['detail']} ({done})", result
+
+    return _step(step, work)
+
+
+def fence(inp: dict[str, Any]) -> dict[str, Any]:
+    """Only this tenant's live database refuses connections and has no session left."""
+    return _drive(StepName.FENCE, CutoverPosition.FENCED, inp)
+
+
+def swap(inp: dict[str, Any]) -> dict[str, Any]:
+    """live → pre_recovery and staged → live, in one transaction."""
+    return _drive(StepName.SWAP, CutoverPosition.SWAPPED, inp)
+
+
+def reopen(inp: dict[str, Any]) -> dict[str, Any]:
+    return _drive(StepName.REOPEN, CutoverPosition.REOPENED, inp)
+
+
+def verify(inp: dict[str, Any]) -> dict[str, Any]:
+    """Smoke queries on the live database (it is the recovered copy, schema whole, assertions hold); the
+    original is then kept read-only for forensics. A drill verifies the staged copy instead."""
+    from continuity.adapters.postgres.tenant_recovery import smoke
+
+    reg, tenant, names, mark = _context(inp)
+    drill = bool(inp.get("drill"))
+
+    def work() -> tuple[bool, str, dict[str, Any]]:
+        databases = _databases(reg, tenant, names, mark)
+        ref = _ref(reg, tenant, inp["backup_id"])
+        target = names.staged if drill else names.live
+        result = smoke(databases.dsn(target), mark, ref.manifest, tenant.assertions)
+        if not result["ok"]:
+            return False, (f"verification of {target} failed: recovered copy {result['is_recovered_copy']}, "
+                           f"failed checks {result['failed_checks']}"), result
+        kept = "drill: the live database was not touched" if drill else databases.keep_pre_recovery()
+        ledger = "matches" if result["ledger_matches_manifest"] else "differs from"
+        return True, f"{target} is the recovered copy, its ledger {ledger} the backup's manifest; {kept}", \
+            {**result, "kept": kept}
+
+    return _step(StepName.VERIFY, work)
+
+
+def rollback(inp: dict[str, Any]) -> dict[str, Any]:
+    """Back to the live database as it was; the staged copy is dropped unless it already served clients."""
+    reg, tenant, names, mark = _context(inp)
+
+    def work() -> tuple[bool, str, dict[str, Any]]:
+        databases = _databases(reg, tenant, names, mark)
+        position, why = databases.position()
+        served = position is CutoverPosition.REOPENED
+        result = databases.drive(CutoverPosition.STAGED, forward_only=False)
+        dropped = False if served else databases.drop_staged()
+        kept = f"; {names.staged} kept: it accepted connections before the rollback" if served else ""
+        return True, f"rolled back from {position}: {names.live} is the original again{kept}", \
+            {**result, "from": str(position), "staged_dropped": dropped}
+
+    return _step(StepName.ROLLBACK, work)
+
+
+def cleanup(inp: dict[str, Any]) -> dict[str, Any]:
+    """Drop the staged copy (drill, refusal, rejection, expiry); the live database is not touched."""
+    reg, tenant, names, mark = _context(inp)
+
+    def work() -> tuple[bool, str, dict[str, Any]]:
+        databases = _databases(reg, tenant, names, mark)
+        position, _ = databases.position()
+        if position not in (CutoverPosition.STAGED, CutoverPosition.UNKNOWN):
+            raise ContinuityError(f"refusing to drop {names.staged}: the cutover stands at {position}")
+        dropped = databases.drop_staged()
+        return True, f"{names.staged} {'dropped' if dropped else 'was already gone'}", {"dropped": dropped}
+
+    return _step(StepName.CLEANUP, work)
+
+
+def backup_after(inp: dict[str, Any]) -> dict[str, Any]:
+    """A fresh backup of the recovered state, cataloged at once: the tenant's next nightly validation
+    (which validates each tenant's newest backup) then runs on the recovered state."""
+    from continuity.adapters.postgres.catalog_store import open_catalog
+    from continuity.adapters.tools.backup_taker import take_backup
+
+    reg = registry()
+
+    def work() -> tuple[bool, str, dict[str, Any]]:
+        blobs = _blobs()
+        stored = take_backup(reg, inp["tenant"], store=blobs)
+        manifest_blob = stored.manifest
+        open_catalog(None, blobs, actor="recovery").ingest_blob(manifest_blob, actor="recovery")
+        return True, f"backup {stored.backup_id} of the recovered state taken and cataloged", \
+            {"backup_id": stored.backup_id, "manifest_blob": manifest_blob}
+
+    return _step(StepName.BACKUP, work)
+
+
+def databases_status(tenant_id: str, names: dict[str, Any], mark: str) -> dict[str, Any]:
+    reg = registry()
+    tenant = reg.get_tenant(tenant_id)
+    databases = _databases(reg, tenant, DatabaseNames.from_json(names), mark)
+    position, why = databases.position()
+    return {"position": str(position), "detail": why, "observation": databases.observe().to_json()}

@@ -1,0 +1,1 @@
+"""Retention: the pure planner, legal holds, and applying a plan."""

@@ -1,0 +1,1 @@
+"""What we know of Odoo's schema, version by version."""

@@ -1,0 +1,466 @@
+"""Restore validation, the product's main job: pick a backup, restore it into the sandbox, prove it usable.
+
+The use case in steps (each one an activity of the tenant-validation orchestration, and composed
+in-process by :func:`validate` for the CLI's ``--local`` mode and the tests):
+
+1. :func:`restore_into_sandbox`: manifest belongs to the tenant → stream the dump from storage to a
+   temp file checking sha256 → ``pg_restore --list`` → create the scratch database → ``pg_restore``.
+2. :func:`run_restore_checks`: schema, row counts, ledger, invoice numbering, attachments, indexes,
+   tenant assertions, against the scratch database.
+3. :func:`conclude` (pure): recovery objectives and the verdict.
+4. The caller records the result and always drops the scratch database (from a ``finally``).
+
+Adapters are injected through :class:`ValidationPorts`; this module does no I/O of its own. A
+failed prerequisite (manifest, checksum, archive, restore) stops the run: later checks are reported
+"unavailable: not run", never as passes and never as failures of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from continuity.catalog.manifest import DUMP_FILE, Manifest
+from continuity.kernel.tenants import Registry, Tenant
+from continuity.validation import checks as rc
+from continuity.validation.checks import CheckId, CheckResult, Objectives, Verdict
+
+logger = logging.getLogger(__name__)
+
+# Scratch databases older than this are a crashed run's leftovers; the nightly run sweeps them.
+SWEEP_AFTER_MINUTES = 360
+RESTORE_JOBS = 2
+DEFAULT_SAMPLE_RATE = 1.0
+# A restore that takes longer than the tenant's RTO times this factor is stopped: it has failed anyway.
+DEADLINE_RTO_FACTOR = 2.0
+MIN_DEADLINE_S = 300.0
+
+
+class Outcome(StrEnum):
+    PASSED = "passed"  # no check failed: the backup is marked VALIDATED
+    FAILED = "failed"  # a check failed: FAILED_VALIDATION
+    ERROR = "error"  # the run itself could not complete (sandbox down, storage down): nothing is marked
+
+
+@dataclass(frozen=True)
+class BackupRef:
+    """A backup as the validation sees it: where it lies and what its manifest promises."""
+
+    tenant: str
+    backup_id: str
+    container: str
+    prefix: str
+    manifest: Manifest
+
+    @property
+    def dump_blob(self) -> str:
+        return self.prefix + DUMP_FILE
+
+    @property
+    def created_at(self) -> datetime:
+        return self.manifest.created_at.astimezone(UTC)
+
+
+class BackupSource(Protocol):
+    """Where backups come from (storage is the truth; the catalog is rebuildable from it)."""
+
+    def latest_backup(self, tenant_id: str) -> BackupRef:
+        """The newest backup of the tenant that has a manifest. :raises BackupNotFound: none."""
+        ...
+
+    def get_backup(self, tenant_id: str, backup_id: str) -> BackupRef:
+        """:raises BackupNotFound: no such backup (or no manifest for it)."""
+        ...
+
+    def dump_chunks(self, ref: BackupRef) -> Iterable[bytes]:
+        """The dump's bytes, streamed."""
+        ...
+
+
+class SandboxPort(Protocol):
+    def verify_isolated(self) -> str: ...
+    def create_scratch_database(self, tenant_id: str, now: datetime | None = None,
+                                name: str | None = None) -> str: ...
+    def drop_scratch_database(self, name: str) -> None: ...
+    def scratch_dsn(self, dbname: str) -> str: ...
+    def database_size(self, name: str) -> int: ...
+    def has_amcheck(self) -> tuple[bool, str]: ...
+
+
+class DownloadResult(Protocol):
+    @property
+    def path(self) -> Path: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+
+
+class ArchiveListingResult(Protocol):
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def toc_entries(self) -> int: ...
+    @property
+    def error(self) -> str: ...
+
+
+class RestoreResult(Protocol):
+    @property
+    def returncode(self) -> int | None: ...
+    @property
+    def timed_out(self) -> bool: ...
+    @property
+    def errors(self) -> list[str]: ...
+
+
+class ChecksRunner(Protocol):
+    """Runs the SQL checks against a scratch database (adapters/check_runner.py)."""
+
+    def __call__(self, dsn: str, ref: BackupRef, tenant: Tenant, sample_rate: float,
+                 amcheck: tuple[bool, str]) -> list[CheckResult]: ...
+
+
+@dataclass
+class ValidationPorts:
+    """The adapters a validation needs; built by :func:`continuity.adapters.tools.restore_runner.local_ports`."""
+
+    registry: Registry
+    source: BackupSource
+    sandbox: SandboxPort
+    download: Callable[[Iterable[bytes]], DownloadResult]
+    list_archive: Callable[[Path], ArchiveListingResult]
+    restore: Callable[[Path, str, int, float], RestoreResult]
+    run_checks: ChecksRunner
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+def pick_backup(source: BackupSource, tenant_id: str, backup_id: str | None = None) -> BackupRef:
+    """The requested backup, else the tenant's newest."""
+    if backup_id:
+        return source.get_backup(tenant_id, backup_id)
+    return source.latest_backup(tenant_id)
+
+
+def restore_deadline_s(rto_minutes: int) -> float:
+    return max(MIN_DEADLINE_S, rto_minutes * 60.0 * DEADLINE_RTO_FACTOR)
+
+
+@dataclass(frozen=True)
+class RestoreStep:
+    """What step 1 produced: its checks, whether the scratch database holds a restore, and timings."""
+
+    checks: tuple[CheckResult, ...]
+    scratch_database: str
+    restored: bool
+    restored_bytes: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checks": [c.to_json() for c in self.checks], "scratch_database": self.scratch_database,
+                "restored": self.restored, "restored_bytes": self.restored_bytes, "seconds": round(self.seconds, 3)}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> RestoreStep:
+        return cls(tuple(CheckResult.from_json(c) for c in raw["checks"]), raw["scratch_database"],
+                   bool(raw["restored"]), int(raw["restored_bytes"]), float(raw["seconds"]))
+
+
+def _timed(started: float, result: CheckResult) -> CheckResult:
+    return CheckResult(result.id, result.status, result.detail, time.monotonic() - started, result.data)
+
+
+def _not_run_after(results: list[CheckResult], remaining: Sequence[CheckId]) -> list[CheckResult]:
+    reason = rc.stop_reason(results) or "an earlier step failed"
+    return results + [rc.not_run(c, reason) for c in remaining]
+
+
+def restore_into_sandbox(ports: ValidationPorts, ref: BackupRef, scratch_database: str,
+                         jobs: int = RESTORE_JOBS) -> RestoreStep:
+    """Step 1. Raises only when the run itself cannot proceed (sandbox not isolated or unreachable,
+    storage unreachable); a bad backup is reported through failed checks instead."""
+    started = time.monotonic()
+    tenant = ports.registry.get_tenant(ref.tenant)
+    ports.sandbox.verify_isolated()
+    post = (CheckId.FILE_CHECKSUM, CheckId.ARCHIVE_READABLE, CheckId.RESTORE_COMPLETED)
+
+    t = time.monotonic()
+    results = [_timed(t, rc.check_manifest_tenant(tenant.id, ref.manifest.tenant, ref.prefix,
+                                                  ref.manifest.source.database, tenant.database,
+                                                  manifest_backup_id=ref.manifest.backup_id,
+                                                  path_backup_id=ref.backup_id))]
+    if rc.stop_reason(results):
+        return RestoreStep(tuple(_not_run_after(results, post)), scratch_database, False, 0,
+                           time.monotonic() - started)
+
+    t = time.monotonic()
+    download = ports.download(ports.source.dump_chunks(ref))
+    try:
+        expected = ref.manifest.file(DUMP_FILE)
+        results.append(_timed(t, rc.check_file_checksum(DUMP_FILE, expected.sha256, expected.size, download.sha256,
+                                                        download.size)))
+        if rc.stop_reason(results):
+            return RestoreStep(tuple(_not_run_after(results, post[1:])), scratch_database, False, 0,
+                               time.monotonic() - started)
+        t = time.monotonic()
+        listing = ports.list_archive(download.path)
+        results.append(_timed(t, rc.check_archive_readable(listing.ok, listing.toc_entries, listing.error)))
+        if rc.stop_reason(results):
+            return RestoreStep(tuple(_not_run_after(results, post[2:])), scratch_database, False, 0,
+                               time.monotonic() - started)
+        t = time.monotonic()
+        ports.sandbox.create_scratch_database(tenant.id, name=scratch_database)
+        deadline = restore_deadline_s(ports.registry.rto_minutes(tenant))
+        outcome = ports.restore(download.path, ports.sandbox.scratch_dsn(scratch_database), jobs, deadline)
+        results.append(_timed(t, rc.check_restore_completed(outcome.returncode, outcome.errors, outcome.timed_out,
+                                                            deadline)))
+    finally:
+        Path(download.path).unlink(missing_ok=True)
+    restored = rc.stop_reason(results) is None
+    size = ports.sandbox.database_size(scratch_database) if restored else 0
+    return RestoreStep(tuple(results), scratch_database, restored, size, time.monotonic() - started)
+
+
+def run_restore_checks(ports: ValidationPorts, ref: BackupRef, step: RestoreStep,
+                       sample_rate: float = DEFAULT_SAMPLE_RATE) -> list[CheckResult]:
+    """Step 2: the checks against the restored database (all "not run" when step 1 stopped)."""
+    tenant = ports.registry.get_tenant(ref.tenant)
+    after_restore = [c for c in rc.PIPELINE_ORDER if c not in {r.id for r in step.checks}]
+    if not step.restored:
+        reason = rc.stop_reason(step.checks) or "the restore did not complete"
+        names = [*after_restore, *(rc.assertion_check_id(a.name) for a in tenant.assertions)]
+        return [rc.not_run(c, reason) for c in names]
+    amcheck = ports.sandbox.has_amcheck()
+    return ports.run_checks(ports.sandbox.scratch_dsn(step.scratch_database), ref, tenant, sample_rate, amcheck)
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """One validation run of one backup: every check, the objectives and the verdict. JSON-small."""
+
+    tenant: str
+    backup_id: str
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    outcome: Outcome
+    checks: tuple[CheckResult, ...]
+    objectives: Objectives | None
+    verdict: Verdict
+    scratch_database: str = ""
+    error: str = ""
+
+    @property
+    def failed_checks(self) -> list[str]:
+        return [c.id for c in self.checks if c.status is rc.CheckStatus.FAIL]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant, "backup_id": self.backup_id, "run_id": self.run_id,
+            "started_at": self.started_at.isoformat(), "finished_at": self.finished_at.isoformat(),
+            "outcome": str(self.outcome), "verdict": str(self.verdict.status), "reason": self.verdict.reason,
+            "within_objectives": self.verdict.within_objectives, "failed_checks": self.failed_checks,
+            "checks": [c.to_json() for c in self.checks],
+            "objectives": self.objectives.to_json() if self.objectives else None,
+            "scratch_database": self.scratch_database, "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> ValidationReport:
+        checks = tuple(CheckResult.from_json(c) for c in raw["checks"])
+        return cls(
+            tenant=raw["tenant"], backup_id=raw["backup_id"], run_id=raw["run_id"],
+            started_at=datetime.fromisoformat(raw["started_at"]),
+            finished_at=datetime.fromisoformat(raw["finished_at"]),
+            outcome=Outcome(raw["outcome"]), checks=checks,
+            objectives=Objectives.from_json(raw["objectives"]) if raw.get("objectives") else None,
+            verdict=Verdict(rc.VerdictStatus(raw["verdict"]), raw["reason"], tuple(raw["failed_checks"])),
+            scratch_database=raw.get("scratch_database", ""), error=raw.get("error", ""),
+        )
+
+
+def conclude(registry: Registry, ref_tenant: str, backup_id: str, backup_created_at: datetime, run_id: str,
+             started_at: datetime, finished_at: datetime, step: RestoreStep,
+             checks: Sequence[CheckResult]) -> ValidationReport:
+    """Step 3 (pure): evaluate the recovery objectives and decide the verdict."""
+    tenant = registry.get_tenant(ref_tenant)
+    results = (*step.checks, *checks)
+    measured = step.seconds + sum(c.duration_s for c in checks)
+    objectives = None
+    if step.restored:
+        objectives = rc.evaluate_objectives(
+            rto_minutes=registry.rto_minutes(tenant), rpo_minutes=registry.rpo_minutes(tenant), measured_s=measured,
+            restored_bytes=step.restored_bytes, production_size_bytes=tenant.production_size_bytes,
+            backup_created_at=backup_created_at, run_at=started_at)
+    verdict = rc.decide_verdict(results, objectives)
+    outcome = Outcome.PASSED if verdict.backup_valid else Outcome.FAILED
+    return ValidationReport(tenant.id, backup_id, run_id, started_at, finished_at, outcome, results, objectives,
+                            verdict, step.scratch_database)
+
+
+def error_report(tenant_id: str, backup_id: str, run_id: str, started_at: datetime, finished_at: datetime,
+                 error: str) -> ValidationReport:
+    """The run could not complete (e.g. the sandbox is down): an ERROR outcome that marks nothing."""
+    verdict = Verdict(rc.VerdictStatus.RECOVERABLE_OUTSIDE_OBJECTIVES, f"not validated: {error}", ())
+    return ValidationReport(tenant_id, backup_id, run_id, started_at, finished_at, Outcome.ERROR, (), None,
+                            verdict, error=error)
+
+
+def run_id_for(tenant_id: str, backup_id: str) -> str:
+    """The tenant validation's instance id: one validation per backup (``validate-{tenant}-{backup_id}``)."""
+    return f"validate-{tenant_id}-{backup_id}"
+
+
+def validate(ports: ValidationPorts, tenant_id: str, backup_id: str | None = None, *,
+             sample_rate: float = DEFAULT_SAMPLE_RATE, jobs: int = RESTORE_JOBS, run_id: str | None = None,
+             scratch_name: Callable[[str, datetime], str] | None = None) -> ValidationReport:
+    """All steps in-process, dropping the scratch database from a ``finally``.
+
+    :raises ContinuityError: when the run cannot proceed (unknown tenant, no backup, sandbox not
+        isolated or unreachable, storage unreachable); nothing is marked then.
+    """
+    from continuity.adapters.postgres.sandbox import scratch_database_name  # a pure name function
+
+    tenant = ports.registry.get_tenant(tenant_id)
+    started_at = ports.clock()
+    ref = pick_backup(ports.source, tenant.id, backup_id)
+    name = (scratch_name or scratch_database_name)(tenant.id, started_at)
+    completed = False
+    try:
+        step = restore_into_sandbox(ports, ref, name, jobs)
+        checks = run_restore_checks(ports, ref, step, sample_rate)
+        completed = True
+    finally:
+        _drop_quietly(ports.sandbox, name, completed)
+    return conclude(ports.registry, tenant.id, ref.backup_id, ref.created_at, run_id or run_id_for(tenant.id,
+                    ref.backup_id), started_at, ports.clock(), step, checks)
+
+
+def _drop_quietly(sandbox: SandboxPort, name: str, must_succeed: bool) -> None:
+    """Drop the scratch database. When the run already failed, a drop failure must not hide its error
+    (the sweeper removes what is left); after a run that went through, a failed drop raises."""
+    from continuity.kernel.errors import ContinuityError
+
+    try:
+        sandbox.drop_scratch_database(name)
+    except ContinuityError:
+        if must_succeed:
+            raise
+        logger.warning("could not drop scratch database %s; the sweeper will", name)
+
+
+# ---- recording ---------------------------------------------------------------------------------
+
+
+class CatalogPort(Protocol):
+    def record_validation(self, *, tenant: str, backup_id: str, run_id: str, started_at: datetime,
+                          finished_at: datetime, passed: bool, checks: Any, durations: dict[str, float],
+                          summary: dict[str, Any]) -> Any: ...
+
+
+class EvidencePort(Protocol):
+    def append(self, *, actor: str, action: str, subject: str, data: Any = None,
+               idempotency_key: str | None = None, at: datetime | None = None) -> Any: ...
+
+
+def summary_of(report: ValidationReport) -> dict[str, Any]:
+    """What the catalog, evidence and events keep of a run: ids, statuses and numbers, never row sets."""
+    return {
+        "run_id": report.run_id, "tenant": report.tenant, "backup_id": report.backup_id,
+        "outcome": str(report.outcome), "verdict": str(report.verdict.status), "reason": report.verdict.reason,
+        "within_objectives": report.verdict.within_objectives, "failed_checks": report.failed_checks,
+        "checks": {c.id: str(c.status) for c in report.checks},
+        "objectives": report.objectives.to_json() if report.objectives else None,
+        "started_at": report.started_at.isoformat(), "finished_at": report.finished_at.isoformat(),
+    }
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What recording did; every part says whether it happened, and why not."""
+
+    cataloged: bool
+    catalog_note: str
+    evidence_seq: int | None
+    published: bool
+    publish_note: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cataloged": self.cataloged, "catalog_note": self.catalog_note, "evidence_seq": self.evidence_seq,
+                "published": self.published, "publish_note": self.publish_note}
+
+
+def record_report(report: ValidationReport, *, catalog: CatalogPort, evidence: EvidencePort,
+                  publish: Callable[[str, dict[str, Any], dict[str, Any] | None], None],
+                  actor: str = "validation") -> Recorded:
+    """Catalog (VALIDATED / FAILED_VALIDATION + a validation row), evidence, then the outgoing event.
+
+    An ERROR run marks nothing in the catalog: the backup was not judged. Evidence is appended with the
+    run id as idempotency key, so a retried activity appends once.
+    """
+    from continuity.kernel.errors import ContinuityError
+
+    summary = summary_of(report)
+    cataloged, note = False, "not judged: the run did not complete"
+    if report.outcome is not Outcome.ERROR:
+        try:
+            catalog.record_validation(
+                tenant=report.tenant, backup_id=report.backup_id, run_id=report.run_id,
+                started_at=report.started_at, finished_at=report.finished_at,
+                passed=report.outcome is Outcome.PASSED, checks=[c.to_json() for c in report.checks],
+                durations={c.id: round(c.duration_s, 3) for c in report.checks}, summary=summary)
+            cataloged = True
+            note = "validated" if report.outcome is Outcome.PASSED else "failed_validation"
+        except ContinuityError as exc:
+            # e.g. a backup the catalog rejected at ingest: the run is still evidence, the status stays.
+            note = f"catalog not updated: {exc}"
+    action = {Outcome.PASSED: "validation.passed", Outcome.FAILED: "validation.failed",
+              Outcome.ERROR: "validation.error"}[report.outcome]
+    record = evidence.append(actor=actor, action=action, subject=f"{report.tenant}/{report.backup_id}",
+                             data={**summary, "catalog": note}, idempotency_key=f"validation:{report.run_id}",
+                             at=report.finished_at)
+    head = record.head.to_json() if hasattr(record, "head") else None
+    event_type = "continuity.validation.succeeded" if report.outcome is Outcome.PASSED else \
+        "continuity.validation.failed"
+    published, publish_note = True, "published"
+    try:
+        publish(event_type, summary, head)
+    except ContinuityError as exc:
+        published, publish_note = False, f"event not published: {exc}"
+        logger.warning("validation event not published: %s", exc, extra={"tenant": report.tenant,
+                                                                         "run_id": report.run_id})
+    return Recorded(cataloged, note, getattr(record, "seq", None), published, publish_note)
+
+
+def recoverability(tenant_id: str, rto_minutes: int, rpo_minutes: int, newest_backup: tuple[str, datetime] | None,
+                   last_validation: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+    """Where a tenant stands now: its newest backup's age against RPO and its last validation's verdict."""
+    out: dict[str, Any] = {"tenant": tenant_id, "rto_minutes": rto_minutes, "rpo_minutes": rpo_minutes,
+                           "newest_backup": None, "last_validation": last_validation}
+    if newest_backup is None:
+        return {**out, "recoverable_within_objectives": False,
+                "reason": f"tenant {tenant_id} has no backup in the catalog"}
+    backup_id, created_at = newest_backup
+    age_s = max(0.0, (now - created_at).total_seconds())
+    rpo_met = age_s <= rpo_minutes * 60
+    out["newest_backup"] = {"backup_id": backup_id, "created_at": created_at.isoformat(), "age_s": round(age_s, 1),
+                            "rpo_met": rpo_met}
+    if last_validation is None:
+        return {**out, "recoverable_within_objectives": False,
+                "reason": "no backup of this tenant has been validated yet"}
+    reasons = []
+    if not last_validation.get("within_objectives"):
+        reasons.append(f"last validation ({last_validation.get('backup_id')}): {last_validation.get('reason')}")
+    if not rpo_met:
+        reasons.append(f"newest backup is {age_s / 60:.1f} min old, RPO is {rpo_minutes} min")
+    if reasons:
+        return {**out, "recoverable_within_objectives": False, "reason": "; ".join(reasons)}
+    return {**out, "recoverable_within_objectives": True,
+            "reason": f"last validation of {last_validation.get('backup_id')} was within objectives and the newest "
+                      f"backup is {age_s / 60:.1f} min old (RPO {rpo_minutes} min)"}
