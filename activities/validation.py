@@ -7,46 +7,28 @@ that touches the sandbox goes through the isolation guard first.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import azure.durable_functions as df
 
 from continuity import telemetry
-from continuity.adapters.postgres.sandbox import Sandbox
-from continuity.adapters.tools import restore_runner
-from continuity.kernel.errors import ContinuityError
-from continuity.kernel.tenants import ServerKind
 from continuity.validation import service as validation
+from continuity.validation import wiring
+from continuity.validation.checks import CheckResult
 
 logger = logging.getLogger(__name__)
 
 bp = df.Blueprint()
 
 
-def _ports() -> validation.ValidationPorts:
-    return restore_runner.local_ports(restore_runner.registry_from_settings())
+_ports = wiring.configured_ports
 
 
 @bp.activity_trigger(input_name="request")
 def list_tenants_for_validation(request: dict[str, Any]) -> list[dict[str, Any]]:
     """Each tenant's newest backup, whether it was validated before, or why it has none."""
-    ports = _ports()
-    validated = restore_runner.validated_run_ids()
-    picked: list[dict[str, Any]] = []
-    for tenant in ports.registry.list_tenants():
-        if ports.registry.server_of(tenant).kind is ServerKind.FLEXIBLE_SERVER:
-            # Azure's own point-in-time restore is what gets proven for these (orchestrations/pitr_validation.py).
-            picked.append({"tenant": tenant.id, "backup_id": None, "mode": "pitr"})
-            continue
-        try:
-            ref = validation.pick_backup(ports.source, tenant.id)
-        except ContinuityError as exc:
-            picked.append({"tenant": tenant.id, "backup_id": None, "error": str(exc)})
-            continue
-        run_id = validation.run_id_for(tenant.id, ref.backup_id)
-        picked.append({"tenant": tenant.id, "backup_id": ref.backup_id, "already_validated": run_id in validated})
-    return picked
+    return wiring.tenants_for_validation()
 
 
 @bp.activity_trigger(input_name="request")
@@ -83,21 +65,19 @@ def run_restore_checks(request: dict[str, Any]) -> list[dict[str, Any]]:
 @bp.activity_trigger(input_name="request")
 def record_validation(request: dict[str, Any]) -> dict[str, Any]:
     """Conclude (objectives, verdict) and record: catalog, evidence, event. Returns the run's summary."""
-    registry = restore_runner.registry_from_settings()
+    registry = wiring.registry_from_settings()
     started = datetime.fromisoformat(request["started_at"])
     finished = datetime.fromisoformat(request["finished_at"])
     if request.get("error") or not request.get("step"):
         report = validation.error_report(request["tenant"], request["backup_id"], request["run_id"], started,
                                          finished, request.get("error") or "the run did not complete")
     else:
-        from continuity.validation.checks import CheckResult
-
         step = validation.RestoreStep.from_json(request["step"])
         checks = [CheckResult.from_json(c) for c in request.get("checks") or []]
         report = validation.conclude(registry, request["tenant"], request["backup_id"],
                                      datetime.fromisoformat(request["backup_created_at"]), request["run_id"],
                                      started, finished, step, checks)
-    catalog, evidence, publish = restore_runner.open_recording()
+    catalog, evidence, publish = wiring.open_recording()
     with telemetry.span("record_validation", tenant=report.tenant, backup_id=report.backup_id,
                         run_id=report.run_id, instance_id=report.run_id, outcome=str(report.outcome)):
         recorded = validation.record_report(report, catalog=catalog, evidence=evidence, publish=publish)
@@ -109,15 +89,13 @@ def record_validation(request: dict[str, Any]) -> dict[str, Any]:
 
 @bp.activity_trigger(input_name="request")
 def drop_scratch_database(request: dict[str, Any]) -> dict[str, Any]:
-    Sandbox.local(restore_runner.registry_from_settings()).drop_scratch_database(request["scratch_database"])
+    wiring.drop_scratch_database(request["scratch_database"])
     return {"dropped": request["scratch_database"]}
 
 
 @bp.activity_trigger(input_name="request")
 def sweep_scratch_databases(request: dict[str, Any]) -> dict[str, Any]:
-    sandbox = Sandbox.local(restore_runner.registry_from_settings())
-    dropped = sandbox.sweep_scratch_databases(int(request["older_than_minutes"]), now=datetime.now(UTC))
-    return {"dropped": dropped}
+    return {"dropped": wiring.sweep_scratch_databases(int(request["older_than_minutes"]))}
 
 
 def _measure(report: validation.ValidationReport) -> None:

@@ -35,10 +35,11 @@ from pathlib import Path
 import yaml
 
 from continuity.adapters.local.local_stack import LocalStack
-from continuity.adapters.postgres.catalog_store import PgCatalogStore, open_catalog
+from continuity.adapters.postgres.catalog_store import PgCatalogStore
 from continuity.adapters.postgres.connection import connect, ensure_database
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.catalog.model import BackupStatus
+from continuity.catalog.service import open_catalog
 from continuity.kernel import settings
 
 

@@ -184,7 +184,8 @@ def main() -> None:
     finally:
         if host is not None:
             host.stop()
-        stack.remove()
+        stack.down()
+        stack.delete_files()
 
 
 if __name__ == "__main__":

@@ -202,7 +202,8 @@ def main() -> None:
     finally:
         if host is not None:
             host.stop()
-        stack.remove()
+        stack.down()
+        stack.delete_files()
         os.environ.clear()
         os.environ.update(saved)
 

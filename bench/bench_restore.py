@@ -35,9 +35,10 @@ from continuity.adapters.postgres.demo_seed import seed_tenant
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.adapters.tools import pgbin
 from continuity.adapters.tools.backup_taker import take_backup
-from continuity.adapters.tools.restore_runner import download_with_hash, local_ports
+from continuity.adapters.tools.restore_runner import download_with_hash
 from continuity.kernel.tenants import load_registry
 from continuity.validation.service import validate
+from continuity.validation.wiring import local_ports
 
 TENANT = "bench-restore"
 

@@ -6,10 +6,8 @@ host answers ``/admin/host/ping``; :func:`stop` ends the whole process group and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from continuity.adapters.local.processes import live_pid, stop_group
 from continuity.kernel import settings
 from continuity.kernel.errors import ContinuityError, PortInUse, ServerUnavailable
 from devhost.keys import devhost_dir, load_keys
@@ -51,18 +50,6 @@ def endpoint(port: int | None = None) -> str:
     return f"http://127.0.0.1:{port or settings.get_int('CONTINUITY_DEVHOST_PORT')}"
 
 
-def _pid(pidfile: Path) -> int | None:
-    try:
-        pid = int(pidfile.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return None
-    return pid
-
-
 def ping(port: int, timeout: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(f"{endpoint(port)}/admin/host/ping", timeout=timeout) as resp:  # noqa: S310
@@ -89,7 +76,7 @@ def start(app: str | None = None, port: int | None = None, *, env: dict[str, str
     port = port or int(child_env.get("CONTINUITY_DEVHOST_PORT") or settings.get_int("CONTINUITY_DEVHOST_PORT"))
     app = app or child_env.get("CONTINUITY_DEVHOST_APP") or settings.get("CONTINUITY_DEVHOST_APP")
     where = paths(env)
-    running = _pid(where.pidfile)
+    running = live_pid(where.pidfile)
     if running is not None and ping(port):
         return running
     if running is not None:
@@ -128,36 +115,12 @@ def _tail(log: Path, lines: int = 6) -> str:
 def stop(*, env: dict[str, str] | None = None, timeout: float = 15) -> bool:
     """Stop the background devhost and every process it started; returns whether one was running."""
     where = paths(env)
-    pid = _pid(where.pidfile)
+    pid = live_pid(where.pidfile)
     if pid is None:
         where.pidfile.unlink(missing_ok=True)
         return False
-    with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive_or_zombie(pid):
-            break
-        time.sleep(0.1)
-    else:
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)
-    # Reap it when we are its parent, so no zombie is left either.
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    stop_group(pid, timeout)
     where.pidfile.unlink(missing_ok=True)
-    return True
-
-
-def _alive_or_zombie(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError, OSError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
     return True
 
 
@@ -192,7 +155,7 @@ def status(port: int | None = None) -> dict[str, Any]:
     """Health, functions and running orchestrations of the background devhost, for ``local status``."""
     port = port or settings.get_int("CONTINUITY_DEVHOST_PORT")
     where = paths()
-    pid = _pid(where.pidfile)
+    pid = live_pid(where.pidfile)
     info: dict[str, Any] = {"healthy": False, "port": port, "pid": pid, "log": str(where.log)}
     if not ping(port):
         info["detail"] = "not running" if pid is None else "process alive but not answering /admin/host/ping"

@@ -13,7 +13,7 @@ from typing import Any
 import azure.durable_functions as df
 
 from activities import validation as steps
-from continuity.validation.service import SWEEP_AFTER_MINUTES, run_id_for
+from continuity.validation.naming import SWEEP_AFTER_MINUTES, run_id_for
 
 bp = df.Blueprint()
 

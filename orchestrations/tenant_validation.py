@@ -14,7 +14,7 @@ from typing import Any
 import azure.durable_functions as df
 
 from activities import validation as steps
-from continuity.adapters.postgres.sandbox import scratch_database_name
+from continuity.validation.naming import scratch_database_name
 
 bp = df.Blueprint()
 

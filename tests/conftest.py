@@ -43,15 +43,16 @@ def stack() -> Iterator[object]:
     """The local stack, up for the whole session and stopped at its end."""
 
     from continuity.adapters.local.local_stack import LocalStack
+    from continuity.cli import stack as whole_stack
 
     local = LocalStack()
     if not os.environ.get("CONTINUITY_TEST_KEEP_STACK"):
         # Every session starts from nothing: no catalog, task hub or blobs left by an earlier run.
-        local.remove()
-    local.up()
+        whole_stack.remove(local)
+    whole_stack.up(local)
     yield local
     if not os.environ.get("CONTINUITY_TEST_KEEP_STACK"):
-        local.down()
+        whole_stack.down(local)
 
 
 @pytest.fixture(scope="session")

@@ -48,8 +48,8 @@ def backup_and_validate(registry: Registry, tenant: str, blobs: BlobStore) -> st
     """Take a backup with the real backup job and validate it with the real nightly validation (sandbox
     restore + checks), recorded in the catalog; returns the backup id (VALIDATED)."""
     from continuity.adapters.tools.backup_taker import take_backup
-    from continuity.adapters.tools.restore_runner import local_ports, open_recording
     from continuity.validation.service import Outcome, record_report, validate
+    from continuity.validation.wiring import local_ports, open_recording
 
     stored = take_backup(registry, tenant, store=blobs)
     report = validate(local_ports(registry, blobs=blobs), tenant, stored.backup_id)

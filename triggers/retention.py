@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.durable_functions as df
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from continuity.approvals import service as approval_service
 from continuity.catalog.manifest import BACKUP_ID_PATTERN
-from continuity.kernel.errors import Conflict, ContinuityError, Forbidden, InvalidRequest, Unauthorized
+from continuity.kernel.errors import ContinuityError, Forbidden, InvalidRequest, Unauthorized
 from continuity.kernel.identity import Principal, Role, require_role
 from continuity.kernel.tenants import TENANT_ID_PATTERN
 from continuity.retention import service as retention_service
@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 ORCHESTRATION = "retention"
-FUTURE_SKEW = timedelta(minutes=5)
 
 
 class ApplyBody(BaseModel):
@@ -97,18 +96,8 @@ def _as_of(raw: str | None) -> datetime | None:
 async def start_run(client: df.DurableOrchestrationClient, requested_by: str, as_of: datetime | None,
                     clock: datetime) -> dict[str, Any]:
     """Start ``retention-YYYYMMDD`` unless it exists; refuse (409, recorded) while another run applies."""
-    if as_of is not None and as_of > clock + FUTURE_SKEW:
-        # Applying "as of" a later time would delete backups before their policy says so.
-        raise InvalidRequest(f"as_of {as_of.isoformat()} is in the future; retention never runs ahead of the clock "
-                             "(plan it as a dry run instead: GET /api/retention/plan?as_of=...)")
     ports = retention_service.open_ports()
-    instance = f"retention-{(as_of or clock):%Y%m%d}"
-    running = retention_service.running_run(ports)
-    if running is not None and running["run_id"] != instance:
-        refusal = Conflict(f"retention run {running['run_id']} is applying (requested by {running['requested_by']}); "
-                           "wait for it to finish, then start again")
-        retention_service.record_refusal(ports, requested_by, instance, str(refusal), refusal.code)
-        raise refusal
+    instance = retention_service.admit_run(ports, requested_by, as_of, clock)
     payload = {"requested_by": requested_by, "as_of": as_of.isoformat() if as_of else None}
     created, status = await start_once(client, ORCHESTRATION, instance, payload)
     logger.info("retention %s", "started" if created else f"already {status}", extra={"run_id": instance})
@@ -143,11 +132,10 @@ def plan_retention(req: func.HttpRequest) -> func.HttpResponse:
 async def apply_retention(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     principal = approval_service.authenticate_headers(dict(req.headers))
     require_role(principal, Role.OPERATOR, "apply retention")
-    raw = req.get_body() or b""
-    if b"as_of" in raw:
+    # Parsed with the admin route's model so that an as_of is refused for what it is, not as an unknown field.
+    if parse_body(req, AdminApplyBody).as_of is not None:
         raise Forbidden("as_of is accepted only for dry runs (GET /api/retention/plan) or on the admin route "
                         "(POST /api/admin/retention/apply with the master key)")
-    parse_body(req, ApplyBody)
     return _started(await start_run(client, principal.name, None, datetime.now(UTC)))
 
 

@@ -100,7 +100,7 @@ async def start_nightly_validation(req: func.HttpRequest, client: df.DurableOrch
 
 
 def _tenant(req: func.HttpRequest) -> str:
-    from continuity.adapters.tools.restore_runner import registry_from_settings
+    from continuity.validation.wiring import registry_from_settings
 
     raw = req.route_params.get("tenant", "")
     if not TENANT_ID_RE.match(raw):
@@ -112,14 +112,13 @@ def _tenant(req: func.HttpRequest) -> str:
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def start_tenant_validation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    from continuity.adapters.storage.blob_store import BlobStore
-    from continuity.adapters.tools.restore_runner import StorageBackupSource
-    from continuity.validation.service import pick_backup, run_id_for
+    from continuity.validation.naming import run_id_for
+    from continuity.validation.wiring import resolve_backup_id
 
     tenant = _tenant(req)
     body = parse_body(req, TenantValidationRequest)
     # The instance id names the backup, so "latest" is resolved before starting.
-    backup_id = pick_backup(StorageBackupSource(BlobStore()), tenant, body.backup_id).backup_id
+    backup_id = resolve_backup_id(tenant, body.backup_id)
     instance = run_id_for(tenant, backup_id)
     created, status = await start_once(client, "tenant_validation", instance,
                                        {"tenant": tenant, "backup_id": backup_id, "sample_rate": body.sample_rate})
@@ -129,6 +128,6 @@ async def start_tenant_validation(req: func.HttpRequest, client: df.DurableOrche
 @bp.route(route="tenants/{tenant}/recoverability", methods=["GET"])
 @handles_errors
 def get_recoverability(req: func.HttpRequest) -> func.HttpResponse:
-    from continuity.adapters.tools.restore_runner import recoverability
+    from continuity.validation.wiring import recoverability
 
     return json_response(recoverability(_tenant(req)))

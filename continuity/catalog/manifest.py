@@ -7,7 +7,8 @@ same contract in code. A test keeps the two in agreement.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -87,3 +88,22 @@ class Manifest(_Strict):
 def backup_prefix(tenant: str, backup_id: str, created_at: datetime) -> str:
     """``{tenant}/{yyyy}/{mm}/{dd}/{backup_id}/`` inside the backups container."""
     return f"{tenant}/{created_at:%Y}/{created_at:%m}/{created_at:%d}/{backup_id}/"
+
+
+@dataclass(frozen=True)
+class BackupRef:
+    """A backup as the validation sees it: where it lies and what its manifest promises."""
+
+    tenant: str
+    backup_id: str
+    container: str
+    prefix: str
+    manifest: Manifest
+
+    @property
+    def dump_blob(self) -> str:
+        return self.prefix + DUMP_FILE
+
+    @property
+    def created_at(self) -> datetime:
+        return self.manifest.created_at.astimezone(UTC)

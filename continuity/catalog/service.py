@@ -7,21 +7,43 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from continuity.catalog.ingest import IngestAction
+from continuity.adapters.postgres.catalog_store import BlobBackupStorage, PgCatalogStore, manifest_schema_check
+from continuity.adapters.postgres.control_db import prepare
+from continuity.adapters.storage.blob_store import BlobStore
+from continuity.adapters.storage.evidence_store import EvidenceStore
+from continuity.catalog.ingest import CatalogService, IngestAction
 from continuity.catalog.model import BackupStatus
+from continuity.kernel import settings
 from continuity.kernel.errors import InvalidRequest
 from continuity.kernel.events import EventType, make_event
+from continuity.kernel.tenants import load_registry
 
 logger = logging.getLogger(__name__)
 
 ACTOR = "catalog"
 
 
-def _service() -> Any:
-    from continuity.adapters.postgres.catalog_store import open_catalog
+def open_catalog(dsn: str | None = None, blobs: BlobStore | None = None, *, backup_container: str | None = None,
+                 evidence_container: str | None = None, tenants_file: Path | None = None,
+                 actor: str = "catalog") -> CatalogService:
+    """The catalog use cases wired to the control database, storage and the tenant registry.
 
+    :param dsn: the control database (default: the configured one, created locally and migrated).
+    """
+    dsn = prepare(dsn)
+    blobs = blobs or BlobStore()
+    registry = load_registry(tenants_file) if tenants_file else settings.configured_registry()
+    known = frozenset(t.id for t in registry.tenants)
+    return CatalogService(
+        repo=PgCatalogStore(dsn), storage=BlobBackupStorage(blobs, backup_container),
+        evidence=EvidenceStore(dsn, blobs, evidence_container), tenant_known=known.__contains__,
+        schema_check=manifest_schema_check, actor=actor)
+
+
+def _service() -> CatalogService:
     return open_catalog(actor=ACTOR)
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from continuity.adapters.local.fault_injection import pause_at
 from continuity.approvals import service as approval_service
 from continuity.failover.rules import (
     BackupObservation,
@@ -72,20 +72,10 @@ def _cluster(server: Server, name: str) -> str:
     return server.cluster
 
 
-def _pause_after(step: StepName) -> None:
-    """Fault injection for drills and tests: ``CONTINUITY_FAILOVER_STEP_PAUSE=fence:5`` sleeps 5 s after the
-    fence's work is done and before its result is recorded: the worst moment for the host to die."""
-    for part in settings.get("CONTINUITY_FAILOVER_STEP_PAUSE").split(","):
-        name, _, seconds = part.partition(":")
-        if name.strip() == str(step) and seconds.strip():
-            logger.warning("pausing after step for fault injection", extra={"step": str(step)})
-            time.sleep(float(seconds))
-
-
 def _step(step: StepName, work: Callable[[], tuple[bool, str, dict[str, Any]]]) -> dict[str, Any]:
     started = _now()
     ok, detail, data = work()
-    _pause_after(step)
+    pause_at(str(step))  # after the work, before its result is recorded: the worst moment to die
     finished = _now()
     return {"step": str(step), "started_at": started.isoformat(), "finished_at": finished.isoformat(),
             "seconds": round((finished - started).total_seconds(), 3), "ok": ok, "detail": detail, "data": data}
@@ -154,14 +144,12 @@ def preflight(inp: dict[str, Any]) -> dict[str, Any]:
 
 
 def _observe_flexible_replica(name: str, server: Server) -> ReplicaObservation:
-    from azure.identity import DefaultAzureCredential
-
     from continuity.adapters.azure.flexible_server import FlexibleServers, ServerRef
 
     assert server.resource_id is not None
     ref = ServerRef.parse(server.resource_id)
     try:
-        state = FlexibleServers(DefaultAzureCredential(), ref.subscription_id).get_replica_state(server.resource_id)
+        state = FlexibleServers.with_managed_identity(ref.subscription_id).get_replica_state(server.resource_id)
     except ContinuityError as exc:
         return ReplicaObservation(name, False, detail=str(exc))
     return ReplicaObservation(name, True, state.is_replica, None, None,
@@ -253,13 +241,11 @@ def promote(inp: dict[str, Any]) -> dict[str, Any]:
 
 
 def _promote_flexible(server: Server, forced: bool) -> dict[str, Any]:
-    from azure.identity import DefaultAzureCredential
-
     from continuity.adapters.azure.flexible_server import FlexibleServers, ServerRef
 
     assert server.resource_id is not None
     ref = ServerRef.parse(server.resource_id)
-    return FlexibleServers(DefaultAzureCredential(), ref.subscription_id).promote_replica(
+    return FlexibleServers.with_managed_identity(ref.subscription_id).promote_replica(
         server.resource_id, forced=forced)
 
 
@@ -386,8 +372,6 @@ def drill_cleanup(inp: dict[str, Any]) -> dict[str, Any]:
 
 def write_bundle(inp: dict[str, Any]) -> dict[str, Any]:
     """Write the final evidence bundle (request, preflight, approval, steps, timings) once per run."""
-    from azure.core.exceptions import ResourceExistsError
-
     from continuity.adapters.storage.blob_store import BlobStore
 
     blobs = BlobStore()
@@ -395,8 +379,5 @@ def write_bundle(inp: dict[str, Any]) -> dict[str, Any]:
     blobs.ensure_containers([container])
     name = f"{BUNDLE_PREFIX}/{inp['instance_id']}/{inp['run_id']}.json"
     body = json.dumps(inp["bundle"], sort_keys=True, indent=2, default=str).encode()
-    try:
-        blobs.upload(container, name, body, overwrite=False, tags={"kind": "failover-bundle"})
-    except ResourceExistsError:
-        body = blobs.download(container, name)  # a re-run: the first write stands
+    body = blobs.upload_once(container, name, body, tags={"kind": "failover-bundle"})  # a re-run: the first stands
     return {"container": container, "blob": name, "sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}

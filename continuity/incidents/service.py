@@ -79,8 +79,8 @@ def record_failure(incident: dict[str, Any]) -> dict[str, Any]:
 
 def retry_backup(incident: dict[str, Any], attempt: int) -> dict[str, Any]:
     """Take an on-demand backup and catalog it; a failure is an answer, not an exception."""
-    from continuity.adapters.postgres.catalog_store import open_catalog
     from continuity.adapters.tools.backup_taker import take_backup
+    from continuity.catalog.service import open_catalog
 
     tenant = incident["tenant"]
     log = {"tenant": tenant, "run_id": f"incident-{incident['event_id']}"}

@@ -49,11 +49,11 @@ def _admin_dsn(reg: Registry, tenant: Tenant) -> str:
 
 
 def _step(step: StepName, work: Callable[[], tuple[bool, str, dict[str, Any]]]) -> dict[str, Any]:
-    from continuity.adapters.postgres.tenant_recovery import pause_point
+    from continuity.adapters.local.fault_injection import pause_at
 
     started = _now()
     ok, detail, data = work()
-    pause_point(str(step))  # after the work, before its result is recorded: the worst moment to die
+    pause_at(f"recovery.{step}")  # after the work, before its result is recorded: the worst moment to die
     finished = _now()
     return {"step": str(step), "started_at": started.isoformat(), "finished_at": finished.isoformat(),
             "seconds": round((finished - started).total_seconds(), 3), "ok": ok, "detail": detail, "data": data}
@@ -169,8 +169,8 @@ def stage(inp: dict[str, Any]) -> dict[str, Any]:
         StagingTarget,
         referenced_attachments,
         restore_missing_attachments,
-        staging_ports,
     )
+    from continuity.validation.wiring import staging_ports
 
     reg, tenant, names, mark = _context(inp)
 
@@ -196,7 +196,8 @@ def stage(inp: dict[str, Any]) -> dict[str, Any]:
 
 def check(inp: dict[str, Any]) -> dict[str, Any]:
     """The nightly validation's checks on the staged copy, its verdict, and the data-loss report."""
-    from continuity.adapters.postgres.tenant_recovery import StagingTarget, data_loss_facts, staging_ports
+    from continuity.adapters.postgres.tenant_recovery import StagingTarget, data_loss_facts
+    from continuity.validation.wiring import staging_ports
 
     reg, tenant, names, mark = _context(inp)
 
@@ -307,8 +308,8 @@ def cleanup(inp: dict[str, Any]) -> dict[str, Any]:
 def backup_after(inp: dict[str, Any]) -> dict[str, Any]:
     """A fresh backup of the recovered state, cataloged at once: the tenant's next nightly validation
     (which validates each tenant's newest backup) then runs on the recovered state."""
-    from continuity.adapters.postgres.catalog_store import open_catalog
     from continuity.adapters.tools.backup_taker import take_backup
+    from continuity.catalog.service import open_catalog
 
     reg = registry()
 

@@ -20,7 +20,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from continuity.catalog.model import EXPECTED_IN_STORAGE, BackupStatus, CatalogEntry
@@ -54,6 +54,8 @@ BATCH_BLOBS = 256  # one Blob Batch call per batch activity
 SKIPPED = "SKIPPED"
 INCOMPLETE = frozenset({"FAILED", "NOT_ATTEMPTED"})
 NOT_ENFORCED_NOTE = "not enforced by this store"
+# Clock skew tolerated between a caller's as_of and ours.
+FUTURE_SKEW = timedelta(minutes=5)
 
 
 class RetentionBatchIncomplete(ContinuityError):
@@ -153,6 +155,31 @@ def record_refusal(ports: RetentionPorts, actor: str, run_id: str, reason: str, 
     """Evidence that a retention start was refused and nothing was executed."""
     return _record(ports, actor=actor, action="retention.refused", subject=f"retention/{run_id}",
                    data={"reason": reason, "code": code, "executed": False})
+
+
+def admit_run(ports: RetentionPorts, requested_by: str, as_of: datetime | None, clock: datetime) -> str:
+    """The instance id of the run a start request asks for (``retention-YYYYMMDD``), or the refusal.
+
+    An early answer for the caller: the lease :func:`begin_run` takes inside the run stays the authority, so
+    two starts that both pass here still apply one at a time (the loser is refused there and recorded).
+
+    :raises InvalidRequest: ``as_of`` is ahead of the clock.
+    :raises Conflict: another run is applying (recorded as a refusal).
+    """
+    from continuity.kernel.errors import Conflict, InvalidRequest
+
+    if as_of is not None and as_of > clock + FUTURE_SKEW:
+        # Applying "as of" a later time would delete backups before their policy says so.
+        raise InvalidRequest(f"as_of {as_of.isoformat()} is in the future; retention never runs ahead of the clock "
+                             "(plan it as a dry run instead: GET /api/retention/plan?as_of=...)")
+    instance = f"retention-{(as_of or clock):%Y%m%d}"
+    running = running_run(ports)
+    if running is not None and running["run_id"] != instance:
+        refusal = Conflict(f"retention run {running['run_id']} is applying (requested by {running['requested_by']}); "
+                           "wait for it to finish, then start again")
+        record_refusal(ports, requested_by, instance, str(refusal), refusal.code)
+        raise refusal
+    return instance
 
 
 def begin_run(ports: RetentionPorts, run_id: str, as_of: datetime, requested_by: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ failed prerequisite (manifest, checksum, archive, restore) stops the run: later 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,15 +27,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from continuity.catalog.manifest import DUMP_FILE, Manifest
+from continuity.catalog.manifest import DUMP_FILE, BackupRef
 from continuity.kernel.tenants import Registry, Tenant
 from continuity.validation import checks as rc
 from continuity.validation.checks import CheckId, CheckResult, Objectives, Verdict
+from continuity.validation.naming import run_id_for, scratch_database_name
 
 logger = logging.getLogger(__name__)
 
-# Scratch databases older than this are a crashed run's leftovers; the nightly run sweeps them.
-SWEEP_AFTER_MINUTES = 360
 RESTORE_JOBS = 2
 DEFAULT_SAMPLE_RATE = 1.0
 # A restore that takes longer than the tenant's RTO times this factor is stopped: it has failed anyway.
@@ -46,25 +46,6 @@ class Outcome(StrEnum):
     PASSED = "passed"  # no check failed: the backup is marked VALIDATED
     FAILED = "failed"  # a check failed: FAILED_VALIDATION
     ERROR = "error"  # the run itself could not complete (sandbox down, storage down): nothing is marked
-
-
-@dataclass(frozen=True)
-class BackupRef:
-    """A backup as the validation sees it: where it lies and what its manifest promises."""
-
-    tenant: str
-    backup_id: str
-    container: str
-    prefix: str
-    manifest: Manifest
-
-    @property
-    def dump_blob(self) -> str:
-        return self.prefix + DUMP_FILE
-
-    @property
-    def created_at(self) -> datetime:
-        return self.manifest.created_at.astimezone(UTC)
 
 
 class BackupSource(Protocol):
@@ -100,6 +81,7 @@ class DownloadResult(Protocol):
     def sha256(self) -> str: ...
     @property
     def size(self) -> int: ...
+    def discard(self) -> None: ...
 
 
 class ArchiveListingResult(Protocol):
@@ -129,7 +111,7 @@ class ChecksRunner(Protocol):
 
 @dataclass
 class ValidationPorts:
-    """The adapters a validation needs; built by :func:`continuity.adapters.tools.restore_runner.local_ports`."""
+    """The adapters a validation needs; built by :func:`continuity.validation.wiring.local_ports`."""
 
     registry: Registry
     source: BackupSource
@@ -221,7 +203,7 @@ def restore_into_sandbox(ports: ValidationPorts, ref: BackupRef, scratch_databas
         results.append(_timed(t, rc.check_restore_completed(outcome.returncode, outcome.errors, outcome.timed_out,
                                                             deadline)))
     finally:
-        Path(download.path).unlink(missing_ok=True)
+        download.discard()
     restored = rc.stop_reason(results) is None
     size = ports.sandbox.database_size(scratch_database) if restored else 0
     return RestoreStep(tuple(results), scratch_database, restored, size, time.monotonic() - started)
@@ -312,11 +294,6 @@ def error_report(tenant_id: str, backup_id: str, run_id: str, started_at: dateti
                             verdict, error=error)
 
 
-def run_id_for(tenant_id: str, backup_id: str) -> str:
-    """The tenant validation's instance id: one validation per backup (``validate-{tenant}-{backup_id}``)."""
-    return f"validate-{tenant_id}-{backup_id}"
-
-
 def validate(ports: ValidationPorts, tenant_id: str, backup_id: str | None = None, *,
              sample_rate: float = DEFAULT_SAMPLE_RATE, jobs: int = RESTORE_JOBS, run_id: str | None = None,
              scratch_name: Callable[[str, datetime], str] | None = None) -> ValidationReport:
@@ -325,12 +302,10 @@ def validate(ports: ValidationPorts, tenant_id: str, backup_id: str | None = Non
     :raises ContinuityError: when the run cannot proceed (unknown tenant, no backup, sandbox not
         isolated or unreachable, storage unreachable); nothing is marked then.
     """
-    from continuity.adapters.postgres.sandbox import scratch_database_name  # a pure name function
-
     tenant = ports.registry.get_tenant(tenant_id)
     started_at = ports.clock()
     ref = pick_backup(ports.source, tenant.id, backup_id)
-    name = (scratch_name or scratch_database_name)(tenant.id, started_at)
+    name = (scratch_name or (lambda t, at: scratch_database_name(t, at, secrets.token_hex(3))))(tenant.id, started_at)
     completed = False
     try:
         step = restore_into_sandbox(ports, ref, name, jobs)

@@ -77,9 +77,10 @@ def rstack(stack: LocalStack, blob_store: BlobStore,
 
 def _failed_backup(registry: Any, blobs: BlobStore) -> str:
     """A later backup of the tenant that the catalog records as failed validation."""
-    from continuity.adapters.postgres.catalog_store import PgCatalogStore, open_catalog
+    from continuity.adapters.postgres.catalog_store import PgCatalogStore
     from continuity.adapters.postgres.control_db import prepare
     from continuity.adapters.tools.backup_taker import take_backup
+    from continuity.catalog.service import open_catalog
 
     stored = take_backup(registry, TENANT, store=blobs)
     open_catalog(None, blobs).ingest_blob(stored.manifest, actor="test")

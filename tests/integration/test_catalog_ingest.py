@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 
 from continuity.adapters.local.local_stack import LocalStack
-from continuity.adapters.postgres.catalog_store import PgCatalogStore, open_catalog
+from continuity.adapters.postgres.catalog_store import PgCatalogStore
 from continuity.adapters.postgres.connection import connect, ensure_database
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.adapters.storage.evidence_store import EvidenceStore
 from continuity.catalog.ingest import CatalogService, IngestAction
 from continuity.catalog.model import BackupStatus, RejectionCode
+from continuity.catalog.service import open_catalog
 from tests.unit.test_catalog import make_manifest
 
 pytestmark = pytest.mark.stack

@@ -27,13 +27,13 @@ from continuity.adapters.postgres.connection import ensure_database, libpq_env
 from continuity.adapters.postgres.sandbox import Sandbox, production_dsns_of
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.adapters.tools import pgbin
-from continuity.adapters.tools.restore_runner import local_ports
 from continuity.catalog.manifest import DUMP_FILE, MANIFEST_FILE, RECOVERY_TABLES, Manifest, backup_prefix
 from continuity.kernel.errors import ServerUnavailable
 from continuity.kernel.tenants import Registry
 from continuity.validation.checks import CheckId, CheckStatus, VerdictStatus
 from continuity.validation.odoo import schema as odoo_schema
 from continuity.validation.service import Outcome, ValidationPorts, validate
+from continuity.validation.wiring import local_ports
 
 pytestmark = pytest.mark.stack
 
@@ -442,9 +442,9 @@ def test_demo_seed_backup_validates_and_is_recorded_validated(demo_registry: Reg
                                                               blob_store: BlobStore, sandbox: Sandbox) -> None:
     from continuity.adapters.postgres.catalog_store import PgCatalogStore
     from continuity.adapters.postgres.control_db import prepare
-    from continuity.adapters.tools.restore_runner import open_recording
     from continuity.catalog.model import BackupStatus
     from continuity.validation.service import record_report
+    from continuity.validation.wiring import open_recording
 
     report = validate(local_ports(demo_registry, blobs=blob_store), DEMO, demo_backup.backup_id)
     assert failed(report) == [], [c.to_json() for c in report.checks if c.status is CheckStatus.FAIL]
@@ -464,9 +464,9 @@ def test_failed_validation_is_recorded_failed_and_names_the_check(demo_registry:
                                                                   blob_store: BlobStore, sandbox: Sandbox) -> None:
     from continuity.adapters.postgres.catalog_store import PgCatalogStore
     from continuity.adapters.postgres.control_db import prepare
-    from continuity.adapters.tools.restore_runner import open_recording
     from continuity.catalog.model import BackupStatus
     from continuity.validation.service import record_report
+    from continuity.validation.wiring import open_recording
 
     raw = json.loads(blob_store.download("backups", demo_backup.manifest))
     raw["row_counts"]["res_partner"] += 1
@@ -488,9 +488,9 @@ def test_error_run_marks_nothing_in_the_catalog(demo_registry: Registry, demo_ba
                                                 blob_store: BlobStore) -> None:
     from continuity.adapters.postgres.catalog_store import PgCatalogStore
     from continuity.adapters.postgres.control_db import prepare
-    from continuity.adapters.tools.restore_runner import open_recording
     from continuity.catalog.model import BackupStatus
     from continuity.validation.service import error_report, record_report
+    from continuity.validation.wiring import open_recording
 
     store = PgCatalogStore(prepare())
     before = store.list_backups(tenant=DEMO, limit=100)[0]

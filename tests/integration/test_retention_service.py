@@ -18,12 +18,13 @@ import yaml
 from azure.storage.blob import ContainerClient
 
 from continuity.adapters.local.local_stack import LocalStack
-from continuity.adapters.postgres.catalog_store import PgCatalogStore, open_catalog
+from continuity.adapters.postgres.catalog_store import PgCatalogStore
 from continuity.adapters.postgres.connection import connect, ensure_database
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.adapters.storage.retention_store import RetentionStore
 from continuity.catalog.ingest import CatalogService
 from continuity.catalog.model import BackupStatus
+from continuity.catalog.service import open_catalog
 from continuity.kernel.errors import BackupNotFound, ConfigError, Forbidden, UnknownTenant
 from continuity.kernel.identity import Principal, Role
 from continuity.retention import service as svc

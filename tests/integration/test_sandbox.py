@@ -116,7 +116,8 @@ def test_drop_succeeds_while_a_session_is_still_connected(sandbox: Sandbox) -> N
 
 def test_sweeper_drops_only_stale_scratch_databases(sandbox: Sandbox, stack: LocalStack) -> None:
     now = datetime.now(UTC)
-    stale = sandbox.create_scratch_database("vt-good", name=scratch_database_name("vt-good", now - timedelta(hours=8)))
+    stale = sandbox.create_scratch_database(
+        "vt-good", name=scratch_database_name("vt-good", now - timedelta(hours=8), "0a0b0c"))
     fresh = sandbox.create_scratch_database("vt-good", now=now)
     with psycopg.connect(stack.dsn("sandbox"), autocommit=True) as conn:
         conn.execute("create database not_scratch_keepme")

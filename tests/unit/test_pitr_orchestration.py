@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from activities import pitr as pitr_activities
 from continuity.adapters.azure.flexible_server import FlexibleServers
-from continuity.validation import pitr
+from continuity.validation import pitr, pitr_service
 from devhost.durable import history as h
 from devhost.durable.invoke import ActivityFailure, DurableFunctions, run_activity, run_orchestrator
 from devhost.durable.replay import EpisodeBuilder, InstanceView, Message, context_json
@@ -141,7 +140,7 @@ def azure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Arm]
             flex.client._config.retry_policy.total_retries = 0
             return flex
 
-        monkeypatch.setattr(pitr_activities, "flexible_servers", servers)
+        monkeypatch.setattr(pitr_service, "flexible_servers", servers)
         monkeypatch.setattr(time, "sleep", no_sleep)
         return arm
 

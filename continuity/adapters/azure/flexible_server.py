@@ -227,6 +227,13 @@ class FlexibleServers:
             kwargs["base_url"] = base_url
         self.client = PostgreSQLManagementClient(credential, subscription_id, **kwargs)
 
+    @classmethod
+    def with_managed_identity(cls, subscription_id: str) -> FlexibleServers:
+        """The client as the Function App runs it: its managed identity (DefaultAzureCredential)."""
+        from azure.identity import DefaultAzureCredential
+
+        return cls(DefaultAzureCredential(), subscription_id)
+
     def get_replica_state(self, resource_id: str) -> ReplicaState:
         """The server's replication role and state.
 

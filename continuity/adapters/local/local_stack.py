@@ -8,7 +8,6 @@ Everything lives under the settings' local dir and is idempotent: ``up`` twice d
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -16,7 +15,6 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -26,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from continuity.adapters.local.processes import live_pid, stop_group
 from continuity.adapters.tools import pgbin
 from continuity.kernel.errors import ContinuityError, PortInUse, ServerUnavailable, ToolMissing
 from continuity.kernel.settings import PROJECT_ROOT, LocalStackSettings
@@ -88,12 +87,13 @@ class ClusterStatus:
 class StackStatus:
     clusters: list[ClusterStatus] = field(default_factory=list)
     azurite: dict[str, Any] = field(default_factory=dict)
+    # Filled by the CLI (continuity.cli.stack), which owns the devhost; empty when only the adapter reported.
     devhost: dict[str, Any] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
         return (all(c.healthy for c in self.clusters) and bool(self.azurite.get("healthy"))
-                and bool(self.devhost.get("healthy")))
+                and (not self.devhost or bool(self.devhost.get("healthy"))))
 
     def to_json(self) -> dict[str, Any]:
         return {"healthy": self.healthy, "clusters": [asdict(c) for c in self.clusters], "azurite": self.azurite,
@@ -125,7 +125,6 @@ class LocalStack:
         self.settings = settings or LocalStackSettings.from_env()
         self.base = self.settings.base_dir
         self._bin: Path | None = None
-        self._devhost_error = ""
 
     # ---- paths ---------------------------------------------------------------------------
     @property
@@ -392,19 +391,8 @@ class LocalStack:
             return False, f"not reachable: {exc}"
         return ("Azurite" in server), server
 
-    def _pid_alive(self, pidfile: Path) -> int | None:
-        try:
-            pid = int(pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return None
-        return pid
-
     def up_azurite(self) -> None:
-        if self._pid_alive(self.azurite_pidfile) and self.azurite_healthy()[0]:
+        if live_pid(self.azurite_pidfile) and self.azurite_healthy()[0]:
             return
         for key in ("azurite_blob_port", "azurite_queue_port", "azurite_table_port"):
             port = int(getattr(self.settings, key))
@@ -434,28 +422,16 @@ class LocalStack:
         raise ServerUnavailable(f"Azurite did not start; see {self.base / 'azurite.log'}")
 
     def down_azurite(self) -> None:
-        pid = self._pid_alive(self.azurite_pidfile)
+        pid = live_pid(self.azurite_pidfile)
         if pid is not None:
-            _terminate_group(pid)
+            stop_group(pid)
         self.azurite_pidfile.unlink(missing_ok=True)
 
     # ---- whole stack ---------------------------------------------------------------------
-    def up_devhost(self) -> None:
-        """Start the devhost (function_app.py) last; a failure shows in status instead of hiding the rest."""
-        from devhost import process
-
-        try:
-            process.start()
-            self._devhost_error = ""
-        except ContinuityError as exc:
-            self._devhost_error = str(exc)
-            logger.error("devhost did not start: %s", exc)
-
     def up(self) -> StackStatus:
         self.up_clusters()
         self.up_azurite()
         self.ensure_containers()
-        self.up_devhost()
         return self.status()
 
     def ensure_containers(self) -> None:
@@ -468,16 +444,9 @@ class LocalStack:
         BlobStore(self.settings.azurite_connection_string).ensure_containers(names)
 
     def down(self) -> None:
-        from devhost import process
-
-        process.stop()
+        """Stop Azurite and the clusters (the CLI stops the devhost first: continuity.cli.stack)."""
         self.down_azurite()
         self.down_clusters()
-
-    def remove(self) -> None:
-        """Stop everything and delete the stack's files, the relocated cluster dirs included."""
-        self.down()
-        self.delete_files()
 
     def delete_files(self) -> None:
         """Delete the stack's files (call when its processes are stopped), the relocated cluster dirs too."""
@@ -491,11 +460,6 @@ class LocalStack:
             status.clusters.append(self._cluster_status(name))
         healthy, server = self.azurite_healthy()
         status.azurite = {"healthy": healthy, "blob_port": self.settings.azurite_blob_port, "server": server}
-        from devhost import process
-
-        status.devhost = process.status(self.settings.devhost_port)
-        if self._devhost_error and not status.devhost["healthy"]:
-            status.devhost["detail"] = self._devhost_error
         return status
 
     def _cluster_status(self, name: str) -> ClusterStatus:
@@ -534,21 +498,6 @@ class LocalStack:
         except psycopg.Error as exc:
             status.detail = f"not accepting connections: {str(exc).strip().splitlines()[0]}"
         return status
-
-
-def _terminate_group(pid: int, timeout: float = 10) -> None:
-    """Stop a process started in its own session, and everything it started."""
-    with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 def status_json(stack: LocalStack) -> str:

@@ -28,7 +28,6 @@ from psycopg.types.json import Jsonb
 
 from continuity.adapters.postgres.connection import connect
 from continuity.adapters.storage.blob_store import TIMEOUT_SECONDS, BlobStore, unavailable
-from continuity.catalog.ingest import CatalogService
 from continuity.catalog.model import (
     BackupStatus,
     BlobFacts,
@@ -369,22 +368,36 @@ def manifest_schema_check(raw: Any, path: Path = MANIFEST_SCHEMA_PATH) -> str | 
     return f"field {where}: {first.message[:300]}"
 
 
-def open_catalog(dsn: str | None = None, blobs: BlobStore | None = None, *, backup_container: str | None = None,
-                 evidence_container: str | None = None, tenants_file: Path | None = None,
-                 actor: str = "catalog") -> CatalogService:
-    """The catalog use cases wired to the control database, storage and the tenant registry.
+# ---- validation runs as the catalog recorded them ------------------------------------------------
 
-    :param dsn: the control database (default: the configured one, created locally and migrated).
-    """
+
+def validated_run_ids(control_dsn: str | None = None) -> set[str]:
+    """Run ids of validations the catalog has recorded (``validate-{tenant}-{backup_id}``)."""
+    from continuity.adapters.postgres.connection import connect
     from continuity.adapters.postgres.control_db import prepare
-    from continuity.adapters.storage.evidence_store import EvidenceStore
-    from continuity.kernel.tenants import load_registry
 
-    dsn = prepare(dsn)
-    blobs = blobs or BlobStore()
-    registry = load_registry(tenants_file) if tenants_file else settings.configured_registry()
-    known = frozenset(t.id for t in registry.tenants)
-    return CatalogService(
-        repo=PgCatalogStore(dsn), storage=BlobBackupStorage(blobs, backup_container),
-        evidence=EvidenceStore(dsn, blobs, evidence_container), tenant_known=known.__contains__,
-        schema_check=manifest_schema_check, actor=actor)
+    with connect(prepare(control_dsn)) as conn:
+        return {str(r[0]) for r in conn.execute("select distinct run_id from catalog.validations")}
+
+
+def validation_history(tenant: str | None = None, limit: int = 1000,
+                       control_dsn: str | None = None) -> list[dict[str, Any]]:
+    """Validation runs, oldest first, with each backup's recorded summary (objectives, verdict)."""
+    import json as jsonlib
+
+    from continuity.adapters.postgres.connection import connect
+    from continuity.adapters.postgres.control_db import prepare
+
+    sql_text = ("select v.tenant, v.backup_id, v.run_id, v.started_at, v.finished_at, v.outcome, b.created_at, "
+                "b.status, b.last_validation from catalog.validations v join catalog.backups b "
+                "using (tenant, backup_id) where (%s::text is null or v.tenant = %s) "
+                "order by v.started_at limit %s")
+    with connect(prepare(control_dsn)) as conn:
+        rows = conn.execute(sql_text, (tenant, tenant, limit)).fetchall()
+    history = []
+    for r in rows:
+        last = r[8] if isinstance(r[8], dict) or r[8] is None else jsonlib.loads(r[8])
+        history.append({"tenant": r[0], "backup_id": r[1], "run_id": r[2], "started_at": r[3],
+                        "finished_at": r[4], "outcome": r[5], "backup_created_at": r[6], "status": r[7],
+                        "summary": last if last and last.get("run_id") == r[2] else None})
+    return history

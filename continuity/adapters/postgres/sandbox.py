@@ -11,7 +11,6 @@ left behind, by age, without touching anything else.
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,30 +23,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from continuity.adapters.postgres.connection import server_dsn
 from continuity.kernel.errors import ContinuityError, SandboxNotIsolated, ServerUnavailable
 from continuity.kernel.tenants import Registry
+from continuity.validation.naming import scratch_created_at, scratch_database_name
 
 logger = logging.getLogger(__name__)
 
-SCRATCH_PREFIX = "scratch_"
-SCRATCH_RE = re.compile(r"^scratch_([a-z0-9_]+)_([0-9]{14})_([0-9a-f]{6})$")
-_MAX_IDENTIFIER = 63
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", ""})
-
-
-def scratch_database_name(tenant_id: str, now: datetime, rand: str | None = None) -> str:
-    """``scratch_{tenant_}_{ts}_{rand}``, at most 63 bytes (PostgreSQL's identifier limit)."""
-    rand = rand or secrets.token_hex(3)
-    stamp = now.astimezone(UTC).strftime("%Y%m%d%H%M%S")
-    room = _MAX_IDENTIFIER - len(SCRATCH_PREFIX) - len(stamp) - len(rand) - 2
-    tenant_part = tenant_id.replace("-", "_")[:room].rstrip("_") or "t"
-    return f"{SCRATCH_PREFIX}{tenant_part}_{stamp}_{rand}"
-
-
-def scratch_created_at(name: str) -> datetime | None:
-    """When a scratch database was created, from its name; None for any other database."""
-    match = SCRATCH_RE.match(name)
-    if not match:
-        return None
-    return datetime.strptime(match.group(2), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -184,7 +164,7 @@ class Sandbox:
             it must be a scratch name, else a fresh unique one is made.
         """
         self.verify_isolated()
-        name = name or scratch_database_name(tenant_id, now or datetime.now(UTC))
+        name = name or scratch_database_name(tenant_id, now or datetime.now(UTC), secrets.token_hex(3))
         if scratch_created_at(name) is None:
             raise ContinuityError(f"refusing to create {name!r}: not a scratch database name")
         with self._connect() as conn:

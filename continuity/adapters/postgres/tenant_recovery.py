@@ -30,8 +30,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from continuity.adapters.local.fault_injection import pause_at
 from continuity.adapters.postgres.connection import connect
-from continuity.kernel import settings
 from continuity.kernel.errors import ContinuityError
 from continuity.recovery.rules import (
     STAGED_NAME_RE,
@@ -62,16 +62,6 @@ LOSS_TABLES = (("moves", "account_move", "true"), ("invoices", "account_move", I
 class CutoverStuck(ContinuityError):
     code = "cutover_stuck"
     http_status = 409
-
-
-def pause_point(name: str) -> None:
-    """Fault injection for tests and drills: ``CONTINUITY_FAILOVER_STEP_PAUSE=recovery.swap-mid:6`` sleeps
-    6 s at the point named ``recovery.swap-mid`` (the failover's setting, recovery.* names)."""
-    for part in settings.get("CONTINUITY_FAILOVER_STEP_PAUSE").split(","):
-        key, _, seconds = part.partition(":")
-        if key.strip() == f"recovery.{name}" and seconds.strip():
-            logger.warning("pausing for fault injection", extra={"point": name})
-            time.sleep(float(seconds))
 
 
 def _dsn_with(dsn: str, dbname: str) -> str:
@@ -158,16 +148,6 @@ def restore_keeping_owners(dump: Any, target_dsn: str, jobs: int, deadline_s: fl
     return restore_runner._run(args, deadline_s, env)
 
 
-def staging_ports(registry: Any, target: StagingTarget, blobs: Any | None = None) -> Any:
-    """The validation's ports with the staging database as the restore target."""
-    from dataclasses import replace
-
-    from continuity.adapters.tools.restore_runner import local_ports
-
-    ports = local_ports(registry, blobs=blobs, sandbox=target)
-    return replace(ports, restore=restore_keeping_owners)
-
-
 # ---- the cutover ----------------------------------------------------------------------------------
 
 
@@ -249,7 +229,7 @@ class TenantDatabases:
                 out["sessions_ended"] = self._terminate(conn, [n.live, n.staged])
                 with conn.transaction():
                     self._rename(conn, n.live, n.pre_recovery)
-                    pause_point("swap-mid")  # between the two renames: a kill here rolls both back
+                    pause_at("recovery.swap-mid")  # between the two renames: a kill here rolls both back
                     self._rename(conn, n.staged, n.live)
             elif action is CutoverAction.SWAP_BACK:
                 for name in (n.live, n.pre_recovery):

@@ -65,6 +65,14 @@ class BlobStore:
         except AzureError as exc:
             raise unavailable(exc) from exc
 
+    def upload_once(self, container: str, name: str, data: bytes, *, tags: dict[str, str] | None = None) -> bytes:
+        """Write the blob unless it exists; returns what is stored (a re-run keeps the first write)."""
+        try:
+            self.upload(container, name, data, tags=tags, overwrite=False)
+        except ResourceExistsError:
+            return self.download(container, name)
+        return data
+
     def download(self, container: str, name: str) -> bytes:
         try:
             return bytes(self.container(container).download_blob(name, timeout=600).readall())

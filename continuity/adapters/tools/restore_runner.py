@@ -23,7 +23,7 @@ from typing import Any
 
 from continuity.adapters.postgres.connection import libpq_env
 from continuity.adapters.tools import pgbin
-from continuity.catalog.manifest import BACKUP_ID_RE, MANIFEST_FILE, Manifest
+from continuity.catalog.manifest import BACKUP_ID_RE, MANIFEST_FILE, BackupRef, Manifest
 from continuity.kernel.errors import BackupCorrupted, BackupNotFound
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,10 @@ class Download:
     sha256: str
     size: int
     seconds: float
+
+    def discard(self) -> None:
+        """Delete the downloaded file (a no-op when already gone): tenant data must not outlive the run."""
+        self.path.unlink(missing_ok=True)
 
 
 def download_with_hash(chunks: Iterable[bytes], directory: Path | None = None) -> Download:
@@ -150,8 +154,6 @@ class StorageBackupSource:
     def _ref(self, tenant_id: str, backup_id: str, manifest_blob: str) -> Any:
         from pydantic import ValidationError
 
-        from continuity.validation.service import BackupRef
-
         raw = self.blobs.download(self.container, manifest_blob)
         try:
             manifest = Manifest.model_validate_json(raw)
@@ -182,131 +184,3 @@ class StorageBackupSource:
 
     def dump_chunks(self, ref: Any) -> Iterable[bytes]:
         return self.blobs.iter_chunks(ref.container, ref.dump_blob)
-
-
-def local_ports(registry: Any, blobs: Any | None = None, sandbox: Any | None = None,
-                attachment_container: str | None = None) -> Any:
-    """The validation's adapters: storage (Azurite or Azure), the guarded sandbox, pg_restore, the SQL checks."""
-    from functools import partial
-
-    from continuity.adapters.postgres import check_runner
-    from continuity.adapters.postgres.sandbox import Sandbox
-    from continuity.adapters.storage.blob_store import BlobStore
-    from continuity.kernel import settings
-    from continuity.validation.service import ValidationPorts
-
-    blobs = blobs or BlobStore()
-    container = attachment_container or settings.get("CONTINUITY_ATTACHMENT_CONTAINER")
-    store = check_runner.AttachmentStore(
-        list_names=lambda prefix: blobs.list_names(container, prefix=prefix),
-        read=lambda name: blobs.download(container, name),
-    )
-    return ValidationPorts(
-        registry=registry, source=StorageBackupSource(blobs), sandbox=sandbox or Sandbox.local(registry),
-        download=download_with_hash, list_archive=list_archive,
-        restore=lambda dump, dsn, jobs, deadline: restore(dump, dsn, jobs, deadline),
-        run_checks=partial(check_runner.run_all, attachment_store=store),
-    )
-
-
-# ---- wiring for activities and the CLI's in-process mode ------------------------------------------
-
-
-def registry_from_settings() -> Any:
-    from continuity.kernel import settings
-
-    return settings.configured_registry()
-
-
-class CatalogRecorder:
-    """Records a validation in the catalog; a backup the catalog has not seen yet is ingested first
-    (storage is the truth, and the BlobCreated event may simply not have arrived)."""
-
-    def __init__(self, service: Any) -> None:
-        self.service = service
-
-    def record_validation(self, **kwargs: Any) -> Any:
-        from datetime import datetime
-
-        from continuity.catalog.manifest import backup_prefix
-
-        try:
-            return self.service.record_validation(**kwargs)
-        except BackupNotFound:
-            tenant, backup_id = kwargs["tenant"], kwargs["backup_id"]
-            day = datetime.strptime(backup_id[:8], "%Y%m%d")  # backup ids start with their UTC date
-            self.service.ingest_blob(backup_prefix(tenant, backup_id, day) + MANIFEST_FILE, actor="validation")
-            return self.service.record_validation(**kwargs)
-
-
-def open_recording(blobs: Any | None = None, control_dsn: str | None = None) -> tuple[Any, Any, Any]:
-    """(catalog, evidence, publish) for :func:`continuity.validation.service.record_report`."""
-    import uuid
-    from datetime import UTC, datetime
-
-    from continuity.adapters.azure.event_publisher import EventPublisher
-    from continuity.adapters.postgres.catalog_store import open_catalog
-    from continuity.adapters.storage.blob_store import BlobStore
-    from continuity.kernel.events import EventType, make_event
-
-    blobs = blobs or BlobStore()
-    service = open_catalog(control_dsn, blobs, actor="validation")
-
-    def publish(event_type: str, summary: dict[str, Any], head: dict[str, Any] | None) -> None:
-        event = make_event(EventType(event_type), event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, summary["run_id"])),
-                           subject=f"tenants/{summary['tenant']}/backups/{summary['backup_id']}",
-                           at=datetime.now(UTC), tenant=summary["tenant"], chain_head=head,
-                           **{k: v for k, v in summary.items() if k != "tenant"})
-        EventPublisher().publish([event])
-
-    return CatalogRecorder(service), service.evidence, publish
-
-
-def validated_run_ids(control_dsn: str | None = None) -> set[str]:
-    """Run ids of validations the catalog has recorded (``validate-{tenant}-{backup_id}``)."""
-    from continuity.adapters.postgres.connection import connect
-    from continuity.adapters.postgres.control_db import prepare
-
-    with connect(prepare(control_dsn)) as conn:
-        return {str(r[0]) for r in conn.execute("select distinct run_id from catalog.validations")}
-
-
-def validation_history(tenant: str | None = None, limit: int = 1000,
-                       control_dsn: str | None = None) -> list[dict[str, Any]]:
-    """Validation runs, oldest first, with each backup's recorded summary (objectives, verdict)."""
-    import json as jsonlib
-
-    from continuity.adapters.postgres.connection import connect
-    from continuity.adapters.postgres.control_db import prepare
-
-    sql_text = ("select v.tenant, v.backup_id, v.run_id, v.started_at, v.finished_at, v.outcome, b.created_at, "
-                "b.status, b.last_validation from catalog.validations v join catalog.backups b "
-                "using (tenant, backup_id) where (%s::text is null or v.tenant = %s) "
-                "order by v.started_at limit %s")
-    with connect(prepare(control_dsn)) as conn:
-        rows = conn.execute(sql_text, (tenant, tenant, limit)).fetchall()
-    history = []
-    for r in rows:
-        last = r[8] if isinstance(r[8], dict) or r[8] is None else jsonlib.loads(r[8])
-        history.append({"tenant": r[0], "backup_id": r[1], "run_id": r[2], "started_at": r[3],
-                        "finished_at": r[4], "outcome": r[5], "backup_created_at": r[6], "status": r[7],
-                        "summary": last if last and last.get("run_id") == r[2] else None})
-    return history
-
-
-def recoverability(tenant_id: str, control_dsn: str | None = None) -> dict[str, Any]:
-    """The tenant's standing now (see :func:`continuity.validation.service.recoverability`)."""
-    from datetime import UTC, datetime
-
-    from continuity.adapters.postgres.catalog_store import PgCatalogStore
-    from continuity.adapters.postgres.control_db import prepare
-    from continuity.validation.service import recoverability as standing
-
-    registry = registry_from_settings()
-    tenant = registry.get_tenant(tenant_id)
-    store = PgCatalogStore(prepare(control_dsn))
-    entries, _ = store.list_backups(tenant=tenant.id, limit=50)
-    newest = (entries[0].backup_id, entries[0].created_at) if entries else None
-    last = next((dict(e.last_validation) for e in entries if e.last_validation), None)
-    return standing(tenant.id, registry.rto_minutes(tenant), registry.rpo_minutes(tenant), newest, last,
-                    datetime.now(UTC))

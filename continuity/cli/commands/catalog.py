@@ -6,8 +6,9 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from continuity.adapters.postgres.catalog_store import PgCatalogStore, open_catalog
+from continuity.adapters.postgres.catalog_store import PgCatalogStore
 from continuity.catalog.model import BackupStatus, CatalogEntry
+from continuity.catalog.service import open_catalog
 from continuity.cli.output import emit
 from continuity.kernel.errors import InvalidRequest
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from continuity.adapters.local.local_stack import LocalStack, StackStatus
 from continuity.adapters.tools import pgbin
+from continuity.cli import stack
 from continuity.cli.output import emit
 
 
@@ -73,17 +74,17 @@ def _print(args: argparse.Namespace, status: StackStatus) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    return _print(args, LocalStack().up())
+    return _print(args, stack.up(LocalStack()))
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    LocalStack().down()
+    stack.down(LocalStack())
     print("local stack stopped")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    return _print(args, LocalStack().status())
+    return _print(args, stack.status(LocalStack()))
 
 
 def cmd_pg_bin(args: argparse.Namespace) -> int:

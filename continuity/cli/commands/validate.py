@@ -102,8 +102,8 @@ def render_report(report: Any) -> str:
 
 
 def validate_local(tenant: str, backup_id: str | None, sample_rate: float) -> dict[str, Any]:
-    from continuity.adapters.tools.restore_runner import local_ports, open_recording, registry_from_settings
     from continuity.validation.service import record_report, summary_of, validate
+    from continuity.validation.wiring import local_ports, open_recording, registry_from_settings
 
     ports = local_ports(registry_from_settings())
     _progress(f"validating {tenant} in the sandbox …")
@@ -131,7 +131,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_nightly(args: argparse.Namespace) -> int:
     rate = _rate(args.sample_rate)
     if args.local:
-        from continuity.adapters.tools.restore_runner import registry_from_settings
+        from continuity.validation.wiring import registry_from_settings
 
         results = []
         for tenant in registry_from_settings().list_tenants():
@@ -200,8 +200,8 @@ def _finish(args: argparse.Namespace, started: dict[str, Any]) -> int:
 
 
 def gather_sections(tenant: str | None = None) -> list[Any]:
-    from continuity.adapters.tools.restore_runner import recoverability, registry_from_settings, validation_history
     from continuity.validation.report import TenantSection, run_from_history
+    from continuity.validation.wiring import recoverability, registry_from_settings, validation_history
 
     registry = registry_from_settings()
     history = validation_history(tenant)
