@@ -44,6 +44,7 @@ run: setup
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy continuity devhost triggers orchestrations activities function_app.py
+	$(BIN)/lint-imports
 
 test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS)
