@@ -402,17 +402,24 @@ def quoted_etag(etag: object) -> str:
     return text if text.startswith('"') else f'"{text}"'
 
 
+BASELINE_MARGIN = dt.timedelta(seconds=2)
+
+
 class BlobWatcher:
     """Polls Azurite containers and emits ``Microsoft.Storage.BlobCreated`` for new or overwritten blobs.
 
-    The first listing of a container is a baseline (Event Grid emits nothing for blobs that existed
-    before the subscription); what it has seen is kept in a state file, so blobs created while the
-    devhost was down are emitted when it comes back, as Event Grid would deliver them late.
+    Event Grid emits nothing for blobs that existed before the subscription: the first listing of a
+    container takes those as its baseline, judged by their Last-Modified against ``subscribed_at`` (when
+    this watcher was made), not by whether the first listing happened to see them. Blobs written between
+    the host reporting ready and that first listing are therefore still emitted. What it has seen is kept
+    in a state file, so blobs created while the devhost was down are emitted when it comes back, as Event
+    Grid would deliver them late.
     """
 
     def __init__(self, router: EventRouter, containers: list[str], state_file: Path, *,
-                 poll_seconds: float = 2.0) -> None:
+                 poll_seconds: float = 2.0, subscribed_at: dt.datetime | None = None) -> None:
         self.router = router
+        self.subscribed_at = subscribed_at or dt.datetime.now(dt.UTC)
         self.containers = containers
         self.state_file = state_file
         self.poll_seconds = poll_seconds
@@ -472,9 +479,9 @@ class BlobWatcher:
                 blobs = {}
             known: dict[str, str] | None = self._state["containers"].get(container)
             if known is None:
-                self._state["containers"][container] = {name: quoted_etag(b.etag) for name, b in blobs.items()}
+                known = {name: quoted_etag(b.etag) for name, b in blobs.items() if self._before_subscription(b)}
+                self._state["containers"][container] = known
                 self._save()
-                continue
             for name, blob in blobs.items():
                 if known.get(name) == quoted_etag(blob.etag):
                     continue
@@ -487,6 +494,12 @@ class BlobWatcher:
         if emitted:
             self.router.publish("storage", emitted)
         return emitted
+
+    def _before_subscription(self, blob: Any) -> bool:
+        """Whether the blob was last written clearly before the subscription. Last-Modified has one-second
+        resolution: a blob within the margin counts as new (a duplicate event is harmless, a lost one is not)."""
+        modified = blob.last_modified
+        return modified is not None and modified < self.subscribed_at - BASELINE_MARGIN
 
     def _event(self, store: Any, client: Any, container: str, blob: Any) -> dict[str, Any]:
         self._state["sequencer"] = int(self._state.get("sequencer", 0)) + 1

@@ -260,6 +260,53 @@ def test_blob_watcher_emits_a_real_blob_created_event_for_a_new_blob(blob_store:
     assert call[0]["type"] == "EventGridEvent" and call[0]["subject"] == event["subject"]
 
 
+class _Recorder:
+    """Stands in for the host's event router: records what the watcher publishes."""
+
+    def __init__(self) -> None:
+        self.published: list[dict[str, Any]] = []
+
+    def subscriptions_for(self, source: str) -> list[Any]:
+        return [source]
+
+    def publish(self, source: str, events: list[dict[str, Any]]) -> int:
+        self.published.extend(events)
+        return len(events)
+
+
+@pytest.mark.stack
+def test_blob_written_before_the_watchers_first_listing_but_after_the_subscription_is_emitted(
+        blob_store: Any, tmp_path: Path) -> None:
+    # The race that lost the retention e2e's backups: the host answers ready, the test uploads at once, and
+    # the watcher's first listing (its baseline) happened to run after the upload.
+    from devhost.eventgrid import BlobWatcher
+
+    container = f"e2e-race-{uuid.uuid4().hex[:8]}"
+    blob_store.ensure_containers([container])
+    subscribed = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)  # the host started a minute ago
+    name = "acme/2026/01/02/b-1/db.dump"
+    blob_store.upload(container, name, b"\x00" * 10)
+    router = _Recorder()
+    watcher = BlobWatcher(router, [container], tmp_path / "blobwatch.json", subscribed_at=subscribed)  # type: ignore[arg-type]
+    first = watcher.poll(blob_store)
+    assert [e["subject"] for e in first] == [f"/blobServices/default/containers/{container}/blobs/{name}"]
+    assert watcher.poll(blob_store) == []  # seen once, emitted once
+
+
+@pytest.mark.stack
+def test_blob_older_than_the_subscription_is_the_baseline_and_never_emitted(blob_store: Any, tmp_path: Path) -> None:
+    from devhost.eventgrid import BlobWatcher
+
+    container = f"e2e-base-{uuid.uuid4().hex[:8]}"
+    blob_store.ensure_containers([container])
+    blob_store.upload(container, "existing/before.txt", b"was here before the subscription")
+    subscribed = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)  # subscribed well after that write
+    watcher = BlobWatcher(_Recorder(), [container], tmp_path / "blobwatch.json", subscribed_at=subscribed)  # type: ignore[arg-type]
+    assert watcher.poll(blob_store) == []
+    blob_store.upload(container, "existing/before.txt", b"overwritten: a new version is a new BlobCreated")
+    assert [e["subject"].rsplit("/", 2)[-2:] for e in watcher.poll(blob_store)] == [["existing", "before.txt"]]
+
+
 def test_local_topic_helper_gives_publishers_outside_the_devhost_a_working_endpoint(
         devhost: SampleDevhost, monkeypatch: pytest.MonkeyPatch) -> None:
     from devhost import process
