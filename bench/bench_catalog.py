@@ -56,7 +56,7 @@ def registry_file(tenants: list[str], directory: Path) -> Path:
 
 def manifest(tenant: str, backup_id: str, created: datetime, dump: bytes) -> bytes:
     return json.dumps({
-        "format": "continuity.backups.rules-manifest/1", "tenant": tenant, "backup_id": backup_id, "kind": "full",
+        "format": "continuity.backup-manifest/1", "tenant": tenant, "backup_id": backup_id, "kind": "full",
         "created_at": created.isoformat().replace("+00:00", "Z"),
         "completed_at": (created + timedelta(seconds=30)).isoformat().replace("+00:00", "Z"),
         "source": {"server": "weu-primary", "region": "westeurope", "database": tenant.replace("-", "_"),

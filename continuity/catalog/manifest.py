@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from continuity.kernel.tenants import TENANT_ID_PATTERN
 
-MANIFEST_FORMAT = "continuity.backups.rules-manifest/1"
+MANIFEST_FORMAT = "continuity.backup-manifest/1"
 BACKUP_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$"
 BACKUP_ID_RE = re.compile(BACKUP_ID_PATTERN)
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -66,7 +66,7 @@ class Attachments(_Strict):
 
 
 class Manifest(_Strict):
-    format: Literal["continuity.backups.rules-manifest/1"] = "continuity.backups.rules-manifest/1"
+    format: Literal["continuity.backup-manifest/1"] = "continuity.backup-manifest/1"
     tenant: Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
     backup_id: Annotated[str, Field(pattern=BACKUP_ID_PATTERN)]
     kind: Literal["full"] = "full"

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from continuity.kernel.errors import InvalidRequest
 from continuity.kernel.tenants import TENANT_ID_RE, Registry, RetentionPolicy, StorageTier
 
-PLAN_FORMAT = "continuity.retention.planner-plan/1"
+PLAN_FORMAT = "continuity.retention-plan/1"
 
 
 class InvalidRetentionInput(InvalidRequest):

@@ -148,7 +148,7 @@ def take_backup(stack: LocalStack, database: str, tenant: str) -> tuple[bytes, d
         attachment_bytes = int(conn.execute("select coalesce(sum(file_size), 0) from ir_attachment").fetchone()[0])
         version = str(conn.execute("show server_version").fetchone()[0]).split()[0]
     manifest = {
-        "format": "continuity.backups.rules-manifest/1", "tenant": tenant, "backup_id": "", "kind": "full",
+        "format": "continuity.backup-manifest/1", "tenant": tenant, "backup_id": "", "kind": "full",
         "created_at": created.isoformat(), "completed_at": datetime.now(UTC).isoformat(),
         "source": {"server": "weu-primary", "region": "westeurope", "database": database, "pg_version": version},
         "files": [{"name": DUMP_FILE, "role": "database", "sha256": hashlib.sha256(dump).hexdigest(),

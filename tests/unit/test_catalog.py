@@ -52,7 +52,7 @@ def make_manifest(tenant: str = "acme-finance", backup_id: str = "20250301T02000
     """A valid manifest (as JSON) describing ``dump`` (builder, like Barman's build_test_backup_info)."""
     created = datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     raw: dict[str, Any] = {
-        "format": "continuity.backups.rules-manifest/1",
+        "format": "continuity.backup-manifest/1",
         "tenant": tenant,
         "backup_id": backup_id,
         "kind": "full",

@@ -462,7 +462,7 @@ def test_plan_json_is_canonical_and_round_trips() -> None:
     backups = [make_backup(backup_id="new"), make_backup(backup_id="old", days_ago=40)]
     plan = plan_retention(backups, {"acme-finance": policy()}, Holds(), NOW)
     document = json.loads(plan.to_json())
-    assert document["format"] == "continuity.retention.planner-plan/1"
+    assert document["format"] == "continuity.retention-plan/1"
     assert document["now"] == "2026-11-20T03:00:00Z"
     assert document["summary"] == plan.summary()
     assert {"kind", "tenant", "backup_id", "created_at", "reason"} <= set(document["actions"][0])
