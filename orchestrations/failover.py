@@ -16,20 +16,15 @@ from typing import Any
 import azure.durable_functions as df
 
 from activities import failover as steps
-from continuity.approvals.rules import ApprovalRequest, ApprovalState, open_request
-from continuity.failover.rules import FailoverState, FenceResult, StepName, StepRecord, promotion_refusal, timings
+from continuity.approvals.rules import ApprovalState, open_request
+from continuity.failover.rules import MILESTONES, FailoverState, FenceResult, promotion_refusal
 from continuity.kernel.events import EventType
-from orchestrations.approval_gate import await_decision
+from continuity.kernel.steps import StepTiming, timings
+from orchestrations.approval_gate import NotApproved, await_approval
 
 bp = df.Blueprint()
 
 RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=3)
-
-
-def _step_record(raw: dict[str, Any]) -> StepRecord:
-    return StepRecord(step=StepName(raw["step"]), started_at=datetime.fromisoformat(raw["started_at"]),
-                      finished_at=datetime.fromisoformat(raw["finished_at"]), ok=raw["ok"], detail=raw["detail"],
-                      data=raw.get("data", {}))
 
 
 @bp.orchestration_trigger(context_name="context")
@@ -58,9 +53,9 @@ def failover(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dic
 
     def finish(state: FailoverState, reason: str | None, event: EventType,
                approved_at: datetime | None) -> Generator[Any, Any, dict[str, Any]]:
-        records = [_step_record(s) for s in status["steps"]]
+        records = [StepTiming.from_json(s) for s in status["steps"]]
         # The final state is shown last: whoever sees it can rely on the bundle and evidence being written.
-        show(timings=timings(requested_at, approved_at, records, context.current_utc_datetime))
+        show(timings=timings(requested_at, approved_at, records, context.current_utc_datetime, MILESTONES))
         bundle = yield context.call_activity_with_retry(steps.write_failover_bundle, RETRY, {
             "instance_id": iid, "run_id": run_id,
             "bundle": {**status, "state": str(state), "reason": reason, "instance_id": iid}})
@@ -92,27 +87,13 @@ def failover(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dic
                             acknowledgements=pre["required_acknowledgements"])
     show(state=str(FailoverState.AWAITING_APPROVAL))
 
-    def on_status(current: ApprovalRequest) -> None:
-        show(approval=current.to_json())
-
-    def on_refused(current: ApprovalRequest, decision: dict[str, Any], reason: str) -> Generator[Any, Any, None]:
-        who = decision.get("by", {}).get("name", "unknown")
-        yield from record("failover.refused", who, {"reason": reason, "decision": decision, "executed": False},
-                          key=f"refused:{decision.get('id', context.new_uuid())}")
-
-    decided = yield from await_decision(context, approval, on_refused=on_refused, on_status=on_status)
-    if decided.state is ApprovalState.EXPIRED:
-        yield from record("failover.expired", iid, {"expires_at": decided.expires_at.isoformat()})
-        return (yield from finish(FailoverState.EXPIRED, f"no decision before {decided.expires_at.isoformat()}",
-                                  EventType.FAILOVER_EXPIRED, None))
-    decision = decided.decision
-    assert decision is not None
-    if decided.state is ApprovalState.REJECTED:
-        yield from record("failover.rejected", decision.by.name, {"decision": decision.to_json()})
-        return (yield from finish(FailoverState.REJECTED, f"rejected by {decision.by.name}: {decision.comment}",
-                                  EventType.FAILOVER_REJECTED, None))
-    yield from record("failover.approved", decision.by.name, {"decision": decision.to_json()},
-                      EventType.FAILOVER_APPROVED, approved_by=decision.by.name)
+    outcome = yield from await_approval(context, approval, kind="failover", record=record, show=show,
+                                        approved_event=EventType.FAILOVER_APPROVED)
+    if isinstance(outcome, NotApproved):
+        event = (EventType.FAILOVER_EXPIRED if outcome.state is ApprovalState.EXPIRED
+                 else EventType.FAILOVER_REJECTED)
+        return (yield from finish(FailoverState(outcome.state), outcome.reason, event, None))
+    decision = outcome
     show(state=str(FailoverState.EXECUTING))
     acks = sorted(decision.acknowledgements)
     base = {"instance_id": iid, "run_id": run_id, "plan": pre["plan"], "acknowledgements": acks,

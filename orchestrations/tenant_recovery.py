@@ -18,10 +18,11 @@ from typing import Any
 import azure.durable_functions as df
 
 from activities import recovery as steps
-from continuity.approvals.rules import ApprovalRequest, ApprovalState, open_request
+from continuity.approvals.rules import open_request
 from continuity.kernel.events import EventType
-from continuity.recovery.rules import RecoveryState, StepResult, timings
-from orchestrations.approval_gate import await_decision
+from continuity.kernel.steps import StepTiming, timings
+from continuity.recovery.rules import MILESTONES, RecoveryState
+from orchestrations.approval_gate import NotApproved, await_approval
 
 bp = df.Blueprint()
 
@@ -81,8 +82,8 @@ def tenant_recovery(context: df.DurableOrchestrationContext) -> Generator[Any, A
 
     def finish(state: RecoveryState, reason: str | None, event: EventType,
                approved_at: datetime | None) -> Generator[Any, Any, dict[str, Any]]:
-        records = [StepResult.from_json(s) for s in status["steps"]]
-        show(timings=timings(requested_at, approved_at, records, context.current_utc_datetime))
+        records = [StepTiming.from_json(s) for s in status["steps"]]
+        show(timings=timings(requested_at, approved_at, records, context.current_utc_datetime, MILESTONES))
         action = f"recovery.{state.lower()}"
         yield from record(action, iid, {"reason": reason, "timings": status["timings"],
                                         "databases": inp["names"]},
@@ -134,27 +135,11 @@ def tenant_recovery(context: df.DurableOrchestrationContext) -> Generator[Any, A
                             requested_at=context.current_utc_datetime, window_minutes=float(inp["window_minutes"]))
     show(state=str(RecoveryState.AWAITING_APPROVAL))
 
-    def on_status(current: ApprovalRequest) -> None:
-        show(approval=current.to_json())
-
-    def on_refused(current: ApprovalRequest, decision: dict[str, Any], reason: str) -> Generator[Any, Any, None]:
-        who = decision.get("by", {}).get("name", "unknown")
-        yield from record("recovery.refused", who, {"reason": reason, "decision": decision, "executed": False},
-                          key=f"refused:{decision.get('id', context.new_uuid())}")
-
-    decided = yield from await_decision(context, approval, on_refused=on_refused, on_status=on_status)
-    if decided.state is ApprovalState.EXPIRED:
-        yield from record("recovery.expired", iid, {"expires_at": decided.expires_at.isoformat()})
-        return (yield from stop_before_cutover(RecoveryState.EXPIRED,
-                                               f"no decision before {decided.expires_at.isoformat()}", None))
-    decision = decided.decision
-    assert decision is not None
-    if decided.state is ApprovalState.REJECTED:
-        yield from record("recovery.rejected", decision.by.name, {"decision": decision.to_json()})
-        return (yield from stop_before_cutover(RecoveryState.REJECTED,
-                                               f"rejected by {decision.by.name}: {decision.comment}", None))
-    yield from record("recovery.approved", decision.by.name, {"decision": decision.to_json()},
-                      EventType.RECOVERY_APPROVED, approved_by=decision.by.name)
+    outcome = yield from await_approval(context, approval, kind="recovery", record=record, show=show,
+                                        approved_event=EventType.RECOVERY_APPROVED)
+    if isinstance(outcome, NotApproved):
+        return (yield from stop_before_cutover(RecoveryState(outcome.state), outcome.reason, None))
+    decision = outcome
     show(state=str(RecoveryState.CUTTING_OVER))
 
     if drill:

@@ -5,6 +5,8 @@ orchestration's custom status (``{"approval": ApprovalRequest JSON, ...}``), jud
 the pure rules, and on a refusal answer 4xx and record it in the evidence chain. Otherwise raise
 the decision as the external event and wait briefly for the orchestration, which judges it again with
 its replay-safe clock, to take it (or refuse it, e.g. a second approval that lost a race).
+
+``start_workflow(...)``: start the gated orchestration; an instance that already exists is a 409, recorded.
 """
 
 from __future__ import annotations
@@ -107,6 +109,26 @@ async def _wait_taken(client: df.DurableOrchestrationClient, instance: str, deci
         if asyncio.get_running_loop().time() > deadline:
             return "SUBMITTED"  # the orchestration has not run yet; GET the status URL to follow it
         await asyncio.sleep(0.05)
+
+
+async def start_workflow(client: df.DurableOrchestrationClient, orchestration: str, instance: str, payload: Any, *,
+                         kind: str, principal: Principal, conflict: str) -> None:
+    """Start ``orchestration`` as ``instance``; one that already exists is a refusal, answered and recorded.
+
+    The running-check before the start can race another request for the same instance: the host then
+    refuses the second start, and that caller gets the same 409 as if it had seen the first one running.
+
+    :raises Conflict: an instance with that id already exists (``conflict`` is the message); the refusal
+        is recorded in the evidence chain as a ``kind`` refusal by ``principal``.
+    """
+    try:
+        await client.start_new(orchestration, instance, payload)
+    except Exception as exc:  # the client raises a bare Exception carrying the host's answer
+        if "already exists" not in str(exc):
+            raise
+        refused = Conflict(conflict)
+        approval_service.record_refusal(kind, instance, principal.name, str(refused), refused.code)
+        raise refused from exc
 
 
 def runtime_of(status: Any) -> str | None:

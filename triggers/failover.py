@@ -80,16 +80,10 @@ async def request_failover(req: func.HttpRequest, client: df.DurableOrchestratio
     run_id = str(uuid.uuid4())
     request = {"scope": body.scope, "target_region": body.target_region, "reason": body.reason, "drill": body.drill,
                "requested_by": principal.name, "requested_at": datetime.now(UTC).isoformat()}
-    try:
-        await client.start_new("failover", subject, {
-            "run_id": run_id, "request": request, "window_minutes": window,
-            "fence_mode": settings.get("CONTINUITY_FAILOVER_FENCE_MODE")})
-    except Exception as exc:  # the client raises a bare Exception carrying the host's answer
-        if "already exists" not in str(exc):
-            raise
-        conflict = Conflict(f"a failover of scope {body.scope} is already in progress ({subject}); follow it")
-        approval_service.record_refusal("failover", subject, principal.name, str(conflict), conflict.code)
-        raise conflict from exc
+    await approval_http.start_workflow(client, "failover", subject, {
+        "run_id": run_id, "request": request, "window_minutes": window,
+        "fence_mode": settings.get("CONTINUITY_FAILOVER_FENCE_MODE")}, kind="failover", principal=principal,
+        conflict=f"a failover of scope {body.scope} is already in progress ({subject}); follow it")
     url = f"/api/failovers/{subject}"
     return json_response({"id": subject, "run_id": run_id, "state": "PREFLIGHT", "status_url": url}, status=202,
                          headers={"Location": url})

@@ -21,7 +21,7 @@ from continuity.approvals import service as approval_service
 from continuity.approvals.rules import Verdict
 from continuity.catalog.manifest import BACKUP_ID_PATTERN
 from continuity.kernel import settings
-from continuity.kernel.errors import Conflict, ContinuityError
+from continuity.kernel.errors import ContinuityError
 from continuity.kernel.identity import Principal, Role, require_role, require_tenant
 from continuity.kernel.tenants import TENANT_ID_PATTERN
 from continuity.recovery import service as recovery_service
@@ -104,16 +104,10 @@ async def request_recovery(req: func.HttpRequest, client: df.DurableOrchestratio
                "before": body.before.isoformat() if body.before else None, "reason": body.reason, "drill": body.drill,
                "requested_by": principal.name, "requested_at": now.isoformat()}
     planned = recovery_service.plan(tenant.id, now, run_id, backup_id)
-    try:
-        await client.start_new("tenant_recovery", subject, {
-            "run_id": run_id, "request": request, "names": planned["names"], "marker": planned["marker"],
-            "window_minutes": window})
-    except Exception as exc:  # the client raises a bare Exception carrying the host's answer
-        if "already exists" not in str(exc):
-            raise
-        conflict = Conflict(f"a recovery of {tenant.id} is already running ({subject}); follow it")
-        approval_service.record_refusal("recovery", subject, principal.name, str(conflict), conflict.code)
-        raise conflict from exc
+    await approval_http.start_workflow(client, "tenant_recovery", subject, {
+        "run_id": run_id, "request": request, "names": planned["names"], "marker": planned["marker"],
+        "window_minutes": window}, kind="recovery", principal=principal,
+        conflict=f"a recovery of {tenant.id} is already running ({subject}); follow it")
     url = _status_url(subject)
     return json_response({"id": subject, "run_id": run_id, "state": "PICKING", "status_url": url,
                           "backup_id": backup_id, "choice": chosen["choice"], "databases": planned["names"]},

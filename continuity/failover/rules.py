@@ -19,6 +19,7 @@ from typing import Any
 
 from continuity.approvals.rules import Acknowledgement
 from continuity.kernel.errors import Conflict, InvalidRequest
+from continuity.kernel.steps import Milestones
 from continuity.kernel.tenants import REGION_PATTERN, TENANT_ID_RE, Registry, Tenant
 
 PLATFORM_SCOPE = "platform"
@@ -364,34 +365,5 @@ def drill_refusal(target_host: str, target_tcp: bool, live_hosts: Sequence[str])
     return None
 
 
-@dataclass(frozen=True)
-class StepRecord:
-    step: StepName
-    started_at: datetime
-    finished_at: datetime
-    ok: bool
-    detail: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def seconds(self) -> float:
-        return (self.finished_at - self.started_at).total_seconds()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"step": str(self.step), "started_at": self.started_at.isoformat(),
-                "finished_at": self.finished_at.isoformat(), "seconds": round(self.seconds, 3), "ok": self.ok,
-                "detail": self.detail, "data": self.data}
-
-
-def timings(requested_at: datetime, approved_at: datetime | None, steps: Sequence[StepRecord],
-            finished_at: datetime | None) -> dict[str, float | None]:
-    """Seconds per phase: approval wait, each step, approval→writable (through promote), and total."""
-    out: dict[str, float | None] = {
-        "approval_wait": (approved_at - requested_at).total_seconds() if approved_at else None}
-    for s in steps:
-        out[str(s.step)] = round(s.seconds, 3)
-    promote = next((s for s in steps if s.step is StepName.PROMOTE and s.ok), None)
-    out["approval_to_writable"] = (round((promote.finished_at - approved_at).total_seconds(), 3)
-                                   if promote and approved_at else None)
-    out["total"] = round((finished_at - requested_at).total_seconds(), 3) if finished_at else None
-    return out
+# The first successful promote makes the target writable again; a failover reports no outage of its own.
+MILESTONES = Milestones(live_key="approval_to_writable", live_step=StepName.PROMOTE)

@@ -21,12 +21,13 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from continuity.kernel.errors import Conflict, ContinuityError, InvalidRequest
+from continuity.kernel.steps import Milestones
 
 MAX_REASON_CHARS = 1000
 PG_IDENTIFIER_MAX = 63
@@ -460,43 +461,6 @@ def resting_refusal(obs: CutoverObservation) -> str | None:
 # ---- timings --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StepResult:
-    step: StepName
-    started_at: datetime
-    finished_at: datetime
-    ok: bool
-    detail: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def seconds(self) -> float:
-        return (self.finished_at - self.started_at).total_seconds()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"step": str(self.step), "started_at": self.started_at.isoformat(),
-                "finished_at": self.finished_at.isoformat(), "seconds": round(self.seconds, 3), "ok": self.ok,
-                "detail": self.detail, "data": self.data}
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> StepResult:
-        return cls(step=StepName(raw["step"]), started_at=datetime.fromisoformat(raw["started_at"]),
-                   finished_at=datetime.fromisoformat(raw["finished_at"]), ok=bool(raw["ok"]),
-                   detail=str(raw["detail"]), data=dict(raw.get("data", {})))
-
-
-def timings(requested_at: datetime, approved_at: datetime | None, steps: Sequence[StepResult],
-            finished_at: datetime | None) -> dict[str, float | None]:
-    """Seconds per phase: request→approval wait, each step, approval→live again (through reopen), total."""
-    out: dict[str, float | None] = {
-        "approval_wait": round((approved_at - requested_at).total_seconds(), 3) if approved_at else None}
-    for s in steps:
-        out[str(s.step)] = round((out.get(str(s.step)) or 0.0) + s.seconds, 3)
-    reopen = next((s for s in steps if s.step is StepName.REOPEN and s.ok), None)
-    fence = next((s for s in steps if s.step is StepName.FENCE), None)
-    out["approval_to_live"] = (round((reopen.finished_at - approved_at).total_seconds(), 3)
-                               if reopen and approved_at else None)
-    out["tenant_unavailable"] = (round((reopen.finished_at - fence.started_at).total_seconds(), 3)
-                                 if reopen and fence else None)
-    out["total"] = round((finished_at - requested_at).total_seconds(), 3) if finished_at else None
-    return out
+# Approval → live again ends with the first successful reopen; the tenant is unavailable from the fence's start.
+MILESTONES = Milestones(live_key="approval_to_live", live_step=StepName.REOPEN, outage_key="tenant_unavailable",
+                        outage_from=StepName.FENCE)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from continuity.failover.rules import (
+    MILESTONES,
     BackupObservation,
     FailoverPlan,
     FenceResult,
@@ -17,7 +18,6 @@ from continuity.failover.rules import (
     PrimaryObservation,
     ReplicaObservation,
     StepName,
-    StepRecord,
     assess_preflight,
     drill_refusal,
     failover_refusal,
@@ -25,10 +25,10 @@ from continuity.failover.rules import (
     plan_failover,
     plan_steps,
     promotion_refusal,
-    timings,
     validate_scope,
 )
 from continuity.kernel.errors import Conflict, InvalidRequest, UnknownTenant
+from continuity.kernel.steps import StepTiming, timings
 from continuity.kernel.tenants import Registry, load_registry
 
 REGISTRY_FILE = Path(__file__).resolve().parents[2] / "config" / "tenants.yaml"
@@ -197,7 +197,7 @@ def test_drill_target_that_is_a_live_server_refused() -> None:
 
 def test_timings_report_approval_wait_steps_and_approval_to_writable() -> None:
     approved = T0 + timedelta(seconds=60)
-    steps = [StepRecord(StepName.FENCE, approved, approved + timedelta(seconds=1), True, ""),
-             StepRecord(StepName.PROMOTE, approved + timedelta(seconds=1), approved + timedelta(seconds=3), True, "")]
-    out = timings(T0, approved, steps, approved + timedelta(seconds=5))
+    steps = [StepTiming(StepName.FENCE, approved, approved + timedelta(seconds=1), True, ""),
+             StepTiming(StepName.PROMOTE, approved + timedelta(seconds=1), approved + timedelta(seconds=3), True, "")]
+    out = timings(T0, approved, steps, approved + timedelta(seconds=5), MILESTONES)
     assert out == {"approval_wait": 60.0, "fence": 1.0, "promote": 2.0, "approval_to_writable": 3.0, "total": 65.0}

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from continuity.kernel.errors import Conflict, ContinuityError, InvalidRequest
+from continuity.kernel.steps import StepTiming, timings
 from continuity.recovery.rules import (
+    MILESTONES,
     STAGED_NAME_RE,
     BackupCandidate,
     CutoverAction,
@@ -21,7 +23,6 @@ from continuity.recovery.rules import (
     DatabaseState,
     RecoveryRefused,
     StepName,
-    StepResult,
     TableFacts,
     choose_backup,
     cutover_position,
@@ -33,7 +34,6 @@ from continuity.recovery.rules import (
     recovery_refusal,
     resting_refusal,
     summarize_data_loss,
-    timings,
 )
 
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
@@ -329,11 +329,11 @@ def test_sessions_still_on_the_original_after_reopen_are_two_writers() -> None:
 
 
 def test_timings_split_request_approval_and_steps() -> None:
-    def step(name: StepName, start: float, end: float) -> StepResult:
-        return StepResult(name, T0 + timedelta(seconds=start), T0 + timedelta(seconds=end), True, "")
+    def step(name: StepName, start: float, end: float) -> StepTiming:
+        return StepTiming(name, T0 + timedelta(seconds=start), T0 + timedelta(seconds=end), True, "")
 
     steps = [step(StepName.STAGE, 0, 5), step(StepName.CHECKS, 5, 7), step(StepName.FENCE, 20, 20.5),
              step(StepName.SWAP, 20.5, 21), step(StepName.REOPEN, 21, 21.25), step(StepName.VERIFY, 21.25, 22)]
-    out = timings(T0, T0 + timedelta(seconds=19), steps, T0 + timedelta(seconds=23))
+    out = timings(T0, T0 + timedelta(seconds=19), steps, T0 + timedelta(seconds=23), MILESTONES)
     assert out["approval_wait"] == 19 and out["stage"] == 5 and out["swap"] == 0.5
     assert out["approval_to_live"] == 2.25 and out["tenant_unavailable"] == 1.25 and out["total"] == 23

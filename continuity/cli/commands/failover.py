@@ -17,9 +17,8 @@ import urllib.request
 from typing import Any
 
 from continuity.cli.output import emit
+from continuity.cli.workflow_status import TERMINAL, exit_code, render_workflow
 from continuity.kernel.errors import ContinuityError, ServerUnavailable
-
-TERMINAL = {"COMPLETED", "FAILED", "REJECTED", "EXPIRED", "REFUSED"}
 
 
 class HttpRefused(ContinuityError):
@@ -128,33 +127,17 @@ def _wait(args: argparse.Namespace, instance: str, until: set[str], timeout: flo
 
 
 def render(body: dict[str, Any]) -> str:
-    lines = [f"{body.get('id')}: {body.get('state')}" + (f" ({body['reason']})" if body.get("reason") else "")]
     request = body.get("request") or {}
-    if request:
-        lines.append(f"  requested by {request.get('requested_by')}: {request.get('scope')} -> "
-                     f"{request.get('target_region')}{' (drill)' if request.get('drill') else ''}: "
-                     f"{request.get('reason')}")
+    lines: list[str] = []
     for finding in body.get("preflight") or []:
         lines.append(f"  [{finding['status']:<4}] {finding['detail']}")
     approval = body.get("approval") or {}
     if approval.get("required_acknowledgements"):
         lines.append(f"  approval requires --ack {' --ack '.join(approval['required_acknowledgements'])}")
-    if approval.get("expires_at") and approval.get("state") == "PENDING":
-        lines.append(f"  approval window closes {approval['expires_at']}")
-    for step in body.get("steps") or []:
-        mark = "ok " if step["ok"] else "FAIL"
-        lines.append(f"  {step['step']:<8} {mark} {step['seconds']:>7.3f}s  {step['detail']}")
-    timings = body.get("timings") or {}
-    if timings.get("approval_to_writable") is not None:
-        lines.append(f"  approval -> writable {timings['approval_to_writable']:.3f}s, total {timings.get('total')}s")
-    head = body.get("chain_head")
-    if head:
-        lines.append(f"  evidence chain head: seq {head['seq']} {head['hash'][:16]}…")
-    return "\n".join(lines)
-
-
-def _exit_code(body: dict[str, Any]) -> int:
-    return 1 if body.get("state") in ("FAILED", "REFUSED") else 0
+    return render_workflow(body, f"{request.get('scope')} -> {request.get('target_region')}", lines,
+                           live_key="approval_to_writable",
+                           timing=lambda t: f"approval -> writable {t['approval_to_writable']:.3f}s, "
+                                            f"total {t.get('total')}s")
 
 
 def cmd_request(args: argparse.Namespace) -> int:
@@ -165,7 +148,7 @@ def cmd_request(args: argparse.Namespace) -> int:
         body = _wait(args, accepted["id"], TERMINAL | {"AWAITING_APPROVAL"})
     emit(args, body, render(body) if args.wait else f"{accepted['id']} requested; follow it with "
          f"`continuity failover status {accepted['id']} --user {args.user}`")
-    return _exit_code(body)
+    return exit_code(body)
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
@@ -173,13 +156,13 @@ def cmd_decide(args: argparse.Namespace) -> int:
                   {"comment": args.comment, "acknowledge": args.ack})
     body = _wait(args, args.id, TERMINAL) if args.wait else answer
     emit(args, body, render(body) if args.wait else f"{args.id}: {args.verdict} accepted ({answer.get('state')})")
-    return _exit_code(body)
+    return exit_code(body)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     body = _wait(args, args.id, TERMINAL) if args.wait else call(args, "GET", f"/api/failovers/{args.id}")
     emit(args, body, render(body))
-    return _exit_code(body)
+    return exit_code(body)
 
 
 def cmd_seed_credentials(args: argparse.Namespace) -> int:

@@ -15,9 +15,8 @@ from typing import Any
 
 from continuity.cli.commands.failover import call, wait_for_state
 from continuity.cli.output import emit
+from continuity.cli.workflow_status import TERMINAL, exit_code, render_workflow
 from continuity.kernel.errors import InvalidRequest
-
-TERMINAL = {"COMPLETED", "FAILED", "REJECTED", "EXPIRED", "REFUSED"}
 
 
 def register(sub: Any) -> None:
@@ -50,35 +49,18 @@ def _wait(args: argparse.Namespace, until: set[str], timeout: float = 3600) -> d
 
 
 def render(body: dict[str, Any]) -> str:
-    lines = [f"{body.get('id')}: {body.get('state')}" + (f" ({body['reason']})" if body.get("reason") else "")]
     request = body.get("request") or {}
-    if request:
-        lines.append(f"  requested by {request.get('requested_by')}: back to {request.get('backup_id')} "
-                     f"({request.get('choice')}){' (drill)' if request.get('drill') else ''}: {request.get('reason')}")
+    lines: list[str] = []
     names = body.get("databases") or {}
     if names:
         lines.append(f"  live {names.get('live')}, staged {names.get('staged')}, kept as {names.get('pre_recovery')}")
     loss = body.get("data_loss") or {}
     if loss.get("summary"):
         lines.append(f"  data loss: {loss['summary']}")
-    approval = body.get("approval") or {}
-    if approval.get("expires_at") and approval.get("state") == "PENDING":
-        lines.append(f"  approval window closes {approval['expires_at']}")
-    for step in body.get("steps") or []:
-        mark = "ok " if step["ok"] else "FAIL"
-        lines.append(f"  {step['step']:<8} {mark} {step['seconds']:>7.3f}s  {step['detail']}")
-    timings = body.get("timings") or {}
-    if timings.get("approval_to_live") is not None:
-        lines.append(f"  approval -> live again {timings['approval_to_live']:.3f}s, tenant unavailable "
-                     f"{timings.get('tenant_unavailable')}s, total {timings.get('total')}s")
-    head = body.get("chain_head")
-    if head:
-        lines.append(f"  evidence chain head: seq {head['seq']} {head['hash'][:16]}…")
-    return "\n".join(lines)
-
-
-def _exit_code(body: dict[str, Any]) -> int:
-    return 1 if body.get("state") in ("FAILED", "REFUSED") else 0
+    return render_workflow(body, f"back to {request.get('backup_id')} ({request.get('choice')})", lines,
+                           live_key="approval_to_live",
+                           timing=lambda t: f"approval -> live again {t['approval_to_live']:.3f}s, tenant unavailable "
+                                            f"{t.get('tenant_unavailable')}s, total {t.get('total')}s")
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -96,13 +78,13 @@ def cmd_recover(args: argparse.Namespace) -> int:
         emit(args, shown, render(shown) if args.wait else
              f"{accepted['id']} requested (back to {accepted.get('backup_id')}); follow it with "
              f"`continuity recover {args.tenant} --status --user {args.user}`")
-        return _exit_code(shown)
+        return exit_code(shown)
     if args.verb in ("approve", "reject"):
         answer = call(args, "POST", f"/api/recoveries/{instance}/{args.verb}",
                       {"comment": args.comment, "acknowledge": []})
         shown = _wait(args, TERMINAL) if args.wait else answer
         emit(args, shown, render(shown) if args.wait else f"{instance}: {args.verb} accepted ({answer.get('state')})")
-        return _exit_code(shown)
+        return exit_code(shown)
     shown = _wait(args, TERMINAL) if args.wait else call(args, "GET", f"/api/tenants/{args.tenant}/recoveries/current")
     emit(args, shown, render(shown))
-    return _exit_code(shown)
+    return exit_code(shown)
