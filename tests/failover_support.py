@@ -20,6 +20,7 @@ import psycopg
 from continuity.adapters.local.local_stack import LocalStack
 from continuity.kernel.settings import LocalStackSettings
 from devhost import process
+from tests.waiting import wait_until
 
 ACK = ["no_validated_backup"]  # a throwaway stack's catalog has no validated backup: approvers must say so
 
@@ -126,17 +127,20 @@ class Host:
     def kill(self) -> None:
         """SIGKILL the devhost and everything it started: no cleanup, no goodbye."""
         assert self.pid is not None
-        os.killpg(self.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        pid = self.pid
+        os.killpg(pid, signal.SIGKILL)
+
+        def gone() -> bool:
             try:
-                os.kill(self.pid, 0)
+                os.kill(pid, 0)
             except OSError:
-                break
-            with_zombie = Path(f"/proc/{self.pid}/stat")
+                return True
+            with_zombie = Path(f"/proc/{pid}/stat")
             if with_zombie.exists() and " Z " in with_zombie.read_text():
-                os.waitpid(self.pid, os.WNOHANG)
-            time.sleep(0.05)
+                os.waitpid(pid, os.WNOHANG)
+            return False
+
+        wait_until(gone, timeout=10, what=f"the killed devhost {pid} gone", interval=0.05)
 
     @property
     def function_key(self) -> str:
@@ -173,15 +177,17 @@ class Host:
         return dict(body)
 
     def wait_state(self, instance: str, *states: str, timeout: float = 90) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
+        last: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
             try:
                 body = self.status(instance)
-            except (OSError, http.client.HTTPException):
-                time.sleep(0.2)
-                continue
-            if body.get("state") in states:
-                return body
-            time.sleep(0.1)
-        raise AssertionError(f"{instance} never reached {states}: {json.dumps(body)[:2000]}")
+            except (OSError, http.client.HTTPException):  # the host is restarting
+                return None
+            last.update(body)
+            return body if body.get("state") in states else None
+
+        try:
+            return wait_until(reached, timeout=timeout, what=f"{instance} reaching {states}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last status: {json.dumps(last)[:2000]}") from None

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +83,3 @@ class SampleDevhost:
 
     def log_text(self) -> str:
         return (self.dir / "devhost.log").read_text(errors="replace")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15, interval: float = 0.1) -> Any:
-    """Poll until ``predicate()`` is truthy; return its value or fail naming the timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")

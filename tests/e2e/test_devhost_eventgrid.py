@@ -16,7 +16,9 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient
 
-from tests.e2e.devhost_support import PORT_BASE, SampleDevhost, wait_for
+from devhost.eventgrid import BASELINE_MARGIN
+from tests.e2e.devhost_support import PORT_BASE, SampleDevhost
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.devhost
 TOPIC_TYPES = ["continuity.test.published", "continuity.test.flaky"]
@@ -170,10 +172,11 @@ def test_topic_accepts_an_sdk_publish_and_delivers_it_to_the_subscribed_trigger(
                            data={"tenant": "acme"}, data_version="1.0")
     with publisher(devhost) as client:
         client.send([event])
-    call = wait_for(lambda: [c for c in devhost.calls("on_event") if c["id"] == str(event.id)], timeout=10)[0]
+    call = wait_until(lambda: [c for c in devhost.calls("on_event") if c["id"] == str(event.id)], timeout=10,
+                      what="on_event called with the event")[0]
     assert call["type"] == "EventGridEvent" and call["subject"] == "tenants/acme/backups/b1"
     assert call["data"] == {"tenant": "acme"} and call["topic"].endswith("/Microsoft.EventGrid/topics/continuity")
-    logged = wait_for(lambda: deliveries(devhost, str(event.id)))
+    logged = wait_until(lambda: deliveries(devhost, str(event.id)), timeout=15, what="the delivery logged")
     assert [(e["subscription"], e["function"], e["attempt"], e["outcome"]) for e in logged] == [
         ("custom-to-on-event", "on_event", 1, "delivered")]
 
@@ -182,7 +185,8 @@ def test_topic_accepts_a_cloud_event_publish_and_delivers_a_cloud_event(devhost:
     event = CloudEvent(source="/continuity/control-plane", type="continuity.test.published", data={"x": 1})
     with publisher(devhost) as client:
         client.send(event)
-    call = wait_for(lambda: [c for c in devhost.calls("on_event") if c["id"] == str(event.id)], timeout=10)[0]
+    call = wait_until(lambda: [c for c in devhost.calls("on_event") if c["id"] == str(event.id)], timeout=10,
+                      what="on_event called with the event")[0]
     assert call["type"] == "CloudEvent" and call["source"] == "/continuity/control-plane"
 
 
@@ -205,8 +209,8 @@ def test_failed_deliveries_are_retried_with_backoff_and_every_attempt_is_logged(
                            data_version="1.0")
     with publisher(devhost) as client:
         client.send(event)
-    logged = wait_for(lambda: (d := deliveries(devhost, str(event.id))) and d[-1]["outcome"] == "delivered" and d,
-                      timeout=15)
+    logged = wait_until(lambda: (d := deliveries(devhost, str(event.id))) and d[-1]["outcome"] == "delivered" and d,
+                        timeout=15, what="the event delivered after its retries")
     assert [(e["attempt"], e["outcome"]) for e in logged] == [(1, "failed"), (2, "failed"), (3, "delivered")]
     assert [e.get("retryInSeconds") for e in logged[:2]] == [0.5, 1.0]
     assert "failing attempt 1" not in logged[0]["error"]  # the caller-facing error names no user detail
@@ -218,7 +222,7 @@ def test_events_no_subscription_wants_are_logged_as_unrouted_and_invoke_nothing(
     event = EventGridEvent(subject="s", event_type="continuity.test.unwanted", data={}, data_version="1")
     with publisher(devhost) as client:
         client.send(event)
-    logged = wait_for(lambda: deliveries(devhost, str(event.id)))
+    logged = wait_until(lambda: deliveries(devhost, str(event.id)), timeout=15, what="the delivery logged")
     assert [e["outcome"] for e in logged] == ["unrouted"]
     assert not [c for c in devhost.calls("on_event") if c["id"] == str(event.id)]
 
@@ -229,6 +233,11 @@ def test_blob_watcher_emits_a_real_blob_created_event_for_a_new_blob(blob_store:
     container = f"e2e-watch-{uuid.uuid4().hex[:8]}"
     blob_store.ensure_containers([container])
     blob_store.upload(container, "existing/before.txt", b"was here before the subscription")
+    # The watcher counts a blob written within BASELINE_MARGIN of its start as new (Last-Modified has one-second
+    # resolution): start it only once this blob is clearly older than that.
+    before = blob_store.container(container).get_blob_client("existing/before.txt").get_blob_properties()
+    wait_until(lambda: dt.datetime.now(dt.UTC) > before.last_modified + BASELINE_MARGIN, timeout=10,
+               what="the pre-existing blob older than the watcher's baseline margin")
     subscriptions = [{"name": "backups-created", "source": "storage", "function": "on_event",
                       "includedEventTypes": ["Microsoft.Storage.BlobCreated"],
                       "subjectBeginsWith": f"/blobServices/default/containers/{container}/blobs/"}]
@@ -236,11 +245,11 @@ def test_blob_watcher_emits_a_real_blob_created_event_for_a_new_blob(blob_store:
                          CONTINUITY_DEVHOST_WATCHED_CONTAINERS=container, CONTINUITY_DEVHOST_BLOB_POLL_SECONDS="0.3")
     host.start()
     try:
-        wait_for(lambda: (host.dir / "blobwatch.json").exists(), timeout=10)  # baseline taken
+        wait_until(lambda: (host.dir / "blobwatch.json").exists(), timeout=10, what="the watcher's baseline taken")
         name = "acme/2026/01/02/b-1/db.dump"
         blob_store.upload(container, name, b"\x00" * 1234)
         props = blob_store.container(container).get_blob_client(name).get_blob_properties()
-        call = wait_for(lambda: host.calls("on_event"), timeout=15)
+        call = wait_until(lambda: host.calls("on_event"), timeout=15, what="on_event called for the new blob")
         assert len(call) == 1, "the blob that existed before the subscription must not be emitted"
         event = next(e["event"] for e in host.events_log() if e["outcome"] == "delivered")
     finally:
@@ -317,4 +326,5 @@ def test_local_topic_helper_gives_publishers_outside_the_devhost_a_working_endpo
                            data_version="1.0")
     with EventGridPublisherClient(endpoint, AzureKeyCredential(key), retry_total=0) as client:
         client.send(event)
-    wait_for(lambda: [c for c in devhost.calls("on_event") if c["id"] == str(event.id)], timeout=10)
+    wait_until(lambda: [c for c in devhost.calls("on_event") if c["id"] == str(event.id)], timeout=10,
+               what="on_event called with the event")

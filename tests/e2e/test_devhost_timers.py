@@ -12,7 +12,8 @@ import pytest
 from continuity.cli import main as cli
 from continuity.kernel.errors import ConfigError
 from devhost.timers import Schedule
-from tests.e2e.devhost_support import PORT_BASE, YEARLY_TIMER_SCHEDULE, SampleDevhost, wait_for
+from tests.e2e.devhost_support import PORT_BASE, YEARLY_TIMER_SCHEDULE, SampleDevhost
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.devhost
 
@@ -27,7 +28,7 @@ def ticking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SampleDevhost]
 
 
 def test_timer_fires_on_its_schedule_resolved_from_an_app_setting(ticking: SampleDevhost) -> None:
-    ticks = wait_for(lambda: (t := ticking.calls("tick")) and len(t) >= 3 and t, timeout=10)
+    ticks = wait_until(lambda: (t := ticking.calls("tick")) and len(t) >= 3 and t, timeout=10, what="three ticks")
     assert all(t["type"] == "TimerRequest" and t["past_due"] is False for t in ticks)
     nexts = [dt.datetime.fromisoformat(t["status"]["Next"].replace("Z", "+00:00")) for t in ticks[:3]]
     # An every-second schedule: each invocation's Next is one second after the previous one's.
@@ -43,7 +44,7 @@ def test_admin_api_fires_a_timer_now_only_with_the_master_key(ticking: SampleDev
     status, _ = ticking.json("POST", "/admin/functions/yearly", {"input": None},
                              headers={"x-functions-key": ticking.keys["masterKey"]})
     assert status == 202
-    fired = wait_for(lambda: ticking.calls("yearly"), timeout=5)
+    fired = wait_until(lambda: ticking.calls("yearly"), timeout=5, what="the yearly timer fired by the admin API")
     assert fired[0]["type"] == "TimerRequest" and fired[0]["past_due"] is False
 
 
@@ -56,7 +57,7 @@ def test_trigger_timer_command_fires_a_timer_through_the_admin_api(ticking: Samp
     assert code == 0
     assert json.loads(capsys.readouterr().out) == {"function": "yearly", "accepted": True,
                                                   "schedule": YEARLY_TIMER_SCHEDULE}
-    wait_for(lambda: len(ticking.calls("yearly")) > before, timeout=5)
+    wait_until(lambda: len(ticking.calls("yearly")) > before, timeout=5, what="the yearly timer fired by the CLI")
 
 
 def test_trigger_timer_command_refuses_a_function_that_is_not_a_timer(ticking: SampleDevhost,
@@ -86,7 +87,7 @@ def test_missed_occurrence_fires_past_due_at_startup_and_bad_schedule_disables_o
         {"yearly": {"Last": "", "Next": missed, "LastUpdated": missed, "Schedule": YEARLY_TIMER_SCHEDULE}}))
     host.start()
     try:
-        fired = wait_for(lambda: host.calls("yearly"), timeout=5)
+        fired = wait_until(lambda: host.calls("yearly"), timeout=5, what="the past-due yearly timer fired at start")
         assert fired[0]["past_due"] is True
         status, body = host.json("GET", "/admin/host/status", headers={"x-functions-key": host.keys["masterKey"]})
         tick = next(f for f in body["functions"] if f["name"] == "tick")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from continuity.catalog.model import BackupStatus
 from continuity.kernel.identity import Role
 from devhost import process
 from tests.unit.test_catalog import make_manifest
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.devhost]
 
@@ -102,16 +102,6 @@ class Api:
             conn.close()
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not reached within {timeout}s")
-
-
 @pytest.fixture(scope="module")
 def world(stack: LocalStack, blob_store: BlobStore) -> Iterator[tuple[Api, str]]:
     with connect(stack.dsn("control")) as conn:
@@ -181,8 +171,8 @@ def seeded(world: tuple[Api, str], blob_store: BlobStore) -> tuple[Api, str]:
     api, dsn = world
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda job: _put(blob_store, *job), [(t, d) for t in TENANTS for d in DAYS]))
-    _wait(lambda: _available(dsn) == {t: len(DAYS) for t in TENANTS}, 420,
-          f"{len(TENANTS) * len(DAYS)} backups cataloged through BlobCreated")
+    wait_until(lambda: _available(dsn) == {t: len(DAYS) for t in TENANTS}, timeout=420,
+               what=f"{len(TENANTS) * len(DAYS)} backups cataloged through BlobCreated", interval=0.5)
     return api, dsn
 
 
@@ -221,8 +211,8 @@ def test_ninety_days_plan_apply_audit_leaves_exactly_the_policy_in_storage(
     status, started = api.call("POST", "/api/admin/retention/apply", {"as_of": AS_OF}, admin=True, user="olivia")
     assert status == 202, started
     assert started["instance_id"] == "retention-20260331"
-    run = _wait(lambda: (r := api.call("GET", started["status_url"])[1])["runtime_status"] in (
-        "Completed", "Failed") and r, 240, "the retention run to end")
+    run = wait_until(lambda: (r := api.call("GET", started["status_url"])[1])["runtime_status"] in (
+        "Completed", "Failed") and r, timeout=240, what="the retention run to end", interval=0.5)
     assert run["runtime_status"] == "Completed", run
     assert run["run"]["state"] == "completed" and run["run"]["requested_by"] == "olivia"
     assert run["run"]["summary"]["not_done_count"] == 0

@@ -30,6 +30,7 @@ from continuity.cli import main as cli
 from continuity.kernel.errors import DatabaseMissing, InvalidRequest, StoreUnavailable, UnknownTenant
 from continuity.kernel.tenants import Registry
 from continuity.validation.odoo.schema import LEDGER_MOVES_SQL, LEDGER_TOTALS_SQL, fold_ledger
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +76,15 @@ def clean_backups(blob_store: BlobStore, world: dict[str, Any]) -> Iterator[None
     for name in blobs(blob_store, world["tenant"]):
         blob_store.delete("backups", name)
     yield
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie waiting to be reaped has stopped running)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
 
 
 def fake_pg_dump(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
@@ -124,36 +134,54 @@ def test_backup_stores_dump_and_manifest_that_agree_with_the_blob_and_the_databa
 def test_manifest_counts_and_dump_come_from_one_snapshot_despite_concurrent_writes(
         stack: LocalStack, blob_store: BlobStore, world: dict[str, Any], clean_backups: None, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    # pg_dump starts two seconds after the snapshot is exported; a partner committed meanwhile
-    # must be in neither the dump nor the manifest's counts.
+    # A partner committed after the snapshot is exported and before pg_dump starts must be in neither the
+    # dump nor the manifest's counts. The pg_dump wrapper announces that it was started (the snapshot is
+    # exported by then) and holds the real pg_dump back until the test has committed its write.
     pg_restore = pgbin.tool("pg_restore")
-    fake_pg_dump(tmp_path, monkeypatch, 'sleep 2\nexec "$REAL" "$@"')
+    started, go = tmp_path / "pg_dump-started", tmp_path / "write-committed"
+    fake_pg_dump(tmp_path, monkeypatch, "\n".join([
+        f"touch '{started}'",
+        f"for _ in $(seq 1200); do [ -e '{go}' ] && break; sleep 0.05; done",  # a 60 s deadline on the test
+        f"[ -e '{go}' ] || {{ echo 'pg_dump wrapper: the test never committed its write' >&2; exit 97; }}",
+        'exec "$REAL" "$@"',
+    ]))
     dsn = stack.dsn("primary", world["database"])
     with psycopg.connect(dsn, autocommit=True) as conn:
         before = conn.execute("select count(*) from res_partner").fetchone()[0]
+    failures: list[BaseException] = []
 
     def write_meanwhile() -> None:
-        time.sleep(1)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("insert into res_partner (name, type, active) values ('Concurrent Writer BV', 'contact', "
-                         "true)")
+        try:
+            wait_until(started.exists, timeout=60, what="take_backup starting pg_dump")
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("insert into res_partner (name, type, active) values ('Concurrent Writer BV', "
+                             "'contact', true)")
+        except BaseException as exc:  # handed to the test thread, which fails with it
+            failures.append(exc)
+        finally:
+            go.touch()
 
     writer = threading.Thread(target=write_meanwhile)
     writer.start()
     try:
-        stored = take_backup(world["registry"], world["tenant"], store=blob_store)
+        try:
+            stored = take_backup(world["registry"], world["tenant"], store=blob_store)
+        finally:
+            writer.join()
+        assert failures == []
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("select count(*) from res_partner").fetchone()[0] == before + 1  # it was written
+        manifest = Manifest.model_validate_json(blob_store.download("backups", stored.manifest))
+        assert manifest.row_counts["res_partner"] == before
+        dump = tmp_path / "db.dump"
+        dump.write_bytes(blob_store.download("backups", stored.dump))
+        sql = subprocess.run([pg_restore, "--data-only", "--table=res_partner", "-f", "-", str(dump)],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+        assert "Concurrent Writer BV" not in sql
+        assert sql.count("\n", sql.index("COPY public.res_partner"), sql.index("\\.\n")) - 1 == before
     finally:
-        writer.join()
-    manifest = Manifest.model_validate_json(blob_store.download("backups", stored.manifest))
-    assert manifest.row_counts["res_partner"] == before
-    dump = tmp_path / "db.dump"
-    dump.write_bytes(blob_store.download("backups", stored.dump))
-    sql = subprocess.run([pg_restore, "--data-only", "--table=res_partner", "-f", "-", str(dump)],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
-    assert "Concurrent Writer BV" not in sql
-    assert sql.count("\n", sql.index("COPY public.res_partner"), sql.index("\\.\n")) - 1 == before
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("delete from res_partner where name = 'Concurrent Writer BV'")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("delete from res_partner where name = 'Concurrent Writer BV'")
 
 
 def test_unknown_tenant_is_refused_naming_the_known_ones_and_stores_nothing(
@@ -193,12 +221,16 @@ def test_pg_dump_killed_midway_leaves_no_manifest_and_no_dump(
 def test_pg_dump_past_its_deadline_is_killed_and_leaves_nothing(
         blob_store: BlobStore, world: dict[str, Any], clean_backups: None, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_pg_dump(tmp_path, monkeypatch, 'head -c 5000 /dev/zero\nsleep 60')
-    started = time.monotonic()
+    # The dump stalls after 5 kB; its wrapper and the stalled child must both be killed at the deadline.
+    pids = tmp_path / "pids"
+    fake_pg_dump(tmp_path, monkeypatch, f"head -c 5000 /dev/zero\nsleep 600 &\necho $$ $! > '{pids}'\nwait")
     with pytest.raises(BackupFailed, match="passed its deadline of 2s"):
         take_backup(world["registry"], world["tenant"], store=blob_store, deadline_seconds=2)
-    assert time.monotonic() - started < 15
     assert blobs(blob_store, world["tenant"]) == []
+    started = [int(p) for p in pids.read_text().split()]
+    # SIGKILL is delivered asynchronously: the stalled child stops running very soon, or it was never killed.
+    wait_until(lambda: not any(process_alive(p) for p in started), timeout=30,
+               what="the stalled pg_dump and its child killed")
 
 
 def test_hostile_tenant_id_is_refused_before_touching_storage(world: dict[str, Any]) -> None:

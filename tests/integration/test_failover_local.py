@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import psycopg
@@ -14,6 +13,7 @@ from continuity.adapters.postgres.routing import RoutingTable
 from continuity.failover.rules import FenceState, promotion_refusal
 from tests.conftest import PORT_BASE
 from tests.failover_support import Writer, dedicated_stack
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -36,13 +36,11 @@ def failover(fstack: LocalStack) -> Iterator[LocalFailover]:
 
 
 def wait_streaming(local: LocalFailover, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def streaming() -> bool:
         obs = local.observe_replica("neu-replica")
-        if obs.reachable and obs.in_recovery and "streaming" in obs.detail:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"replica not streaming: {obs}")
+        return obs.reachable and obs.in_recovery and "streaming" in obs.detail
+
+    wait_until(streaming, timeout=timeout, what="the replica streaming from the primary")
 
 
 def test_replica_observed_reachable_in_recovery_with_lag(failover: LocalFailover) -> None:
@@ -75,14 +73,15 @@ def test_failover_under_write_load_loses_no_acknowledged_commit(failover: LocalF
     wait_streaming(failover)
     writer = Writer(fstack.dsn("primary"))
     writer.start()
-    time.sleep(1.0)
+    wait_until(lambda: len(writer.acked) >= 50, timeout=30, what="the writer committing before the fence")
     fence = failover.fence_primary("weu-primary")
+    # The writer is still at it when the fence lands: it is refused, so the fence stopped live writes.
+    wait_until(lambda: writer.refused + writer.errors > 0, timeout=30, what="the writer refused by the fence")
     assert promotion_refusal(fence, frozenset(), drill=False) is None
     failover.wait_for_replay(fence.final_lsn or "0/0")
     result = failover.promote_replica()
     writer.stop()
     assert result["already_promoted"] is False
-    assert len(writer.acked) > 50, "the writer never got going"
     assert writer.lost_on(fstack.dsn("replica")) == []
     assert failover.write_probe(fstack.dsn("replica"), "test-run")["ok"]
     assert failover.refuses_writes("primary")
@@ -168,13 +167,12 @@ def test_synchronous_replication_loses_no_commit_when_primary_crashes_unfenced(f
     try:
         writer = Writer(fstack.dsn("primary"), table="sync_ledger")
         writer.start()
-        time.sleep(1.0)
+        wait_until(lambda: len(writer.acked) >= 20, timeout=30, what="the writer committing before the crash")
         fstack._pg_ctl("primary", "-m", "immediate", "-w", "stop")  # a crash: no shutdown checkpoint, no goodbye
         writer.stop()
         fence = failover.fence_primary("weu-primary")
         assert fence.state is FenceState.STOPPED and fence.final_lsn is None
         failover.promote_replica()
-        assert len(writer.acked) > 20
         assert writer.lost_on(fstack.dsn("replica")) == []
     finally:
         fstack._start("primary")

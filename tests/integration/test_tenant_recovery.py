@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ from tests.recovery_support import (
     seed,
     write_registry,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -131,17 +131,20 @@ def test_cutover_recovers_the_ledger_while_another_tenant_on_the_cluster_keeps_w
     writer = Writer(stack.dsn("primary", OTHER_DB), table="recovery_probe")
     writer.start()
     try:
-        time.sleep(0.3)
+        # The other tenant is writing before the cutover starts, during it and after it ends.
+        wait_until(lambda: len(writer.acked) >= 10, timeout=30, what="the other tenant's writer committing")
         during_start = len(writer.acked)
         steps = [recovery_service.fence(run), recovery_service.swap(run), recovery_service.reopen(run),
                  recovery_service.verify(run)]
-        during = len(writer.acked) - during_start
-        time.sleep(0.3)
+        during_end = len(writer.acked)
+        wait_until(lambda: len(writer.acked) >= during_end + 10, timeout=30,
+                   what="the other tenant still committing after the cutover")
     finally:
         writer.stop()
     assert [s["ok"] for s in steps] == [True] * 4, [s["detail"] for s in steps]
     assert writer.errors == 0 and writer.refused == 0, "the other tenant's writes were disturbed"
-    assert during > 0 and writer.lost_on(stack.dsn("primary", OTHER_DB)) == []
+    assert during_end > during_start, "the other tenant committed nothing while the cutover ran"
+    assert writer.lost_on(stack.dsn("primary", OTHER_DB)) == []
     with pytest.raises(psycopg.OperationalError):
         tenant_session.execute("select 1")  # the fence ended the tenant's own sessions
     fingerprint, posted = ledger_fingerprint(live_dsn)
@@ -179,25 +182,23 @@ def test_kill_between_the_two_renames_leaves_the_original_live_and_the_resumed_s
     env = {**os.environ, "CONTINUITY_FAILOVER_STEP_PAUSE": "recovery.swap-mid:60", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, json.dumps(run)], env=env, cwd=ROOT,
                             start_new_session=True)
+    def paused_mid_swap() -> bool:  # the swap's transaction has renamed live → pre_recovery and now sleeps
+        assert proc.poll() is None, "the swap process ended before reaching its pause"
+        with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
+            row = conn.execute("select count(*) from pg_locks l join pg_stat_activity a using (pid) "
+                               "where a.state = 'idle in transaction' and l.locktype = 'object' "
+                               "and l.classid = 'pg_database'::regclass").fetchone()
+        return bool(row and row[0])
+
     try:
-        deadline = time.monotonic() + 30
-        while True:  # the swap's transaction has renamed live → pre_recovery and now sleeps
-            with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
-                row = conn.execute("select count(*) from pg_locks l join pg_stat_activity a using (pid) "
-                                   "where a.state = 'idle in transaction' and l.locktype = 'object' "
-                                   "and l.classid = 'pg_database'::regclass").fetchone()
-            if row and row[0]:
-                break
-            assert time.monotonic() < deadline and proc.poll() is None, "the swap never reached its pause"
-            time.sleep(0.05)
+        wait_until(paused_mid_swap, timeout=30, what="the swap reaching its pause between the renames", interval=0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     databases = TenantDatabases(stack.dsn("primary"), names, run["marker"])
-    deadline = time.monotonic() + 10
-    while databases.position()[0] is not CutoverPosition.FENCED:
-        assert time.monotonic() < deadline, databases.position()
-        time.sleep(0.05)
+    # The killed session's transaction is rolled back once the server notices the dead client.
+    wait_until(lambda: databases.position()[0] is CutoverPosition.FENCED, timeout=10,
+               what="the killed swap rolled back to FENCED", interval=0.05)
     dbs = database_names(stack, "odoo_rc_int%")
     assert DB in dbs and dbs[DB]["comment"] != run["marker"] and names.pre_recovery not in dbs, "a half swap was left"
     resumed = recovery_service.swap(run)
