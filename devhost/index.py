@@ -264,13 +264,43 @@ def list_functions(app: Any) -> list[Any]:
         raise ConfigError(f"the app's functions do not index: {exc}") from exc
 
 
+# The Functions host's own rules and messages (Azure/azure-functions-host, ScriptHost.ValidateHttpFunction and
+# HttpRoutesConflict): there the function is left in error and never served; here the app is refused at once, so
+# `make run` fails where `func start` and Azure would.
+RESERVED_ROUTE_PREFIXES = ("admin", "runtime")
+RESERVED_ROUTE_MESSAGE = "The specified route conflicts with one or more built in routes."
+
+
+def host_refusal(function: IndexedFunction, earlier: list[IndexedFunction]) -> str | None:
+    """Why the Functions host would refuse this HTTP function (None when it would load it)."""
+    if function.trigger_type != TriggerType.HTTP:
+        return None
+    route = str(function.trigger.get("route") or function.name).strip("/").lower()
+    if route.startswith(RESERVED_ROUTE_PREFIXES):  # a prefix, as the host checks it: "administration" too
+        return RESERVED_ROUTE_MESSAGE
+    for other in earlier:
+        if other.trigger_type != TriggerType.HTTP:
+            continue
+        other_route = str(other.trigger.get("route") or other.name).strip("/").lower()
+        shared = (function.methods is None or other.methods is None
+                  or bool(function.methods & other.methods))
+        if other_route == route and shared:
+            return f"The route specified conflicts with the route defined by function '{other.name}'."
+    return None
+
+
 def index_app(functions: list[Any]) -> list[IndexedFunction]:
-    """Index every function of ``list_functions(app)``; duplicate names are refused as the host refuses them."""
+    """Index every function of ``list_functions(app)``; what the host refuses (duplicate names, reserved or
+    conflicting routes) is refused here too, naming every function concerned."""
     indexed = [index_function(f) for f in functions]
     names = [f.name for f in indexed]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"function names must be unique; duplicated: {', '.join(duplicates)}")
+    refused = [f"function {f.name!r}: {reason}" for i, f in enumerate(indexed)
+               if (reason := host_refusal(f, indexed[:i]))]
+    if refused:
+        raise ConfigError("the Functions host would not load this app: " + "; ".join(refused))
     for f in indexed:
         if f.unservable:
             logger.error("function %s is not served: %s", f.name, f.unservable)

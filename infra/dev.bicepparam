@@ -38,6 +38,8 @@ param retentionTiers = [
 param backupImmutableDays = 7
 param evidenceImmutableDays = 2555
 param backupStorageSku = 'Standard_RAGRS'
+// Set true after locking the immutability policies (infra/README.md): redeploys then leave them alone.
+param immutabilityPolicyLocked = false
 param backupStorageSharedKey = true
 
 param postgresVersion = '16'

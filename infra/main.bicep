@@ -43,8 +43,15 @@ param backupImmutableDays int = 7
 @minValue(1)
 param evidenceImmutableDays int = 2555
 
-@description('Replication of the backups account.')
-param backupStorageSku string = 'Standard_RAGZRS'
+@description('Replication of the backups account: geo-redundant and archive-capable (GRS or RA-GRS; see modules/storage.bicep).')
+@allowed([
+  'Standard_GRS'
+  'Standard_RAGRS'
+])
+param backupStorageSku string = 'Standard_RAGRS'
+
+@description('True once an operator locked the backups and evidence immutability policies (infra/README.md): redeploys then leave them alone.')
+param immutabilityPolicyLocked bool = false
 
 @description('The blob adapter connects with a connection string (account key, kept in Key Vault). Set false once it authenticates with the managed identity; the app then gets BlobEndpoint=... only.')
 param backupStorageSharedKey bool = true
@@ -218,6 +225,7 @@ module backupStorage 'modules/storage.bicep' = {
     evidenceImmutableDays: evidenceImmutableDays
     retentionTiers: retentionTiers
     allowSharedKeyAccess: backupStorageSharedKey
+    immutabilityPolicyLocked: immutabilityPolicyLocked
     functionsSubnetId: primaryNetwork.outputs.functionsSubnetId
     tags: tags
   }

@@ -37,7 +37,9 @@ param retentionTiers = [
 // bronze backups past their retention. Longer tiers get per-version retention from the app.
 param backupImmutableDays = 7
 param evidenceImmutableDays = 2555
-param backupStorageSku = 'Standard_RAGZRS'
+param backupStorageSku = 'Standard_RAGRS'
+// Set true after locking the immutability policies (infra/README.md): redeploys then leave them alone.
+param immutabilityPolicyLocked = false
 param backupStorageSharedKey = true
 
 param postgresVersion = '16'

@@ -86,7 +86,7 @@ document("tenants/{tenant}/backups", "GET", "List a tenant's backups, newest fir
 document("tenants/{tenant}/backups/{backup_id}", "GET", "One backup of a tenant", "getBackup",
          responses={200: {"type": "object", "required": ["tenant", "backup_id", "status"]}},
          path_params={"tenant": _TENANT, "backup_id": {"type": "string", "pattern": BACKUP_ID_PATTERN}})
-document("admin/catalog/{operation}", "POST", "Rebuild the catalog from storage alone, or reconcile it",
+document("catalog/{operation}", "POST", "Rebuild the catalog from storage alone, or reconcile it",
          "sweepCatalog", responses={202: SweepStarted},
          path_params={"operation": {"type": "string", "enum": ["rebuild", "reconcile"]}}, auth="admin")
 
@@ -128,7 +128,7 @@ def get_tenant_backup(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(catalog_service.get_backup(req.route_params["tenant"], req.route_params["backup_id"]))
 
 
-@bp.route(route="admin/catalog/{operation}", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@bp.route(route="catalog/{operation}", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def sweep_catalog(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:

@@ -1,7 +1,7 @@
 """Retention and legal holds over HTTP, and the daily retention timer.
 
 - timer ``%CONTINUITY_RETENTION_SCHEDULE%``, ``POST /api/retention/apply`` (operator role) and
-  ``POST /api/admin/retention/apply`` (master key; accepts ``as_of`` for tests and catch-up runs): start
+  ``POST /api/retention/apply-as-of`` (master key; accepts ``as_of`` for tests and catch-up runs): start
   ``retention-YYYYMMDD`` (a second start the same day answers with the existing instance; a start while
   another run applies is refused 409 and changes nothing);
 - ``GET /api/retention/plan[?tenant=&as_of=]``: the dry run (changes nothing; ``as_of`` allowed);
@@ -71,7 +71,7 @@ document("retention/plan", "GET", "Dry run: what retention would keep, tier, loc
                 "as_of": {"type": "string", "format": "date-time"}})
 document("retention/apply", "POST", "Apply today's retention plan (operator role; one run at a time)",
          "applyRetention", request=ApplyBody, responses={202: RunStarted, 200: RunStarted})
-document("admin/retention/apply", "POST", "Apply retention as of a given time (master key)", "applyRetentionAsOf",
+document("retention/apply-as-of", "POST", "Apply retention as of a given time (master key)", "applyRetentionAsOf",
          request=AdminApplyBody, responses={202: RunStarted, 200: RunStarted}, auth="admin")
 document("retention/runs/{run_id}", "GET", "A retention run: state, summary, every recorded outcome", "getRetentionRun",
          responses={200: {"type": "object", "required": ["run_id", "runtime_status"]}},
@@ -135,11 +135,11 @@ async def apply_retention(req: func.HttpRequest, client: df.DurableOrchestration
     # Parsed with the admin route's model so that an as_of is refused for what it is, not as an unknown field.
     if parse_body(req, AdminApplyBody).as_of is not None:
         raise Forbidden("as_of is accepted only for dry runs (GET /api/retention/plan) or on the admin route "
-                        "(POST /api/admin/retention/apply with the master key)")
+                        "(POST /api/retention/apply-as-of with the master key)")
     return _started(await start_run(client, principal.name, None, datetime.now(UTC)))
 
 
-@bp.route(route="admin/retention/apply", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
+@bp.route(route="retention/apply-as-of", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def apply_retention_as_of(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:

@@ -10,14 +10,15 @@ param location string
 @maxLength(24)
 param accountName string
 
-@description('Replication; geo-redundant so backups survive the primary region.')
+// Geo-redundant so backups survive the primary region, and not zone-redundant: "The archive tier isn't
+// supported for ZRS, GZRS, or RA-GZRS accounts" (Microsoft Learn, Access tiers for blob data), and every
+// service tier archives (the lifecycle's tierToArchive below would silently never happen).
+@description('Replication; geo-redundant so backups survive the primary region, archive-capable.')
 @allowed([
   'Standard_GRS'
   'Standard_RAGRS'
-  'Standard_GZRS'
-  'Standard_RAGZRS'
 ])
-param skuName string = 'Standard_RAGZRS'
+param skuName string = 'Standard_RAGRS'
 
 @description('Container names; must equal the CONTINUITY_*_CONTAINER app settings.')
 param backupContainer string = 'backups'
@@ -39,6 +40,12 @@ param evidenceImmutableDays int = 2555
 @minValue(1)
 @maxValue(365)
 param softDeleteDays int = 30
+
+// Storage REST, Create Or Update Immutability Policy: it "creates or updates an unlocked immutability policy",
+// and is refused once the policy is locked. After the operator locks it (infra/README.md), set this true so
+// redeploys leave the locked policies alone.
+@description('True once the container immutability policies are locked: redeploys then do not PUT them.')
+param immutabilityPolicyLocked bool = false
 
 @description('One entry per service tier of config/tenants.yaml: name, coolAfterDays, coldAfterDays, archiveAfterDays, validateBeforeArchive.')
 param retentionTiers array
@@ -116,7 +123,7 @@ resource backups 'Microsoft.Storage/storageAccounts/blobServices/containers@2023
 
 // Unlocked at deploy: locking is irreversible, so an operator locks it after the first smoke test
 // (infra/README.md). Per-version retention for longer tiers is set by the app on each backup.
-resource backupsPolicy 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = {
+resource backupsPolicy 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if (!immutabilityPolicyLocked) {
   parent: backups
   name: 'default'
   properties: {
@@ -144,7 +151,7 @@ resource evidence 'Microsoft.Storage/storageAccounts/blobServices/containers@202
   }
 }
 
-resource evidencePolicy 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = {
+resource evidencePolicy 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if (!immutabilityPolicyLocked) {
   parent: evidence
   name: 'default'
   properties: {

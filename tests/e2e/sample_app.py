@@ -45,8 +45,8 @@ def latest_backup(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(json.dumps({"latest_for": req.route_params["tenant"]}), mimetype="application/json")
 
 
-@app.route(route="admin-only", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
-def admin_only(req: func.HttpRequest) -> func.HttpResponse:
+@app.route(route="master-only", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+def master_only(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("admin ok")
 
 

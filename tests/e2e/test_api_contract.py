@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.devhost]
 # Admin-only routes whose valid inputs destroy shared test data (retention as of a past date deletes other tests'
 # backups). The admin does not fuzz them (tests/e2e/test_retention_e2e.py drives them); the callers without the
 # master key do, since every one of their requests must be refused.
-DESTRUCTIVE = {("POST", "/api/admin/retention/apply")}
+DESTRUCTIVE = {("POST", "/api/retention/apply-as-of")}
 SCOPED_TENANT = "globex"
 OTHER_TENANT = "acme-finance"
 AUTH_HEADERS = ("x-functions-key", "x-continuity-key", "x-ms-client-principal")
@@ -50,8 +50,8 @@ ANONYMOUS, FUNCTION, MASTER = Access("anonymous"), Access("function"), Access("m
 ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/api/health"): ANONYMOUS,
     ("GET", "/api/openapi.json"): ANONYMOUS,
-    ("POST", "/api/admin/catalog/{operation}"): MASTER,
-    ("POST", "/api/admin/retention/apply"): MASTER,
+    ("POST", "/api/catalog/{operation}"): MASTER,
+    ("POST", "/api/retention/apply-as-of"): MASTER,
     ("GET", "/api/tenants/{tenant}/backups"): Access("function", Role.READER, scoped=True),
     ("GET", "/api/tenants/{tenant}/backups/{backup_id}"): Access("function", Role.READER, scoped=True),
     ("POST", "/api/validations/nightly"): FUNCTION,
@@ -220,8 +220,8 @@ def _request(stack: LocalStack, method: str, path: str, headers: dict[str, str],
 
 # Well-formed requests a reader scoped to globex must be refused, with the status and the reason it gets.
 READER_REFUSALS = [
-    ("POST", "/api/admin/catalog/reconcile", None, 401, "needs the master key"),
-    ("POST", "/api/admin/retention/apply", {"as_of": "2026-01-01T00:00:00Z"}, 401, "needs the master key"),
+    ("POST", "/api/catalog/reconcile", None, 401, "needs the master key"),
+    ("POST", "/api/retention/apply-as-of", {"as_of": "2026-01-01T00:00:00Z"}, 401, "needs the master key"),
     ("POST", "/api/failovers", {"scope": SCOPED_TENANT, "target_region": "northeurope", "reason": "contract"},
      403, "needs the operator role"),
     ("POST", "/api/retention/apply", {}, 403, "needs the operator role"),

@@ -104,8 +104,8 @@ def test_function_route_accepts_its_own_default_key_but_not_another_functions(de
 
 
 def test_admin_route_needs_the_master_key(devhost: SampleDevhost) -> None:
-    assert devhost.request("GET", f"/api/admin-only?code={devhost.keys['functionKey']}")[0] == 401
-    status, _, raw = devhost.request("GET", "/api/admin-only", headers={"x-functions-key": devhost.keys["masterKey"]})
+    assert devhost.request("GET", f"/api/master-only?code={devhost.keys['functionKey']}")[0] == 401
+    status, _, raw = devhost.request("GET", "/api/master-only", headers={"x-functions-key": devhost.keys["masterKey"]})
     assert status == 200 and raw == b"admin ok"
 
 

@@ -197,18 +197,18 @@ def test_ninety_days_plan_apply_audit_leaves_exactly_the_policy_in_storage(
     status, body = api.call("POST", "/api/retention/apply", {"as_of": AS_OF}, user="olivia")
     assert status == 403 and "as_of is accepted only for dry runs" in body["error"]["message"]
     future = (datetime.now(UTC) + timedelta(days=400)).isoformat()
-    status, body = api.call("POST", "/api/admin/retention/apply", {"as_of": future}, admin=True)
+    status, body = api.call("POST", "/api/retention/apply-as-of", {"as_of": future}, admin=True)
     assert status == 400 and "is in the future; retention never runs ahead of the clock" in body["error"]["message"]
     ports = retention_service.open_ports()
     assert retention_service.begin_run(ports, "retention-20260330", datetime(2026, 3, 30, 3, tzinfo=UTC),
                                        "timer")["state"] == "started"
-    status, body = api.call("POST", "/api/admin/retention/apply", {"as_of": AS_OF}, admin=True)
+    status, body = api.call("POST", "/api/retention/apply-as-of", {"as_of": AS_OF}, admin=True)
     assert status == 409 and body["error"]["message"].startswith("retention run retention-20260330 is applying")
     assert _storage(blob_store) == before[0]
     retention_service.finish_run(ports, "retention-20260330", error="stopped by the test")
 
     # Apply as of the simulated day, through the orchestration.
-    status, started = api.call("POST", "/api/admin/retention/apply", {"as_of": AS_OF}, admin=True, user="olivia")
+    status, started = api.call("POST", "/api/retention/apply-as-of", {"as_of": AS_OF}, admin=True, user="olivia")
     assert status == 202, started
     assert started["instance_id"] == "retention-20260331"
     run = wait_until(lambda: (r := api.call("GET", started["status_url"])[1])["runtime_status"] in (
@@ -216,7 +216,7 @@ def test_ninety_days_plan_apply_audit_leaves_exactly_the_policy_in_storage(
     assert run["runtime_status"] == "Completed", run
     assert run["run"]["state"] == "completed" and run["run"]["requested_by"] == "olivia"
     assert run["run"]["summary"]["not_done_count"] == 0
-    status, again = api.call("POST", "/api/admin/retention/apply", {"as_of": AS_OF}, admin=True)
+    status, again = api.call("POST", "/api/retention/apply-as-of", {"as_of": AS_OF}, admin=True)
     assert status == 200 and again["created"] is False  # a second start the same day does nothing new
 
     # Storage holds exactly what the policies keep, in the tier their age calls for.

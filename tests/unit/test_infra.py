@@ -857,3 +857,43 @@ def test_lifecycle_archive_status_is_the_catalogs_validated_status() -> None:
 
     condition = dig(_rules("archiveRules"), "definition", "filters", "blobIndexMatch")
     assert f"'{BackupStatus.VALIDATED.value}'" in condition.text
+
+
+# ---- deployable as written (issue 21) -------------------------------------------------------------
+# Microsoft Learn, "Access tiers for blob data": "The archive tier isn't supported for ZRS, GZRS, or RA-GZRS
+# accounts." Every service tier archives (archiveAfterDays), so a zone-redundant backups account would never
+# archive: the lifecycle rule is accepted and silently does nothing for those blobs.
+ZONE_REDUNDANT = {"Standard_ZRS", "Standard_GZRS", "Standard_RAGZRS", "Premium_ZRS"}
+
+
+def _sku_values() -> list[tuple[str, str]]:
+    found = [("main.bicep default", str(load(INFRA / "main.bicep").params["backupStorageSku"].value)),
+             ("storage.bicep default", str(load(INFRA / "modules" / "storage.bicep").params["skuName"].value))]
+    found += [(p.name, str(load(p).variables["backupStorageSku"].value)) for p in PARAM_FILES]
+    return found
+
+
+def test_backups_account_sku_supports_the_archive_tier_its_lifecycle_uses() -> None:
+    tiers = [load(p).variables["retentionTiers"].value for p in PARAM_FILES]
+    assert all(t.get("archiveAfterDays") for entries in tiers for t in entries), "every tier archives"
+    bad = [(where, sku) for where, sku in _sku_values() if sku in ZONE_REDUNDANT]
+    assert bad == [], f"the archive tier is not supported on zone-redundant accounts: {bad}"
+    allowed = load(INFRA / "modules" / "storage.bicep").params["skuName"].node.parent
+    assert allowed is not None and not [z for z in ZONE_REDUNDANT if f"'{z}'" in allowed.text.decode()]
+
+
+def test_redeploys_leave_a_locked_immutability_policy_alone() -> None:
+    # Storage REST "Create Or Update Immutability Policy": it "creates or updates an unlocked immutability
+    # policy"; once an operator locked it (infra/README.md), every redeploy's PUT would be refused.
+    storage = load(INFRA / "modules" / "storage.bicep")
+    assert storage.params["immutabilityPolicyLocked"].value is False
+    policies = storage.resources_of("Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies")
+    assert len(policies) == 2
+    for policy in policies:
+        condition = policy.condition.text.strip("()") if policy.condition is not None else None
+        assert condition == "!immutabilityPolicyLocked", policy.name
+    main = load(INFRA / "main.bicep")
+    module = next(m for m in main.modules if m.target == "modules/storage.bicep")
+    assert dig(module.body, "params", "immutabilityPolicyLocked").text == "immutabilityPolicyLocked"
+    for path in PARAM_FILES:
+        assert "immutabilityPolicyLocked" in load(path).variables, f"{path.name} must say whether the policy is locked"

@@ -126,7 +126,7 @@ def _run_failed(body: dict[str, Any]) -> bool:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     if args.as_of is not None:
-        started = _call(args, "POST", "/api/admin/retention/apply", {"as_of": args.as_of.isoformat()}, admin=True)
+        started = _call(args, "POST", "/api/retention/apply-as-of", {"as_of": args.as_of.isoformat()}, admin=True)
     else:
         started = _call(args, "POST", "/api/retention/apply", {})
     if not args.wait:
