@@ -123,6 +123,10 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
       linuxFxVersion: 'DOCKER|${registryLoginServer}/${image}'
       acrUseManagedIdentityCreds: true
       vnetRouteAllEnabled: true
+      // Host storage (the Durable task hub) is reachable only from the Functions subnet: the scale controller
+      // cannot see those triggers, so the runtime must report its own scale needs or the app never grows past
+      // its prewarmed instances (Microsoft Learn: Functions networking options, virtual network triggers).
+      functionsRuntimeScaleMonitoringEnabled: true
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true

@@ -25,7 +25,7 @@ var hasFunctions = !empty(functionsPrefix)
 var hasSandbox = !empty(sandboxPrefix)
 
 // The sandbox restores untrusted backups: nothing reaches it but the Function App's subnet on 5432,
-// and it reaches nothing outside its own subnet.
+// and it reaches nothing outside its own subnet but Storage (its own WAL and backups) and Entra ID (logins).
 resource sandboxNsg 'Microsoft.Network/networkSecurityGroups@2024-05-01' = if (hasSandbox) {
   name: '${vnetName}-sandbox-nsg'
   location: location
@@ -108,6 +108,21 @@ resource sandboxNsg 'Microsoft.Network/networkSecurityGroups@2024-05-01' = if (h
           sourceAddressPrefix: sandboxPrefix
           sourcePortRange: '*'
           destinationAddressPrefix: 'Storage'
+          destinationPortRange: '443'
+        }
+      }
+      {
+        // Microsoft Entra authentication on the server needs outbound HTTPS to Entra ID (Flexible Server
+        // networking: the AzureActiveDirectory service tag); without it no Entra login works.
+        name: 'allow-entra-id-out'
+        properties: {
+          priority: 130
+          direction: 'Outbound'
+          access: 'Allow'
+          protocol: 'Tcp'
+          sourceAddressPrefix: sandboxPrefix
+          sourcePortRange: '*'
+          destinationAddressPrefix: 'AzureActiveDirectory'
           destinationPortRange: '443'
         }
       }

@@ -897,3 +897,22 @@ def test_redeploys_leave_a_locked_immutability_policy_alone() -> None:
     assert dig(module.body, "params", "immutabilityPolicyLocked").text == "immutabilityPolicyLocked"
     for path in PARAM_FILES:
         assert "immutabilityPolicyLocked" in load(path).variables, f"{path.name} must say whether the policy is locked"
+
+
+def test_durable_functions_scale_out_with_vnet_restricted_host_storage() -> None:
+    # Microsoft Learn, Azure Functions networking options, "Premium plan with virtual network triggers": for
+    # non-HTTP triggers (Durable's included) behind a virtual network the platform's scale controller cannot see
+    # the trigger sources; without runtime scale monitoring the app never scales past its prewarmed instances.
+    site = one("Microsoft.Web/sites")
+    assert dig(site.body, "properties", "siteConfig", "functionsRuntimeScaleMonitoringEnabled") is True
+
+
+def test_sandbox_subnet_reaches_entra_id_for_its_authentication() -> None:
+    # The sandbox server uses Microsoft Entra authentication, which needs outbound 443 to the
+    # AzureActiveDirectory service tag (Flexible Server networking docs); the NSG denied everything but Storage.
+    nsg = load(INFRA / "modules" / "network.bicep").resources_of("Microsoft.Network/networkSecurityGroups")[0]
+    rules = [r["properties"] for r in dig(nsg.body, "properties", "securityRules")]
+    deny = min(r["priority"] for r in rules if r["direction"] == "Outbound" and r["access"] == "Deny")
+    entra = [r for r in rules if r["direction"] == "Outbound" and r["access"] == "Allow"
+             and r["destinationAddressPrefix"] == "AzureActiveDirectory"]
+    assert len(entra) == 1 and entra[0]["destinationPortRange"] == "443" and entra[0]["priority"] < deny
