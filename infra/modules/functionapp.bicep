@@ -221,6 +221,8 @@ resource auth 'Microsoft.Web/sites/config@2023-12-01' = if (!empty(entraClientId
       unauthenticatedClientAction: 'Return401'
       excludedPaths: [
         '/api/health'
+        // Event Grid's documented webhook path (it cannot sign in); the lower-case form too, as clients send it.
+        '/runtime/webhooks/EventGrid'
         '/runtime/webhooks/eventgrid'
       ]
     }

@@ -109,6 +109,11 @@ resource replica 'Microsoft.DBforPostgreSQL/flexibleServers@2024-08-01' = {
   properties: {
     createMode: 'Replica'
     sourceServerResourceId: primary.id
+    // Read replicas: auto-grow must match the primary's, or the replica stops when the primary grows past it.
+    storage: {
+      storageSizeGB: storageSizeGB
+      autoGrow: 'Enabled'
+    }
     network: {
       publicNetworkAccess: 'Disabled'
     }

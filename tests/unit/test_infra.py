@@ -916,3 +916,19 @@ def test_sandbox_subnet_reaches_entra_id_for_its_authentication() -> None:
     entra = [r for r in rules if r["direction"] == "Outbound" and r["access"] == "Allow"
              and r["destinationAddressPrefix"] == "AzureActiveDirectory"]
     assert len(entra) == 1 and entra[0]["destinationPortRange"] == "443" and entra[0]["priority"] < deny
+
+
+def test_geo_replica_storage_autogrows_like_its_primary() -> None:
+    # Flexible Server read replicas: storage auto-grow on the primary must also be on the replica, and a
+    # replica smaller than its primary stops replicating when the primary grows past it.
+    primary = dig(one("Microsoft.DBforPostgreSQL/flexibleServers", "primary").body, "properties", "storage")
+    replica = dig(one("Microsoft.DBforPostgreSQL/flexibleServers", "replica").body, "properties", "storage")
+    assert replica["autoGrow"] == primary["autoGrow"] == "Enabled"
+    assert replica["storageSizeGB"].text == primary["storageSizeGB"].text
+
+
+def test_event_grid_webhook_is_excluded_from_app_service_authentication_as_documented() -> None:
+    # Event Grid delivers to /runtime/webhooks/EventGrid (the documented casing) and cannot sign in.
+    auth = one("Microsoft.Web/sites/config", "auth")
+    excluded = dig(auth.body, "properties", "globalValidation", "excludedPaths")
+    assert "/runtime/webhooks/EventGrid" in excluded
