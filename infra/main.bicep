@@ -122,6 +122,7 @@ var names = {
   backupJobsTopic: '${base}-backup-jobs-${suffix}'
   plan: '${base}-plan'
   app: '${base}-func-${suffix}'
+  identity: '${base}-func-id-${suffix}'
 }
 
 module primaryNetwork 'modules/network.bicep' = {
@@ -339,12 +340,23 @@ module secrets 'modules/secrets.bicep' = {
   }
 }
 
+module appIdentity 'modules/identity.bicep' = {
+  name: 'app-identity'
+  params: {
+    location: location
+    identityName: names.identity
+    tags: tags
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   name: 'function-app'
   params: {
     location: location
     planName: names.plan
     appName: names.app
+    identityId: appIdentity.outputs.identityId
+    identityClientId: appIdentity.outputs.clientId
     planSku: functionPlanSku
     maximumElasticWorkerCount: functionMaxWorkers
     registryLoginServer: registry.outputs.loginServer
@@ -370,14 +382,15 @@ module functionApp 'modules/functionapp.bicep' = {
   dependsOn: [
     secrets
     vaultEndpoint
+    roles // the first start resolves Key Vault references, pulls the image and opens host storage
   ]
 }
 
 module roles 'modules/roles.bicep' = {
   name: 'roles'
   params: {
-    principalId: functionApp.outputs.principalId
-    principalName: functionApp.outputs.appName
+    principalId: appIdentity.outputs.principalId
+    principalName: appIdentity.outputs.identityName
     backupStorageAccountName: backupStorage.outputs.accountName
     dataContainers: [
       backupContainer
@@ -413,7 +426,7 @@ module subscriptions 'modules/eventgrid-subscriptions.bicep' = if (subscribeEven
 
 output functionAppName string = functionApp.outputs.appName
 output functionAppHostName string = functionApp.outputs.defaultHostName
-output functionAppPrincipalId string = functionApp.outputs.principalId
+output functionAppPrincipalId string = appIdentity.outputs.principalId
 output registryLoginServer string = registry.outputs.loginServer
 output registryName string = registry.outputs.registryName
 output backupStorageAccountName string = backupStorage.outputs.accountName

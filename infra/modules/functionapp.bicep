@@ -1,10 +1,14 @@
 // The Function App: a Linux container (Functions Python 3.11 base image + postgresql-client, see the
-// Dockerfile) on an Elastic Premium plan, with a system-assigned managed identity, VNet integration,
-// and app settings that give every setting the code reads (continuity.kernel.settings.DEFAULTS); secret
-// settings are Key Vault references resolved with that identity.
+// Dockerfile) on an Elastic Premium plan, with a user-assigned managed identity granted its roles before the
+// app exists (identity.bicep), VNet integration, and app settings that give every setting the code reads
+// (continuity.kernel.settings.DEFAULTS); secret settings are Key Vault references resolved with that identity.
 param location string
 param planName string
 param appName string
+
+@description('Resource id and client id of the app\'s user-assigned identity (identity.bicep), already granted its roles.')
+param identityId string
+param identityClientId string
 
 @allowed([
   'EP1'
@@ -110,7 +114,10 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
   tags: tags
   kind: 'functionapp,linux,container'
   identity: {
-    type: 'SystemAssigned'
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
   }
   properties: {
     serverFarmId: plan.id
@@ -118,10 +125,11 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
     clientCertEnabled: false
     publicNetworkAccess: 'Enabled'
     virtualNetworkSubnetId: functionsSubnetId
-    keyVaultReferenceIdentity: 'SystemAssigned'
+    keyVaultReferenceIdentity: identityId
     siteConfig: {
       linuxFxVersion: 'DOCKER|${registryLoginServer}/${image}'
       acrUseManagedIdentityCreds: true
+      acrUserManagedIdentityID: identityClientId
       vnetRouteAllEnabled: true
       // Host storage (the Durable task hub) is reachable only from the Functions subnet: the scale controller
       // cannot see those triggers, so the runtime must report its own scale needs or the app never grows past
@@ -154,6 +162,9 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     // Identity-based host storage: shared keys are off on that account.
     AzureWebJobsStorage__accountName: hostStorage.name
     AzureWebJobsStorage__credential: 'managedidentity'
+    AzureWebJobsStorage__clientId: identityClientId
+    // The identity azure-identity's DefaultAzureCredential uses in the app (ARM, Key Vault, Event Grid).
+    AZURE_CLIENT_ID: identityClientId
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     // Secrets: Key Vault references, resolved with the app's managed identity.
     CONTINUITY_STORAGE_CONNECTION: storageConnection
@@ -245,5 +256,4 @@ resource auth 'Microsoft.Web/sites/config@2023-12-01' = if (!empty(entraClientId
 
 output appId string = site.id
 output appName string = site.name
-output principalId string = site.identity.principalId
 output defaultHostName string = site.properties.defaultHostName

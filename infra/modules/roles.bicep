@@ -2,10 +2,10 @@
 // it is needed on: blob data of the three app containers (not the account), the host storage the task
 // hub lives in, reading secrets, sending to the outgoing topic, pulling the image, and a custom role
 // for the Flexible Server operations of failover and sandbox restores (promote, PITR restore, delete).
-@description('Object id of the Function App\'s system-assigned identity.')
+@description('Object id of the Function App\'s user-assigned identity (granted before the app exists).')
 param principalId string
 
-@description('Display name of that identity (the Function App name), for the PostgreSQL Entra admin.')
+@description('Name of that identity, for the PostgreSQL Entra admin.')
 param principalName string
 
 param backupStorageAccountName string

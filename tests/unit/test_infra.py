@@ -657,10 +657,10 @@ def test_function_app_is_a_linux_container_on_elastic_premium_with_managed_ident
     assert dig(plan.body, "properties", "reserved") is True  # Linux
     site = one("Microsoft.Web/sites")
     assert dig(site.body, "kind") == "functionapp,linux,container"
-    assert dig(site.body, "identity", "type") == "SystemAssigned"
+    assert dig(site.body, "identity", "type") == "UserAssigned"
     props = dig(site.body, "properties")
     assert props["httpsOnly"] is True
-    assert props["keyVaultReferenceIdentity"] == "SystemAssigned"
+    assert props["keyVaultReferenceIdentity"].text == "identityId"
     assert dig(props, "siteConfig", "linuxFxVersion").text.startswith("'DOCKER|")
     assert dig(props, "siteConfig", "acrUseManagedIdentityCreds") is True
     assert dig(props, "siteConfig", "minTlsVersion") == "1.2"
@@ -751,7 +751,7 @@ def test_app_identity_gets_least_privilege_roles_on_each_resource() -> None:
     actions = dig(custom.body, "properties", "permissions")[0]["actions"]
     assert all(a.startswith(("Microsoft.DBforPostgreSQL/", "Microsoft.Network/")) and "*" not in a for a in actions)
     assert [s.text for s in dig(custom.body, "properties", "assignableScopes")] == ["resourceGroup().id"]
-    assert dig(main_roles.body, "params", "principalId").text == "functionApp.outputs.principalId"
+    assert dig(main_roles.body, "params", "principalId").text == "appIdentity.outputs.principalId"
 
 
 def test_no_broad_role_is_granted_anywhere() -> None:
@@ -932,3 +932,27 @@ def test_event_grid_webhook_is_excluded_from_app_service_authentication_as_docum
     auth = one("Microsoft.Web/sites/config", "auth")
     excluded = dig(auth.body, "properties", "globalValidation", "excludedPaths")
     assert "/runtime/webhooks/EventGrid" in excluded
+
+
+def test_app_identity_exists_and_holds_its_roles_before_the_app_first_starts() -> None:
+    # Key Vault references, the registry image pull and identity-based host storage are all resolved at the
+    # app's first start. A system-assigned identity exists only with the app, so its roles come after it and
+    # the first start fails. A user-assigned identity is created and granted first, and named explicitly:
+    # keyVaultReferenceIdentity, acrUserManagedIdentityID, AzureWebJobsStorage__clientId (Microsoft Learn: Key
+    # Vault references "Access vaults with a user-assigned identity"; "Use managed identity to pull images";
+    # Functions "Connecting to host storage with an identity").
+    identities = resources("Microsoft.ManagedIdentity/userAssignedIdentities")
+    assert len(identities) == 1
+    site = one("Microsoft.Web/sites")
+    assert dig(site.body, "identity", "type") == "UserAssigned"
+    props = site.body["properties"]
+    assert props["keyVaultReferenceIdentity"].text == "identityId"
+    assert dig(props, "siteConfig", "acrUserManagedIdentityID").text == "identityClientId"
+    settings = function_app_settings()
+    assert settings["AzureWebJobsStorage__clientId"].text == "identityClientId"
+    assert settings["AZURE_CLIENT_ID"].text == "identityClientId"  # DefaultAzureCredential in the app
+    main = load(INFRA / "main.bicep")
+    app = next(m for m in main.modules if m.target == "modules/functionapp.bicep")
+    roles = next(m for m in main.modules if m.target == "modules/roles.bicep")
+    assert "functionApp." not in roles.node.text.decode(), "the roles must not wait for the app"
+    assert "roles" in [getattr(d, "text", d) for d in app.body.get("dependsOn", [])], "the app waits for its roles"
