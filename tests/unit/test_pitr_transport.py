@@ -79,6 +79,10 @@ class Arm:
             return Reply(200, server_body("weu-primary", earliest=self.earliest))
         if request.method == "PUT" and path.endswith(f"/flexibleServers/{self.target}"):
             self.put_bodies.append(json.loads(request.body or b"{}"))
+            if self.put_status in (200, 201):  # the spec's other success answers (Servers_Create: 200, 201, 202)
+                self.exists = True
+                return Reply(self.put_status, server_body(self.target, state="Provisioning"),
+                             {"Azure-AsyncOperation": ASYNC_URL, "Retry-After": "15"})
             if self.put_status != 202:
                 taken = f"Specified server name '{self.target}' is already used."
                 return Reply(self.put_status, {"error": {"code": "ServerNameAlreadyExists", "message": taken}})
@@ -181,6 +185,14 @@ def test_location_url_answering_202_is_still_in_progress() -> None:
     flex = FlexibleServers(StaticCredential(), SUB, transport=fake.transport)
     status = flex.get_operation_status(Operation(TARGET, LOCATION_URL))
     assert (status.status, status.retry_after_s) == ("InProgress", 30.0)
+
+
+@pytest.mark.parametrize("status", [200, 201])
+def test_restore_accepted_with_the_specs_other_success_codes_is_polled_not_refused(status: int) -> None:
+    # Microsoft.DBforPostgreSQL REST spec, Servers_Create: 200, 201 and 202 are all success; SDK 3.0.0 accepts
+    # only 202 and raised on the others, so an accepted restore was reported as refused.
+    flex, _ = servers(Arm(put_status=status))
+    assert begin(flex) == Operation(TARGET, ASYNC_URL, 15.0)
 
 
 def test_refused_put_raises_restore_refused_with_arm_code() -> None:

@@ -327,8 +327,11 @@ class FlexibleServers:
             self.client.servers.begin_create_or_update(ref.resource_group, target_name, body, polling=False,
                                                        raw_response_hook=hook)
         except AzureError as exc:
-            raise RestoreRefused(f"Azure refused to restore {ref.name} to {target_name} at "
-                                 f"{point_in_time.isoformat()}: {_describe(exc)}") from exc
+            # The REST spec (Servers_Create) answers 200, 201 or 202 on success; SDK 3.0.0 accepts only 202 and
+            # raises on the others, so those are judged by the response itself (and polled like a 202).
+            if hook.status not in (200, 201):
+                raise RestoreRefused(f"Azure refused to restore {ref.name} to {target_name} at "
+                                     f"{point_in_time.isoformat()}: {_describe(exc)}") from exc
         operation = hook.operation(target_name)
         if operation is None:
             raise RestoreRefused(f"Azure accepted the restore of {target_name} (HTTP {hook.status}) without an "
