@@ -120,24 +120,36 @@ def current_holds(ports: RetentionPorts) -> Holds:
     return planning_holds(ports.registry, ports.holds.list_holds())
 
 
-def plan(ports: RetentionPorts, now: datetime, tenant: str | None = None) -> RetentionPlan:
+def plan(ports: RetentionPorts, now: datetime, tenant: str | None = None,
+         scope: frozenset[str] | None = None) -> RetentionPlan:
     """What retention would do at ``now`` (nothing is changed).
 
+    Tenants are planned independently (each by its own tier's policy and holds), so the plan of the
+    tenants in ``scope`` is the whole plan restricted to them.
+
+    :param scope: only these tenants (a scoped caller's); None: every tenant.
     :raises UnknownTenant: ``tenant`` is not in the registry.
     """
     if tenant is not None:
         ports.registry.get_tenant(tenant)
-    candidates = [candidate_of(e) for e in _entries(ports, tenant) if e.status is not BackupStatus.DELETED]
+    candidates = [candidate_of(e) for e in _entries(ports, tenant)
+                  if e.status is not BackupStatus.DELETED and (scope is None or e.tenant in scope)]
     return plan_retention(candidates, policies_from_registry(ports.registry), current_holds(ports), now)
 
 
-def plan_document(ports: RetentionPorts, now: datetime, tenant: str | None = None) -> dict[str, Any]:
-    """The dry-run answer: the plan, the holds it respected, and whether the store enforces locks."""
-    planned = plan(ports, now, tenant)
+def plan_document(ports: RetentionPorts, now: datetime, tenant: str | None = None,
+                  scope: frozenset[str] | None = None) -> dict[str, Any]:
+    """The dry-run answer: the plan, the holds it respected, and whether the store enforces locks.
+
+    :param scope: a scoped caller's tenants: the plan and the holds list only these; None: every tenant.
+    """
+    planned = plan(ports, now, tenant, scope)
     enforced = ports.blobs.enforces_immutability()
     holds = current_holds(ports)
+    held_tenants = sorted(t for t in holds.tenants if scope is None or t in scope)
+    held_backups = sorted(f"{t}/{b}" for t, b in holds.backups if scope is None or t in scope)
     return {**planned.to_dict(), "dry_run": True, "tenant": tenant, "container": ports.container,
-            "holds": {"tenants": sorted(holds.tenants), "backups": sorted(f"{t}/{b}" for t, b in holds.backups)},
+            "holds": {"tenants": held_tenants, "backups": held_backups},
             "store_enforces_immutability": enforced,
             "immutability": "enforced by the store" if enforced else
             f"{NOT_ENFORCED_NOTE}: SET_IMMUTABILITY is recorded but storage will not lock the blobs"}
@@ -449,7 +461,12 @@ def audit(ports: RetentionPorts, as_of: datetime | None = None, tenant: str | No
                         f"says {format_time(entry.immutable_until)}")  # type: ignore[arg-type]
             if enforced and hold_expected and not state.legal_hold:
                 deviate(entry, "legal_hold", f"{state.name} has no legal hold in storage; the backup is held")
+    # Due at ``when`` only what existed then: a backup taken since the last run is the next run's to judge.
+    created = {(e.tenant, e.backup_id): e.created_at for e in entries}
     for action in plan(ports, when, tenant).changes:
+        born = created.get((action.tenant, action.backup_id))
+        if born is not None and born > when:
+            continue
         deviate(action, "not_applied", f"due at {format_time(when)} but not applied: {action.kind.value} "
                 f"({action.reason})")
     note = "enforced by the store" if enforced else (

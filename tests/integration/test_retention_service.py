@@ -29,6 +29,7 @@ from continuity.kernel.errors import BackupNotFound, ConfigError, Forbidden, Unk
 from continuity.kernel.identity import Principal, Role
 from continuity.retention import service as svc
 from continuity.retention.holds import HoldNotFound
+from continuity.retention.planner import format_time
 from tests.unit.test_catalog import make_manifest
 
 pytestmark = pytest.mark.stack
@@ -348,6 +349,21 @@ def test_audit_reports_storage_that_drifted_from_the_catalog_and_exits_non_zero(
     assert found == {("tier", newest.backup_id), ("missing", oldest.backup_id), ("not_deleted", deleted.backup_id)}
     tier = next(d for d in report["deviations"] if d["kind"] == "tier")
     assert tier["detail"] == f"{newest.dump_blob} is in tier cool; the catalog says hot"
+
+
+def test_audit_does_not_flag_a_backup_taken_after_the_last_run_as_due_but_not_applied(
+        world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    # Seen on make run's stack: the audit judges the plan as of the last run; a backup taken since then
+    # (it did not exist at that time) was reported "due but not applied".
+    from continuity.cli.main import main
+
+    world.put_days("initech", range(0, 60, 6))
+    world.run("retention-20260331")
+    later = world.put("initech", AS_OF + timedelta(hours=2))
+    assert main(["retention", "audit", "--json"]) == 0, capsys.readouterr().out
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and report["deviations"] == []
+    assert report["as_of"] == format_time(AS_OF) and later in world.catalog("initech")
 
 
 def test_a_run_whose_lease_expired_without_finishing_no_longer_blocks_the_next(world: World) -> None:
