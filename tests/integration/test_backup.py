@@ -293,3 +293,59 @@ def test_a_database_without_odoo_tables_is_backed_up_with_an_empty_ledger(
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         for name in blobs(blob_store, tenant):
             blob_store.delete("backups", name)
+
+
+@pytest.mark.parametrize("pg_dump_starts", ["at once", "after the snapshot query failed"])
+def test_a_snapshot_query_that_fails_ends_the_backup_with_its_reason_and_stores_nothing(
+        stack: LocalStack, blob_store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        pg_dump_starts: str) -> None:
+    # An Odoo <= 13 ledger (account_move.type, no move_type) made the snapshot's ledger query fail; that aborted
+    # the snapshot transaction, pg_dump could not import the snapshot, and `continuity backup` never returned.
+    import threading
+
+    if pg_dump_starts != "at once":
+        # pg_dump starts only once the snapshot transaction is aborted: it cannot import the snapshot any more.
+        psql = pgbin.tool("psql")
+        wait_for_abort = (
+            'dsn=""; for a in "$@"; do case "$a" in --dbname=*) dsn="${a#--dbname=}";; esac; done\n'
+            'for i in $(seq 1 600); do\n'
+            f'  n=$("{psql}" -XAtq "$dsn" -c "select count(*) from pg_stat_activity '
+            "where state = 'idle in transaction (aborted)'\")\n"
+            '  [ "$n" -gt 0 ] && break\n'
+            '  sleep 0.1\n'
+            'done\n'
+            'exec "$REAL" "$@"')
+        fake_pg_dump(tmp_path, monkeypatch, wait_for_abort)
+    token = secrets.token_hex(3)
+    tenant, database = f"o{token}", f"odoo13_{token}"
+    registry = Registry.model_validate(registry_raw((tenant, database)))
+    with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    outcome: list[BaseException | object] = []
+    try:
+        with psycopg.connect(stack.dsn("primary", database), autocommit=True) as conn:
+            conn.execute("create table account_account (id int primary key, code text)")
+            conn.execute("create table account_move (id int primary key, name text, date date, state text, "
+                         "type text, journal_id int)")
+            conn.execute("create table account_move_line (id int primary key, move_id int, account_id int, "
+                         "partner_id int, debit numeric, credit numeric, amount_currency numeric, currency_id int)")
+            conn.execute("insert into account_move values (1, 'INV/1', '2020-01-01', 'posted', 'out_invoice', 1)")
+
+        def run() -> None:
+            try:
+                outcome.append(take_backup(registry, tenant, store=blob_store, deadline_seconds=60))
+            except BaseException as exc:  # noqa: BLE001 - the outcome is asserted below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(timeout=240)  # bounds a hang only: the answer comes in seconds
+        assert not worker.is_alive(), "the backup never returned"
+        assert len(outcome) == 1 and isinstance(outcome[0], BackupFailed), outcome
+        assert "move_type" in str(outcome[0]) and "no manifest written" in str(outcome[0])
+        assert blobs(blob_store, tenant) == []
+    finally:
+        with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        for name in blobs(blob_store, tenant):
+            blob_store.delete("backups", name)

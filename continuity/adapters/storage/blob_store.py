@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError, ServiceRequestError
 from azure.storage.blob import BlobServiceClient, ContainerClient
@@ -55,9 +55,12 @@ class BlobStore:
 
     def upload(self, container: str, name: str, data: bytes | IO[bytes], *, tags: dict[str, str] | None = None,
                metadata: dict[str, str] | None = None, overwrite: bool = True, length: int | None = None) -> Any:
+        body = data
+        if not isinstance(data, bytes) and length is None:
+            body = cast("bytes | IO[bytes]", _NonEmptyOrBytes.of(data))  # a readable stream, as the SDK reads it
         try:
             return self.container(container).upload_blob(
-                name, data, length=length, overwrite=overwrite, tags=tags, metadata=metadata,
+                name, body, length=length, overwrite=overwrite, tags=tags, metadata=metadata,
                 max_concurrency=2, timeout=600,
             )
         except ResourceExistsError:
@@ -136,3 +139,37 @@ def unavailable(exc: Exception) -> StoreUnavailable:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return StoreUnavailable(f"blob storage unavailable: {first[:300]}; is Azurite up (`continuity local status`) "
                             "or the storage connection setting right?")
+
+
+class _NonEmptyOrBytes:
+    """A stream that is known to hold at least one byte, or ``b""`` instead of it.
+
+    azure-storage-blob (12.x) uploads a stream of unknown length in parallel chunks and never returns when the
+    stream is empty: ``_parallel_uploads`` waits on an empty set of futures and loops without end. A pg_dump that
+    fails before writing anything gives exactly that stream, and `continuity backup` hung. So the first chunk is
+    read here; an empty stream is uploaded as ``b""`` (the caller then sees the failure for what it is).
+    """
+
+    def __init__(self, raw: IO[bytes], first: bytes) -> None:
+        self._raw = raw
+        self._first = first
+
+    @classmethod
+    def of(cls, raw: IO[bytes]) -> _NonEmptyOrBytes | bytes:
+        first = raw.read(4 * 1024 * 1024)
+        return cls(raw, first) if first else b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, size: int = -1) -> bytes:
+        if self._first:
+            if size is None or size < 0:
+                data, self._first = self._first + self._raw.read(), b""
+                return data
+            data, self._first = self._first[:size], self._first[size:]
+            return data
+        return self._raw.read(size)

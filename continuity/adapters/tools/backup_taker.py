@@ -213,6 +213,12 @@ def take_backup(registry: Registry, tenant_id: str, *, store: BlobStore | None =
                 if expired.is_set():
                     raise BackupFailed(f"pg_dump of {tenant.database!r} passed its deadline of {deadline_seconds:g}s; "
                                        "no manifest written (raise --deadline or look at the server's load)")
+                if returncode != 0 and facts_future.done() and facts_future.exception() is not None:
+                    # The snapshot query failed first and aborted the transaction whose snapshot pg_dump imports:
+                    # its error is the cause, pg_dump's "invalid snapshot" only the consequence.
+                    raise BackupFailed(f"reading row counts and the ledger of {tenant.database!r} in the dump's "
+                                       f"snapshot failed ({str(facts_future.exception()).strip()[:200]}); "
+                                       "no manifest written") from facts_future.exception()
                 if returncode != 0:
                     stderr.seek(0)
                     detail = stderr.read().decode(errors="replace").strip().splitlines()
