@@ -299,8 +299,9 @@ def test_a_database_without_odoo_tables_is_backed_up_with_an_empty_ledger(
 def test_a_snapshot_query_that_fails_ends_the_backup_with_its_reason_and_stores_nothing(
         stack: LocalStack, blob_store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         pg_dump_starts: str) -> None:
-    # An Odoo <= 13 ledger (account_move.type, no move_type) made the snapshot's ledger query fail; that aborted
-    # the snapshot transaction, pg_dump could not import the snapshot, and `continuity backup` never returned.
+    # A ledger the snapshot's query cannot read (here: no amount_currency; first seen with Odoo 13's `type`) made
+    # that query fail; that aborted the snapshot transaction, pg_dump could not import the snapshot, and
+    # `continuity backup` never returned.
     import threading
 
     if pg_dump_starts != "at once":
@@ -328,7 +329,7 @@ def test_a_snapshot_query_that_fails_ends_the_backup_with_its_reason_and_stores_
             conn.execute("create table account_move (id int primary key, name text, date date, state text, "
                          "type text, journal_id int)")
             conn.execute("create table account_move_line (id int primary key, move_id int, account_id int, "
-                         "partner_id int, debit numeric, credit numeric, amount_currency numeric, currency_id int)")
+                         "partner_id int, debit numeric, credit numeric, currency_id int)")
             conn.execute("insert into account_move values (1, 'INV/1', '2020-01-01', 'posted', 'out_invoice', 1)")
 
         def run() -> None:
@@ -342,8 +343,41 @@ def test_a_snapshot_query_that_fails_ends_the_backup_with_its_reason_and_stores_
         worker.join(timeout=240)  # bounds a hang only: the answer comes in seconds
         assert not worker.is_alive(), "the backup never returned"
         assert len(outcome) == 1 and isinstance(outcome[0], BackupFailed), outcome
-        assert "move_type" in str(outcome[0]) and "no manifest written" in str(outcome[0])
+        assert "amount_currency" in str(outcome[0]) and "no manifest written" in str(outcome[0])
         assert blobs(blob_store, tenant) == []
+    finally:
+        with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        for name in blobs(blob_store, tenant):
+            blob_store.delete("backups", name)
+
+
+def test_an_odoo_13_ledger_is_backed_up_with_its_fingerprint(stack: LocalStack, blob_store: BlobStore) -> None:
+    # Odoo 13 and older name the move's kind `type` (Odoo 14 renamed it `move_type`): same fingerprint rules.
+    from continuity.validation.odoo.schema import fold_ledger, ledger_moves_sql
+
+    token = secrets.token_hex(3)
+    tenant, database = f"t{token}", f"odoo13ok_{token}"
+    registry = Registry.model_validate(registry_raw((tenant, database)))
+    with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    try:
+        with psycopg.connect(stack.dsn("primary", database), autocommit=True) as conn:
+            conn.execute("create table account_account (id int primary key, code text)")
+            conn.execute("create table account_move (id int primary key, name text, date date, state text, "
+                         "type text, journal_id int)")
+            conn.execute("create table account_move_line (id int primary key, move_id int, account_id int, "
+                         "partner_id int, debit numeric, credit numeric, amount_currency numeric, currency_id int)")
+            conn.execute("insert into account_account values (1, '400000'), (2, '121000')")
+            conn.execute("insert into account_move values (1, 'INV/2020/0001', '2020-01-01', 'posted', "
+                         "'out_invoice', 1), (2, '/', '2020-01-02', 'draft', 'out_invoice', 1)")
+            conn.execute("insert into account_move_line values (1, 1, 2, 7, 100, 0, 0, null), "
+                         "(2, 1, 1, 7, 0, 100, 0, null), (3, 2, 1, 7, 5, 0, 0, null)")
+            expected = fold_ledger(conn.execute(ledger_moves_sql("type")).fetchall())
+        stored = take_backup(registry, tenant, store=blob_store)
+        manifest = Manifest.model_validate_json(blob_store.download("backups", stored.manifest))
+        assert (manifest.ledger.posted_moves, manifest.ledger.posted_lines) == (1, 2)
+        assert manifest.ledger.fingerprint == expected != hashlib.sha256(b"").hexdigest()
     finally:
         with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

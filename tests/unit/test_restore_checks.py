@@ -440,3 +440,13 @@ def test_nightly_table_has_one_row_per_tenant_with_objectives_and_failed_checks(
     assert lines[2].split()[:4] == ["acme-finance", "20261124T145200Z-37d437", "passed", "met"]
     assert lines[3].split()[:5] == ["globex", "20261124T145200Z-b075bc", "failed", "missed", "ledger,"]
     assert lines[4].split()[:4] == ["initech", "-", "skipped", "-"]
+
+
+def test_ledger_query_names_the_move_kind_column_of_the_odoo_version_and_nothing_else() -> None:
+    from continuity.validation.odoo.schema import LEDGER_MOVES_SQL, ledger_moves_sql, move_type_column
+
+    assert ledger_moves_sql() == LEDGER_MOVES_SQL and "m.move_type," in LEDGER_MOVES_SQL
+    assert "m.type," in ledger_moves_sql("type") and "move_type" not in ledger_moves_sql("type")
+    assert (move_type_column(("type",)), move_type_column(None)) == ("type", "move_type")
+    with pytest.raises(ValueError, match="not an Odoo move kind column"):
+        ledger_moves_sql("type; drop table account_move")

@@ -124,7 +124,8 @@ def ledger(conn: psycopg.Connection, manifest: Manifest) -> CheckResult:
         )
         result = rc.check_ledger(facts, manifest.ledger.posted_moves, manifest.ledger.posted_lines,
                                  manifest.ledger.debit_total, manifest.ledger.credit_total)
-        fingerprint = odoo_schema.fold_ledger(conn.execute(odoo_schema.LEDGER_MOVES_SQL))
+        kind = odoo_schema.move_type_column(conn.execute(odoo_schema.MOVE_TYPE_COLUMN_SQL).fetchone())
+        fingerprint = odoo_schema.fold_ledger(conn.execute(odoo_schema.ledger_moves_sql(kind)))
         if fingerprint != manifest.ledger.fingerprint:
             problem = (f"ledger fingerprint {fingerprint[:12]}… differs from the manifest's "
                        f"{manifest.ledger.fingerprint[:12]}…: posted entries changed between backup and restore")

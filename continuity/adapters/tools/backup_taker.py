@@ -49,12 +49,14 @@ from continuity.kernel import settings
 from continuity.kernel.errors import BackupConflict, ContinuityError
 from continuity.kernel.tenants import Registry
 from continuity.validation.odoo.schema import (
-    LEDGER_MOVES_SQL,
     LEDGER_TABLES,
     LEDGER_TABLES_PRESENT_SQL,
     LEDGER_TOTALS_SQL,
+    MOVE_TYPE_COLUMN_SQL,
     count_rows_sql,
     fold_ledger,
+    ledger_moves_sql,
+    move_type_column,
 )
 
 logger = logging.getLogger(__name__)
@@ -113,9 +115,10 @@ def _snapshot_facts(conn: psycopg.Connection) -> SnapshotFacts:
     if ledger_present and ledger_present[0] == len(LEDGER_TABLES):
         totals = conn.execute(LEDGER_TOTALS_SQL).fetchone()
         assert totals is not None
+        kind = move_type_column(conn.execute(MOVE_TYPE_COLUMN_SQL).fetchone())  # Odoo <= 13 calls it `type`
         with conn.cursor(name="ledger_moves") as cur:
             cur.itersize = 20_000
-            cur.execute(LEDGER_MOVES_SQL)
+            cur.execute(ledger_moves_sql(kind))
             fingerprint = fold_ledger(cur)
         ledger = Ledger(fingerprint=fingerprint, posted_moves=int(totals[0]), posted_lines=int(totals[1]),
                         debit_total=str(totals[2]), credit_total=str(totals[3]))

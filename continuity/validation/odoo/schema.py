@@ -383,9 +383,26 @@ JOIN account_move m ON m.id = l.move_id
 WHERE m.state = 'posted'
 """
 
-# One row per posted move, in id order: the move's identity and a sha256 over its lines.
-LEDGER_MOVES_SQL = """
-SELECT m.id, COALESCE(m.name, ''), m.date::text, m.move_type, m.journal_id,
+# The move's kind: ``move_type`` since Odoo 14 (addons/account/models/account_move.py); Odoo 13 and older
+# called the same selection ``type``. Both exist in no released version; ``move_type`` wins if they did.
+MOVE_TYPE_COLUMNS = ("move_type", "type")
+MOVE_TYPE_COLUMN_SQL = """
+SELECT column_name FROM information_schema.columns
+WHERE table_schema = 'public' AND table_name = 'account_move' AND column_name IN ('move_type', 'type')
+ORDER BY column_name = 'move_type' DESC LIMIT 1
+"""
+
+
+def ledger_moves_sql(move_type_column: str = "move_type") -> str:
+    """One row per posted move, in id order: the move's identity and a sha256 over its lines.
+
+    :param move_type_column: the database's name for the move's kind (see :data:`MOVE_TYPE_COLUMNS`); the
+        fingerprint is the same whatever the name, so an Odoo 13 ledger is fingerprinted like a later one.
+    """
+    if move_type_column not in MOVE_TYPE_COLUMNS:
+        raise ValueError(f"not an Odoo move kind column: {move_type_column!r}")
+    return f"""
+SELECT m.id, COALESCE(m.name, ''), m.date::text, m.{move_type_column}, m.journal_id,
        encode(sha256(convert_to(string_agg(concat_ws('|', l.id, a.code, l.partner_id, l.debit::text,
                                                       l.credit::text, l.amount_currency::text, l.currency_id),
                                             E'\\n' ORDER BY l.id), 'UTF8')), 'hex')
@@ -397,9 +414,18 @@ GROUP BY m.id
 ORDER BY m.id
 """
 
+
+LEDGER_MOVES_SQL = ledger_moves_sql()
+
+
 LEDGER_TABLES_PRESENT_SQL = """
 SELECT count(*) FROM unnest(%s::text[]) AS t(name) WHERE to_regclass('public.' || t.name) IS NOT NULL
 """
+
+
+def move_type_column(found: Sequence[object] | None) -> str:
+    """The column :data:`MOVE_TYPE_COLUMN_SQL` found (``move_type`` when it found none: a later query names it)."""
+    return str(found[0]) if found else "move_type"
 
 
 def fold_ledger(moves: Iterable[Sequence[object]]) -> str:
