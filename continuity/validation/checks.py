@@ -32,6 +32,7 @@ class CheckId(StrEnum):
     MANIFEST_TENANT = "manifest_tenant"
     FILE_CHECKSUM = "file_checksum"
     ARCHIVE_READABLE = "archive_readable"
+    ARCHIVE_SAFE = "archive_safe"
     RESTORE_COMPLETED = "restore_completed"
     SCHEMA_PRESENT = "schema_present"
     ROW_COUNTS = "row_counts"
@@ -45,12 +46,13 @@ ASSERTION_PREFIX = "assertion:"
 
 # The order checks run and are reported in; a failure of one in PREREQUISITES stops the run.
 PIPELINE_ORDER: tuple[CheckId, ...] = (
-    CheckId.MANIFEST_TENANT, CheckId.FILE_CHECKSUM, CheckId.ARCHIVE_READABLE, CheckId.RESTORE_COMPLETED,
-    CheckId.SCHEMA_PRESENT, CheckId.ROW_COUNTS, CheckId.LEDGER, CheckId.INVOICE_NUMBERING,
+    CheckId.MANIFEST_TENANT, CheckId.FILE_CHECKSUM, CheckId.ARCHIVE_READABLE, CheckId.ARCHIVE_SAFE,
+    CheckId.RESTORE_COMPLETED, CheckId.SCHEMA_PRESENT, CheckId.ROW_COUNTS, CheckId.LEDGER, CheckId.INVOICE_NUMBERING,
     CheckId.ATTACHMENTS, CheckId.INDEXES,
 )
 PREREQUISITES: frozenset[str] = frozenset({
-    CheckId.MANIFEST_TENANT, CheckId.FILE_CHECKSUM, CheckId.ARCHIVE_READABLE, CheckId.RESTORE_COMPLETED,
+    CheckId.MANIFEST_TENANT, CheckId.FILE_CHECKSUM, CheckId.ARCHIVE_READABLE, CheckId.ARCHIVE_SAFE,
+    CheckId.RESTORE_COMPLETED,
 })
 
 
@@ -127,6 +129,17 @@ def check_manifest_tenant(tenant_id: str, manifest_tenant: str, blob_prefix: str
     return CheckResult(CheckId.MANIFEST_TENANT, CheckStatus.PASS, f"manifest belongs to {tenant_id}")
 
 
+def check_file_listed(name: str, listed: Sequence[str]) -> CheckResult | None:
+    """A FILE_CHECKSUM failure when the manifest does not list ``name``, else None (go on and hash it)."""
+    if name in listed:
+        return None
+    shown = _examples(repr(n) for n in listed) or "nothing"
+    return CheckResult(CheckId.FILE_CHECKSUM, CheckStatus.FAIL,
+                       f"the manifest lists no {name} (it lists {shown}): there is no checksum to hold the dump to; "
+                       "the backup cannot be validated, fix the backup job's manifest",
+                       data={"file": name, "listed": list(listed)[:10]})
+
+
 def check_file_checksum(name: str, expected_sha256: str, expected_size: int, actual_sha256: str,
                         actual_size: int) -> CheckResult:
     data = {"file": name, "expected_size": expected_size, "actual_size": actual_size}
@@ -152,6 +165,17 @@ def check_archive_readable(ok: bool, toc_entries: int, error: str) -> CheckResul
                            "the archive's table of contents is empty: the dump holds nothing to restore")
     return CheckResult(CheckId.ARCHIVE_READABLE, CheckStatus.PASS,
                        f"archive readable: {toc_entries} table-of-contents entries", data={"toc_entries": toc_entries})
+
+
+def check_archive_safe(refusal: str | None, toc_entries: int) -> CheckResult:
+    """Nothing in the archive asks the sandbox for more than an Odoo database (``validation.toc``'s verdict)."""
+    if refusal:
+        return CheckResult(CheckId.ARCHIVE_SAFE, CheckStatus.FAIL,
+                           f"{refusal}; treat this backup as hostile and find out who wrote it",
+                           data={"toc_entries": toc_entries})
+    return CheckResult(CheckId.ARCHIVE_SAFE, CheckStatus.PASS,
+                       f"all {toc_entries} table-of-contents entries are kinds an Odoo dump holds, and their SQL "
+                       "runs no program, touches no server file or role", data={"toc_entries": toc_entries})
 
 
 def check_restore_completed(returncode: int | None, errors: Sequence[str], timed_out: bool,

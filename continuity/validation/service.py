@@ -4,7 +4,9 @@ The use case in steps (each one an activity of the tenant-validation orchestrati
 in-process by :func:`validate` for the CLI's ``--local`` mode and the tests):
 
 1. :func:`restore_into_sandbox`: manifest belongs to the tenant → stream the dump from storage to a
-   temp file checking sha256 → ``pg_restore --list`` → create the scratch database → ``pg_restore``.
+   temp file checking sha256 → ``pg_restore --list`` → the archive asks for nothing an Odoo dump does
+   not (:mod:`continuity.validation.toc`) → create the scratch database → ``pg_restore`` as the
+   scratch database's own non-superuser role.
 2. :func:`run_restore_checks`: schema, row counts, ledger, invoice numbering, attachments, indexes,
    tenant assertions, against the scratch database.
 3. :func:`conclude` (pure): recovery objectives and the verdict.
@@ -30,6 +32,7 @@ from typing import Any, Protocol
 from continuity.catalog.manifest import DUMP_FILE, BackupRef
 from continuity.kernel.tenants import Registry, Tenant
 from continuity.validation import checks as rc
+from continuity.validation import toc
 from continuity.validation.checks import CheckId, CheckResult, Objectives, Verdict
 from continuity.validation.naming import run_id_for, scratch_database_name
 
@@ -91,6 +94,14 @@ class ArchiveListingResult(Protocol):
     def toc_entries(self) -> int: ...
     @property
     def error(self) -> str: ...
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """``pg_restore --list`` output, line by line."""
+        ...
+    @property
+    def definitions(self) -> str:
+        """The SQL pg_restore would run for every entry except table data."""
+        ...
 
 
 class RestoreResult(Protocol):
@@ -170,7 +181,7 @@ def restore_into_sandbox(ports: ValidationPorts, ref: BackupRef, scratch_databas
     started = time.monotonic()
     tenant = ports.registry.get_tenant(ref.tenant)
     ports.sandbox.verify_isolated()
-    post = (CheckId.FILE_CHECKSUM, CheckId.ARCHIVE_READABLE, CheckId.RESTORE_COMPLETED)
+    post = (CheckId.FILE_CHECKSUM, CheckId.ARCHIVE_READABLE, CheckId.ARCHIVE_SAFE, CheckId.RESTORE_COMPLETED)
 
     t = time.monotonic()
     results = [_timed(t, rc.check_manifest_tenant(tenant.id, ref.manifest.tenant, ref.prefix,
@@ -182,6 +193,10 @@ def restore_into_sandbox(ports: ValidationPorts, ref: BackupRef, scratch_databas
                            time.monotonic() - started)
 
     t = time.monotonic()
+    unlisted = rc.check_file_listed(DUMP_FILE, [f.name for f in ref.manifest.files])
+    if unlisted is not None:
+        return RestoreStep(tuple(_not_run_after([*results, _timed(t, unlisted)], post[1:])), scratch_database,
+                           False, 0, time.monotonic() - started)
     download = ports.download(ports.source.dump_chunks(ref))
     try:
         expected = ref.manifest.file(DUMP_FILE)
@@ -196,10 +211,17 @@ def restore_into_sandbox(ports: ValidationPorts, ref: BackupRef, scratch_databas
         if rc.stop_reason(results):
             return RestoreStep(tuple(_not_run_after(results, post[2:])), scratch_database, False, 0,
                                time.monotonic() - started)
+        # Decided before the scratch database exists: a hostile dump never reaches a server.
+        t = time.monotonic()
+        refusal = toc.archive_refusal(listing.lines, listing.definitions)
+        results.append(_timed(t, rc.check_archive_safe(refusal, listing.toc_entries)))
+        if rc.stop_reason(results):
+            return RestoreStep(tuple(_not_run_after(results, post[3:])), scratch_database, False, 0,
+                               time.monotonic() - started)
         t = time.monotonic()
         ports.sandbox.create_scratch_database(tenant.id, name=scratch_database)
         deadline = restore_deadline_s(ports.registry.rto_minutes(tenant))
-        outcome = ports.restore(download.path, ports.sandbox.scratch_dsn(scratch_database), jobs, deadline)
+        outcome = ports.restore(download.path, _restore_dsn(ports.sandbox, scratch_database), jobs, deadline)
         results.append(_timed(t, rc.check_restore_completed(outcome.returncode, outcome.errors, outcome.timed_out,
                                                             deadline)))
     finally:
@@ -207,6 +229,24 @@ def restore_into_sandbox(ports: ValidationPorts, ref: BackupRef, scratch_databas
     restored = rc.stop_reason(results) is None
     size = ports.sandbox.database_size(scratch_database) if restored else 0
     return RestoreStep(tuple(results), scratch_database, restored, size, time.monotonic() - started)
+
+
+def _restore_dsn(sandbox: SandboxPort, name: str) -> str:
+    """Where pg_restore connects: the sandbox's non-superuser restore role when it has one.
+
+    Tenant recovery's staging target has none: it restores with owners into a database that is
+    swapped into production, as the superuser by design (``tenant_recovery.restore_keeping_owners``);
+    the TOC policy above still applies to it.
+    """
+    restore_dsn = getattr(sandbox, "restore_dsn", None)
+    return str(restore_dsn(name)) if callable(restore_dsn) else sandbox.scratch_dsn(name)
+
+
+def _checks_dsn(sandbox: SandboxPort, name: str, amcheck: bool) -> str:
+    """Where the checks connect: as the restore role when the sandbox has one (a restored dump's views and
+    functions run with the rights of whoever queries them, so never the superuser); else ``scratch_dsn``."""
+    checks_dsn = getattr(sandbox, "checks_dsn", None)
+    return str(checks_dsn(name, amcheck)) if callable(checks_dsn) else sandbox.scratch_dsn(name)
 
 
 def run_restore_checks(ports: ValidationPorts, ref: BackupRef, step: RestoreStep,
@@ -219,7 +259,8 @@ def run_restore_checks(ports: ValidationPorts, ref: BackupRef, step: RestoreStep
         names = [*after_restore, *(rc.assertion_check_id(a.name) for a in tenant.assertions)]
         return [rc.not_run(c, reason) for c in names]
     amcheck = ports.sandbox.has_amcheck()
-    return ports.run_checks(ports.sandbox.scratch_dsn(step.scratch_database), ref, tenant, sample_rate, amcheck)
+    return ports.run_checks(_checks_dsn(ports.sandbox, step.scratch_database, amcheck[0]), ref, tenant,
+                            sample_rate, amcheck)
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,32 @@ system identifier, which a streaming replica shares with its primary) and that i
 connections; otherwise it raises :class:`SandboxNotIsolated` naming what to change. Scratch databases
 are named ``scratch_{tenant_}_{yyyymmddHHMMSS}_{rand}`` so that a sweeper can drop the ones a crash
 left behind, by age, without touching anything else.
+
+A dump is untrusted input, so the restore never runs as the superuser: each scratch database gets
+its own login role of the same name (``NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION
+NOBYPASSRLS``, a member of no role, so not of ``pg_execute_server_program``,
+``pg_read_server_files`` or ``pg_write_server_files``), which owns that database and nothing else.
+``COPY ... TO PROGRAM``, untrusted languages, event triggers, foreign servers and server files are
+then refused by PostgreSQL itself. One role per run, not one shared role, so that a hostile dump
+cannot reach another tenant's scratch database restored at the same time. Its password is random,
+sent to the server only as a SCRAM-SHA-256 verifier (the mechanism the clusters use), and handed
+to ``pg_restore`` in a mode-600 passfile that is deleted with the database.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
+import hmac
 import logging
+import os
 import secrets
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -28,6 +45,26 @@ from continuity.validation.naming import scratch_created_at, scratch_database_na
 logger = logging.getLogger(__name__)
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", ""})
+SCRAM_ITERATIONS = 4096
+# Predefined roles that turn SQL into machine access; the restore role must be a member of none.
+SERVER_ACCESS_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files")
+# A restore runs pg_restore --jobs connections plus its main one; a few more leave room for a retry.
+RESTORE_CONNECTION_LIMIT = 8
+# Where the sandbox installs amcheck in a scratch database: a schema the restored dump does not own.
+AMCHECK_SCHEMA = "continuity_amcheck"
+
+
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802/7677), computed here so
+    that the password itself never reaches the server, its logs or ``pg_stat_activity``."""
+    salt = salt or secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = base64.b64encode
+    return (f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:"
+            f"{b64(server_key).decode()}")
 
 
 @dataclass(frozen=True)
@@ -97,6 +134,7 @@ class Sandbox:
         self.endpoint = Endpoint.of(admin_dsn)
         self.production_dsns = dict(production_dsns or {})
         self._verified: str | None = None
+        self._passfile_dir = Path(tempfile.gettempdir())
 
     @classmethod
     def local(cls, registry: Registry) -> Sandbox:
@@ -167,10 +205,86 @@ class Sandbox:
         name = name or scratch_database_name(tenant_id, now or datetime.now(UTC), secrets.token_hex(3))
         if scratch_created_at(name) is None:
             raise ContinuityError(f"refusing to create {name!r}: not a scratch database name")
+        password = secrets.token_urlsafe(32)
+        role = sql.Identifier(name)
         with self._connect() as conn:
-            conn.execute(sql.SQL("create database {} template template0").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("drop role if exists {}").format(role))  # a leftover of a crashed run
+            conn.execute(sql.SQL(
+                "create role {} login nosuperuser nocreatedb nocreaterole noreplication nobypassrls "
+                "connection limit {} password {}").format(role, sql.Literal(RESTORE_CONNECTION_LIMIT),
+                                                          sql.Literal(scram_verifier(password))))
+            conn.execute(sql.SQL("create database {} owner {} template template0").format(sql.Identifier(name),
+                                                                                       role))
+            # Only its own role (and the superuser) may connect: not a concurrent run's role.
+            conn.execute(sql.SQL("revoke all on database {} from public").format(sql.Identifier(name)))
+            granted = [r for r in SERVER_ACCESS_ROLES
+                       if (conn.execute("select pg_has_role(%s, %s, 'member')", (name, r)).fetchone() or (False,))[0]]
+        if granted:  # cannot happen for a role made above; refuse rather than restore with machine access
+            self.drop_scratch_database(name)
+            raise ContinuityError(f"restore role {name!r} is a member of {', '.join(granted)}; "
+                                  "nothing was restored")
+        self._write_passfile(name, password)
         logger.info("scratch database created", extra={"tenant": tenant_id, "database": name})
         return name
+
+    def _passfile(self, name: str) -> Path:
+        return self._passfile_dir / f"continuity-restore-{name}.pgpass"
+
+    def _write_passfile(self, name: str, password: str) -> None:
+        path = self._passfile(name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"*:*:{name}:{name}:{password}\n")
+
+    def restore_dsn(self, dbname: str) -> str:
+        """Where ``pg_restore`` connects: the scratch database as its own non-superuser role.
+
+        The password is in a passfile named by the connection string, never in the string itself.
+        :raises ContinuityError: the scratch database was not created by this sandbox object.
+        """
+        passfile = self._passfile(dbname)
+        if not passfile.exists():
+            raise ContinuityError(f"no restore role for {dbname!r}: create the scratch database with "
+                                  "create_scratch_database first")
+        params = conninfo_to_dict(self.admin_dsn)
+        params.update({"dbname": dbname, "user": dbname, "passfile": str(passfile)})
+        return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+
+    def checks_dsn(self, dbname: str, amcheck: bool) -> str:
+        """Where the checks connect: the restore role again, never the superuser, after granting it what they need.
+
+        A restored dump's views, defaults and functions run with the rights of whoever queries them;
+        queried as the superuser they could do what the restore role was kept from doing. So the
+        checks read as the restore role. What they need beyond owning the database is set up here,
+        as the superuser, on objects the dump cannot reach: amcheck in a schema of its own (first on
+        the search path, so a planted ``public.bt_index_check`` cannot fake a pass) with execute
+        granted, and membership in the read-only role the tenant assertions run under.
+        """
+        from continuity.adapters.postgres.check_runner import ASSERTION_ROLE
+
+        role = sql.Identifier(dbname)
+        with self._connect(self.scratch_dsn(dbname)) as conn:
+            if amcheck:
+                conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(AMCHECK_SCHEMA)))
+                conn.execute(sql.SQL("create extension if not exists amcheck schema {}").format(
+                    sql.Identifier(AMCHECK_SCHEMA)))
+                conn.execute(sql.SQL("grant usage on schema {} to {}").format(sql.Identifier(AMCHECK_SCHEMA), role))
+                conn.execute(sql.SQL("grant execute on all functions in schema {} to {}").format(
+                    sql.Identifier(AMCHECK_SCHEMA), role))
+            exists = conn.execute("select 1 from pg_roles where rolname = %s", (ASSERTION_ROLE,)).fetchone()
+            if not exists:
+                # Another validation may create it concurrently.
+                with contextlib.suppress(psycopg.errors.DuplicateObject):
+                    conn.execute(sql.SQL("create role {} nologin").format(sql.Identifier(ASSERTION_ROLE)))
+            conn.execute(sql.SQL("grant {} to {}").format(sql.Identifier(ASSERTION_ROLE), role))
+            if not self._passfile(dbname).exists():
+                # The checks may run in another process than the restore (another activity): a new
+                # password, set once the restore is over, so no connection of it can be cut off.
+                password = secrets.token_urlsafe(32)
+                conn.execute(sql.SQL("alter role {} password {}").format(role, sql.Literal(scram_verifier(password))))
+                self._write_passfile(dbname, password)
+        dsn = self.restore_dsn(dbname)
+        return make_conninfo(dsn, options=f"-c search_path={AMCHECK_SCHEMA},public")
 
     def drop_scratch_database(self, name: str) -> None:
         """Drop a scratch database; succeeds if it is already gone. Refuses any non-scratch name."""
@@ -178,12 +292,17 @@ class Sandbox:
             raise ContinuityError(f"refusing to drop {name!r}: not a scratch database name")
         with self._connect() as conn:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            # The role owns nothing outside its database (the restore runs with --no-owner into it).
+            conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(name)))
+        self._passfile(name).unlink(missing_ok=True)
         logger.info("scratch database dropped", extra={"database": name})
 
     def list_scratch_databases(self) -> list[str]:
+        """Scratch databases, and restore roles whose database is gone (a crash between the two)."""
         with self._connect() as conn:
             rows = conn.execute("select datname from pg_database where datname like 'scratch\\_%' "
-                                "order by datname").fetchall()
+                                "union select rolname from pg_roles where rolname like 'scratch\\_%' "
+                                "order by 1").fetchall()
         return [str(r[0]) for r in rows if scratch_created_at(str(r[0])) is not None]
 
     def sweep_scratch_databases(self, older_than_minutes: int, now: datetime | None = None) -> list[str]:

@@ -35,6 +35,9 @@ RESTORE_OPTIONS = (
     "--no-owner", "--no-privileges", "--no-tablespaces", "--no-security-labels", "--no-publications",
     "--no-subscriptions", "--exit-on-error",
 )
+# The same selection written as a script, to read what the restore would run (no --exit-on-error:
+# there is no server; no --jobs: a script is written serially).
+SCRIPT_OPTIONS = tuple(o for o in RESTORE_OPTIONS if o != "--exit-on-error")
 # Per-session settings for the restore's connections: commit without waiting for WAL flush, build
 # indexes with plenty of memory, and let one index build use the other core.
 RESTORE_PGOPTIONS = ("-c synchronous_commit=off -c maintenance_work_mem=512MB -c work_mem=64MB "
@@ -83,10 +86,14 @@ class ProcessOutcome:
 
 
 def _run(args: list[str], deadline_s: float, env: dict[str, str]) -> ProcessOutcome:
-    """Run a subprocess in its own process group; kill the group when the deadline passes."""
+    """Run a subprocess in its own process group; kill the group when the deadline passes.
+
+    Output is decoded with replacement: a dump is untrusted input, and a name or definition with
+    invalid UTF-8 in it must become a reported problem, never a ``UnicodeDecodeError``.
+    """
     started = time.monotonic()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                            errors="replace", env=env, start_new_session=True, stdin=subprocess.DEVNULL)
     try:
         out, err = proc.communicate(timeout=deadline_s)
         timed_out = False
@@ -100,22 +107,66 @@ def _run(args: list[str], deadline_s: float, env: dict[str, str]) -> ProcessOutc
     return ProcessOutcome(proc.returncode, out or "", err or "", timed_out, time.monotonic() - started, errors)
 
 
+# The entries whose SQL is not read before the restore: pg_restore writes their COPY statement (and any
+# definition) followed by the rows, so reading them means decompressing all data twice. A forged COPY
+# statement or definition there is not seen by the text rules; it is stopped by the restore role, which
+# cannot run programs or touch server files (continuity.adapters.postgres.sandbox).
+_DATA_KINDS = ("TABLE DATA", "MATERIALIZED VIEW DATA", "BLOBS", "BLOB", "LARGE OBJECT")
+
+
 @dataclass(frozen=True)
 class ArchiveListing:
+    """What ``pg_restore`` says an archive holds, read before anything is restored.
+
+    ``lines`` is the ``--list`` output; ``definitions`` the SQL pg_restore would run for every
+    entry except table data (``--file=-`` of a list without them), with the restore's own options.
+    """
+
     ok: bool
     toc_entries: int
     error: str
     seconds: float
+    lines: tuple[str, ...] = ()
+    definitions: str = ""
+
+
+def _is_data_entry(line: str) -> bool:
+    # ``ID; OID OID DESC ...``: the kind follows the third space-separated field.
+    parts = line.split(" ", 3)
+    return len(parts) == 4 and any(parts[3] == k or parts[3].startswith(k + " ") for k in _DATA_KINDS)
 
 
 def list_archive(dump: Path, deadline_s: float = 120) -> ArchiveListing:
-    """``pg_restore --list``: is the archive readable, and how many TOC entries does it hold."""
+    """``pg_restore --list``, then the SQL of every non-data entry: is the archive readable, and what would it run.
+
+    The archive header and entries come back as text (decoded with replacement); deciding whether
+    they may be restored is :mod:`continuity.validation.toc`'s job.
+    """
     outcome = _run([pgbin.tool("pg_restore"), "--list", str(dump)], deadline_s, libpq_env())
     if outcome.timed_out:
         return ArchiveListing(False, 0, f"pg_restore --list did not finish within {deadline_s:.0f}s", outcome.seconds)
-    entries = sum(1 for line in outcome.stdout.splitlines() if line and not line.startswith(";"))
-    error = (outcome.stderr.strip().splitlines() or [""])[-1] if outcome.returncode != 0 else ""
-    return ArchiveListing(outcome.returncode == 0, entries, error, outcome.seconds)
+    lines = tuple(outcome.stdout.splitlines())
+    entries = sum(1 for line in lines if line and not line.startswith(";"))
+    if outcome.returncode != 0:
+        error = (outcome.stderr.strip().splitlines() or [""])[-1]
+        return ArchiveListing(False, entries, error, outcome.seconds, lines)
+    fd, list_name = tempfile.mkstemp(prefix="continuity-toc-", suffix=".list")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for line in lines:
+                if line and not line.startswith(";") and not _is_data_entry(line):
+                    out.write(line + "\n")
+        script = _run([pgbin.tool("pg_restore"), *SCRIPT_OPTIONS, f"--use-list={list_name}", "--file=-", str(dump)],
+                      deadline_s, libpq_env())
+    finally:
+        Path(list_name).unlink(missing_ok=True)
+    seconds = outcome.seconds + script.seconds
+    if script.timed_out or script.returncode != 0:
+        why = (f"did not finish within {deadline_s:.0f}s" if script.timed_out
+               else (script.stderr.strip().splitlines() or [f"exit code {script.returncode}"])[-1])
+        return ArchiveListing(False, entries, f"pg_restore cannot write the archive's definitions: {why}", seconds,
+                              lines)
+    return ArchiveListing(True, entries, "", seconds, lines, script.stdout)
 
 
 def restore(dump: Path, target_dsn: str, jobs: int = 2, deadline_s: float = 3600) -> ProcessOutcome:
