@@ -203,6 +203,8 @@ class Host:
         self.app.functions_bindings = None
         self.engine = engine_class(self.function_objects, control_dsn(), self.base_url,
                                    task_hub="ContinuityHub", activity_workers=4)
+        # The URLs the management API hands out carry the durabletask_extension system key, as Azure's do.
+        self.engine.api.key = self.keys.durable_task_key
         self.engine_detail = "running"
 
     def _run_loop(self) -> None:
@@ -246,7 +248,7 @@ class Host:
             if self.engine is None:
                 raise FunctionFailed(f"function {function.name!r} needs a durable client but the durable engine "
                                      f"is not running ({self.engine_detail})")
-            kwargs[function.client_param] = self.engine.client_binding_json()
+            kwargs[function.client_param] = self.client_binding_json()
         started = time.monotonic()
         try:
             if function.is_async:
@@ -261,6 +263,12 @@ class Host:
         logger.info("function %s succeeded in %.0f ms (invocation %s)", function.name,
                     (time.monotonic() - started) * 1000, invocation_id)
         return result
+
+    def client_binding_json(self) -> str:
+        """The ``durableClient`` binding: the engine's task hub, with URLs that carry the system key."""
+        from devhost.durable.management import client_binding
+
+        return json.dumps(client_binding(self.engine.base_url, self.engine.task_hub, self.keys.durable_task_key))
 
     def invoke_http(self, function: IndexedFunction, request: func.HttpRequest) -> Any:
         return self.call(function, {function.trigger_param: request})

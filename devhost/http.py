@@ -3,12 +3,18 @@
 A threaded server on 127.0.0.1 (never another interface). Every error is JSON
 ``{"error": {"code", "message"}}``; an exception in a function is a 500 and the server keeps serving.
 Request lines are logged without their query string: ``code=`` carries a key.
+
+Hostile requests are refused, never served by a stuck or crashed thread: a connection idle for
+``IDLE_TIMEOUT_SECONDS`` is closed; a body not received in full within ``BODY_READ_TIMEOUT_SECONDS`` is
+answered 408 and the connection closed; JSON nested past the parser's recursion limit is a 400.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -16,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import azure.functions as func
 
 from continuity.kernel.errors import ContinuityError, InvalidRequest, Unauthorized
+from devhost.keys import presented_key
 
 if TYPE_CHECKING:
     from devhost.host import Host
@@ -27,6 +34,16 @@ Response = tuple[int, dict[str, str], bytes]
 DURABLE_PREFIX = "/runtime/webhooks/durabletask/"
 EVENTGRID_WEBHOOK = "/runtime/webhooks/eventgrid"
 TOPIC_PATH = "/eventgrid/topics/continuity/api/events"
+# A keep-alive connection idle this long is closed (longer than aiohttp's 15 s client keep-alive, so the durable
+# client closes its idle connections first and never sends on one the host is closing).
+IDLE_TIMEOUT_SECONDS = 60.0
+# A request body must arrive in full within this time after its headers, else 408 and the connection closes.
+BODY_READ_TIMEOUT_SECONDS = 10.0
+
+
+class RequestTimeout(ContinuityError):
+    code = "request_timeout"
+    http_status = 408
 
 
 class PayloadTooLarge(ContinuityError):
@@ -90,6 +107,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "continuity-devhost"
     sys_version = ""
+    timeout = IDLE_TIMEOUT_SECONDS  # socket timeout while waiting for a request line and headers
 
     # ---- plumbing ------------------------------------------------------------------------------
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's signature
@@ -101,27 +119,66 @@ class Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
 
     def _read_body(self) -> bytes:
+        """The request body, read within ``BODY_READ_TIMEOUT_SECONDS`` in all.
+
+        :raises RequestTimeout: the client sent less than it announced (the connection is closed).
+        """
+        deadline = time.monotonic() + BODY_READ_TIMEOUT_SECONDS
+        try:
+            return self._read_body_until(deadline)
+        except TimeoutError as exc:
+            self.close_connection = True
+            raise RequestTimeout(f"the request body did not arrive within {BODY_READ_TIMEOUT_SECONDS:.0f} s "
+                                 f"(Content-Length larger than the bytes sent?)") from exc
+        finally:
+            with contextlib.suppress(OSError):  # the peer may have gone already
+                self.connection.settimeout(self.timeout)
+
+    def _read(self, size: int, deadline: float) -> bytes:
+        """Exactly ``size`` bytes (fewer only at end of stream), each wait bounded by what is left of the deadline."""
+        parts: list[bytes] = []
+        remaining = size
+        while remaining > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("body read deadline passed")
+            self.connection.settimeout(left)
+            chunk = self.rfile.read1(min(remaining, 65536))
+            if not chunk:
+                break
+            parts.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(parts)
+
+    def _readline(self, limit: int, deadline: float) -> bytes:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("body read deadline passed")
+        self.connection.settimeout(left)
+        return bytes(self.rfile.readline(limit))
+
+    def _read_body_until(self, deadline: float) -> bytes:
         limit = self.server.max_request_bytes
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             chunks: list[bytes] = []
             total = 0
             while True:
-                size_line = self.rfile.readline(1024).split(b";")[0].strip()
+                size_line = self._readline(1024, deadline).split(b";")[0].strip()
                 try:
                     size = int(size_line, 16)
                 except ValueError as exc:
                     self.close_connection = True
                     raise InvalidRequest("malformed chunked body") from exc
                 if size == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    while self._readline(1024, deadline) not in (b"\r\n", b"\n", b""):
                         pass
                     return b"".join(chunks)
                 total += size
                 if total > limit:
                     self.close_connection = True
                     raise PayloadTooLarge(f"request body exceeds {limit} bytes (CONTINUITY_MAX_REQUEST_BYTES)")
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(16)
+                chunks.append(self._read(size, deadline))
+                self._readline(16, deadline)
         raw_length = self.headers.get("Content-Length") or "0"
         try:
             length = int(raw_length)
@@ -132,7 +189,11 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the body stays unread: this connection cannot be reused
             raise PayloadTooLarge(f"request body of {length} bytes exceeds {limit} bytes "
                                   f"(CONTINUITY_MAX_REQUEST_BYTES)")
-        return self.rfile.read(length) if length > 0 else b""
+        body = self._read(length, deadline) if length > 0 else b""
+        if len(body) < length:
+            self.close_connection = True
+            raise InvalidRequest(f"the connection closed after {len(body)} of {length} body bytes")
+        return body
 
     def _send(self, response: Response) -> None:
         status, headers, body = response
@@ -159,6 +220,8 @@ class Handler(BaseHTTPRequestHandler):
             response = error_response(405, exc.code, str(exc), {"Allow": ", ".join(exc.allowed)})
         except ContinuityError as exc:
             response = error_response(exc.http_status, exc.code, str(exc))
+        except RecursionError:  # e.g. JSON nested thousands deep, parsed by a webhook: the caller's fault
+            response = error_response(400, "invalid_request", "the request body is nested too deeply to parse")
         except Exception:  # noqa: BLE001 - a bug in the devhost itself: 500, logged, keep serving
             logger.exception("devhost error on %s %s", self.command, path)
             response = error_response(500, "devhost_error", "the devhost failed on this request; see its log")
@@ -173,6 +236,10 @@ class Handler(BaseHTTPRequestHandler):
                   raw_query: str) -> Response:
         host = self.server.host
         if path.startswith(DURABLE_PREFIX) or path == DURABLE_PREFIX.rstrip("/"):
+            # As in Azure: the durabletask_extension system key or the master key, before anything else.
+            if not host.keys.allows_durable(presented_key(headers, query)):
+                raise Unauthorized("the Durable management API needs the durabletask_extension system key or "
+                                   "the master key (code= or x-functions-key)")
             if host.engine is None:
                 return error_response(503, "durable_unavailable", f"the durable engine is not running "
                                                                   f"({host.engine_detail})")

@@ -4,10 +4,15 @@ A key comes from its setting when that is set (``CONTINUITY_DEVHOST_MASTER_KEY``
 ``CONTINUITY_DEVHOST_FUNCTION_KEY``, ``CONTINUITY_DEVHOST_EVENTGRID_KEY``,
 ``CONTINUITY_EVENTGRID_TOPIC_KEY``), else from ``<local dir>/devhost/keys.json`` (mode 600), where
 random keys are generated on first use. Keys are never logged; the CLI reads them from the same file.
+
+System keys (``systemKeys`` in keys.json) are named as the Functions host names them: ``durabletask_extension``
+opens the Durable management API under ``/runtime/webhooks/durabletask/``, as it does in Azure.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import os
@@ -26,6 +31,8 @@ KEY_SETTINGS = {
     "eventGridKey": "CONTINUITY_DEVHOST_EVENTGRID_KEY",
     "topicKey": "CONTINUITY_EVENTGRID_TOPIC_KEY",
 }
+# The system key of the Durable extension, by the name the Functions host gives it.
+DURABLE_SYSTEM_KEY = "durabletask_extension"
 
 
 def devhost_dir() -> Path:
@@ -55,6 +62,7 @@ class HostKeys:
     event_grid_key: str
     topic_key: str
     per_function: dict[str, str] = field(default_factory=dict)
+    durable_task_key: str = ""
 
     def allows_function(self, function_name: str, presented: str | None) -> bool:
         own = self.per_function.get(function_name)
@@ -70,6 +78,32 @@ class HostKeys:
 
     def allows_topic(self, presented: str | None) -> bool:
         return _same(presented, self.topic_key)
+
+    def allows_durable(self, presented: str | None) -> bool:
+        """The ``durabletask_extension`` system key, or the master key, as in Azure."""
+        return (bool(self.durable_task_key) and _same(presented, self.durable_task_key)) \
+            or _same(presented, self.master_key)
+
+
+def presented_key(headers: dict[str, str], query: dict[str, str]) -> str | None:
+    """The key a request presents: ``x-functions-key``, else ``?code=``, else the password of Basic credentials.
+
+    The Basic form serves the durable client's RPC calls: the SDK appends paths to ``rpcBaseUrl`` and sends
+    no headers of its own, so the host gives it a base URL with the system key as its credentials.
+
+    :param headers: lower-cased header names.
+    """
+    explicit = headers.get("x-functions-key") or query.get("code")
+    if explicit:
+        return explicit
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic" or not token.strip():
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[2] or None
 
 
 def _read(path: Path) -> dict[str, object]:
@@ -116,9 +150,17 @@ def load_keys(function_names: list[str] | None = None, path: Path | None = None)
         if fname not in per_function:
             per_function[fname] = secrets.token_urlsafe(32)
             changed = True
+    raw_system = stored.get("systemKeys")
+    system: dict[str, object] = dict(raw_system) if isinstance(raw_system, dict) else {}
+    durable_key = system.get(DURABLE_SYSTEM_KEY)
+    if not isinstance(durable_key, str) or not durable_key:
+        durable_key = secrets.token_urlsafe(32)
+        system[DURABLE_SYSTEM_KEY] = durable_key
+        stored["systemKeys"] = system
+        changed = True
     if changed:
         stored["functions"] = per_function
         _write_private(path, stored)
     return HostKeys(master_key=resolved["masterKey"], function_key=resolved["functionKey"],
                     event_grid_key=resolved["eventGridKey"], topic_key=resolved["topicKey"],
-                    per_function=per_function)
+                    per_function=per_function, durable_task_key=durable_key)

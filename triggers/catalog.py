@@ -21,7 +21,7 @@ from continuity.kernel import settings
 from continuity.kernel.errors import InvalidRequest
 from continuity.kernel.tenants import TENANT_ID_PATTERN
 from triggers.api_docs import document
-from triggers.common import event_type_of, handles_errors, instance_id, json_response, start_once
+from triggers.common import authorize, event_type_of, handles_errors, instance_id, json_response, start_once
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +101,9 @@ def _limit(raw: str | None) -> int:
 
 def _reader_of(req: func.HttpRequest, tenant: str) -> None:
     """The caller must be a known principal whose tenant scope covers ``tenant``."""
-    from continuity.approvals.service import authenticate_headers
-    from continuity.kernel.identity import Role, require_role, require_tenant
+    from continuity.kernel.identity import Role
 
-    principal = authenticate_headers(dict(req.headers))
-    require_role(principal, Role.READER, f"read the backups of {tenant}")
-    require_tenant(principal, tenant)
+    authorize(req, Role.READER, f"read the backups of {tenant}", tenant)
 
 
 @bp.route(route="tenants/{tenant}/backups", methods=["GET"])

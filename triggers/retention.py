@@ -9,6 +9,9 @@
 - ``POST /api/tenants/{tenant}/holds`` {reason, backup_id?}, ``POST /api/tenants/{tenant}/holds/clear``
   {reason, backup_id?} (approver or admin role; actor and reason go to the evidence chain),
   ``GET /api/tenants/{tenant}/holds``.
+
+Who may: the plan and a tenant's holds need the reader role; a scoped caller's plan lists only its tenants and
+``tenant=`` outside its scope is 403; holds on a tenant outside the caller's scope are 403 to read, set or clear.
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from continuity.approvals import service as approval_service
 from continuity.catalog.manifest import BACKUP_ID_PATTERN
 from continuity.kernel.errors import ContinuityError, Forbidden, InvalidRequest, Unauthorized
-from continuity.kernel.identity import Principal, Role, require_role
+from continuity.kernel.identity import Principal, Role, require_role, require_tenant
 from continuity.kernel.tenants import TENANT_ID_PATTERN
 from continuity.retention import service as retention_service
 from continuity.retention.holds import MAX_REASON_CHARS
 from continuity.retention.planner import parse_time
 from triggers.api_docs import document
-from triggers.common import handles_errors, json_response, parse_body
+from triggers.common import authorize, handles_errors, json_response, parse_body
 from triggers.validation import start_once
 
 logger = logging.getLogger(__name__)
@@ -121,9 +124,11 @@ async def retention_timer(timer: func.TimerRequest, client: df.DurableOrchestrat
 @bp.route(route="retention/plan", methods=["GET"])
 @handles_errors
 def plan_retention(req: func.HttpRequest) -> func.HttpResponse:
-    ports = retention_service.open_ports()
+    tenant = req.params.get("tenant") or None
+    principal = authorize(req, Role.READER, "read the retention plan", tenant)
     now = _as_of(req.params.get("as_of")) or datetime.now(UTC)
-    return json_response(retention_service.plan_document(ports, now, req.params.get("tenant") or None))
+    ports = retention_service.open_ports()
+    return json_response(retention_service.plan_document(ports, now, tenant, scope=principal.tenants))
 
 
 @bp.route(route="retention/apply", methods=["POST"])
@@ -157,6 +162,7 @@ async def apply_retention_as_of(req: func.HttpRequest, client: df.DurableOrchest
 async def get_retention_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     from triggers.approval_http import NotFound
 
+    authorize(req, Role.READER, "read a retention run")
     run_id = req.route_params.get("run_id", "")
     if not run_id.startswith("retention-") or len(run_id) > 40:
         raise NotFound(f"no retention run {run_id[:60]!r}")
@@ -173,8 +179,10 @@ async def get_retention_run(req: func.HttpRequest, client: df.DurableOrchestrati
 
 
 def _hold_request(req: func.HttpRequest) -> tuple[Principal, str, HoldBody]:
+    """The caller (its role is judged, and recorded when refused, by the service) within its tenant scope."""
     principal = approval_service.authenticate_headers(dict(req.headers))
     tenant = req.route_params.get("tenant", "")
+    require_tenant(principal, tenant)
     return principal, tenant, parse_body(req, HoldBody)
 
 
@@ -197,6 +205,6 @@ def clear_legal_hold(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="tenants/{tenant}/holds", methods=["GET"])
 @handles_errors
 def list_legal_holds(req: func.HttpRequest) -> func.HttpResponse:
-    approval_service.authenticate_headers(dict(req.headers))
     tenant = req.route_params.get("tenant", "")
+    authorize(req, Role.READER, f"read the legal holds of {tenant[:60]}", tenant)
     return json_response(retention_service.list_holds(retention_service.open_ports(), tenant))

@@ -5,6 +5,10 @@
 - ``POST /api/tenants/{tenant}/validations``: start ``validate-{tenant}-{backup_id}`` (newest backup unless
   ``backup_id`` is given);
 - ``GET /api/tenants/{tenant}/recoverability``: the tenant's newest backup and last validation verdict.
+
+Who may: starting a tenant's validation needs the operator role within the caller's tenant scope; the nightly
+run validates every tenant, so it needs an operator whose scope is every tenant; reading recoverability needs
+the reader role within the scope.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from continuity.catalog.manifest import BACKUP_ID_PATTERN
 from continuity.kernel import settings
-from continuity.kernel.errors import InvalidRequest
+from continuity.kernel.errors import Forbidden, InvalidRequest
+from continuity.kernel.identity import Role
 from continuity.kernel.tenants import TENANT_ID_RE
 from triggers.api_docs import document
-from triggers.common import handles_errors, json_response, parse_body
+from triggers.common import authorize, handles_errors, json_response, parse_body
 
 logger = logging.getLogger(__name__)
 
@@ -93,18 +98,25 @@ async def nightly_validation_timer(timer: func.TimerRequest, client: df.DurableO
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def start_nightly_validation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    principal = authorize(req, Role.OPERATOR, "start the nightly validation")
+    if principal.tenants is not None:
+        raise Forbidden(f"{principal.name} is scoped to {', '.join(sorted(principal.tenants))} and may not start "
+                        f"the nightly validation of every tenant; validate a tenant with "
+                        f"POST /api/tenants/{{tenant}}/validations")
     body = parse_body(req, NightlyRequest)
     instance = f"nightly-{body.date or f'{datetime.now(UTC):%Y%m%d}'}"
     created, status = await start_once(client, "nightly_validation", instance, nightly_input(body.sample_rate))
     return _started(instance, created, status)
 
 
-def _tenant(req: func.HttpRequest) -> str:
+def _tenant(req: func.HttpRequest, role: Role, action: str) -> str:
+    """The route's tenant, once the caller is authorised for it (scope before the registry: 403, never 404)."""
     from continuity.validation.wiring import registry_from_settings
 
     raw = req.route_params.get("tenant", "")
     if not TENANT_ID_RE.match(raw):
         raise InvalidRequest("path tenant: must match ^[a-z][a-z0-9-]{1,39}$")
+    authorize(req, role, f"{action} of {raw}", raw)
     return registry_from_settings().get_tenant(raw).id
 
 
@@ -115,7 +127,7 @@ async def start_tenant_validation(req: func.HttpRequest, client: df.DurableOrche
     from continuity.validation.naming import run_id_for
     from continuity.validation.wiring import resolve_backup_id
 
-    tenant = _tenant(req)
+    tenant = _tenant(req, Role.OPERATOR, "start the validation")
     body = parse_body(req, TenantValidationRequest)
     # The instance id names the backup, so "latest" is resolved before starting.
     backup_id = resolve_backup_id(tenant, body.backup_id)
@@ -130,4 +142,4 @@ async def start_tenant_validation(req: func.HttpRequest, client: df.DurableOrche
 def get_recoverability(req: func.HttpRequest) -> func.HttpResponse:
     from continuity.validation.wiring import recoverability
 
-    return json_response(recoverability(_tenant(req)))
+    return json_response(recoverability(_tenant(req, Role.READER, "read the recoverability")))

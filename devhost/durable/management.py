@@ -3,6 +3,11 @@
 Routes, status codes and payloads follow the extension's ``HttpApiHandler``: the same paths serve the
 ``rpcBaseUrl`` calls of ``DurableOrchestrationClient`` and the public ``statusQueryGetUri`` family of
 URLs that ``create_check_status_response`` hands out.
+
+Every call needs the ``durabletask_extension`` system key (or the master key); the front door
+(:mod:`devhost.http`) checks it. The URLs handed out carry the key in ``code=``, as Azure's do, and the
+client's ``rpcBaseUrl`` carries it as URL credentials, because the SDK appends paths to that base and sends
+no key of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from dateutil.parser import parse as parse_date
 
@@ -27,10 +32,26 @@ def webhook_base(base_url: str) -> str:
     return base_url.rstrip("/") + PREFIX
 
 
-def management_urls(base_url: str, task_hub: str, instance_id: str) -> dict[str, str]:
-    """``HttpManagementPayload`` for one instance (``INSTANCEID`` in the client binding)."""
+def _key_query(key: str) -> str:
+    return f"&code={quote(key, safe='')}" if key else ""
+
+
+def _with_credentials(url: str, key: str) -> str:
+    """``url`` with the system key as its Basic credentials (``durabletask_extension:KEY@host``)."""
+    if not key:
+        return url
+    parts = urlsplit(url)
+    netloc = f"durabletask_extension:{quote(key, safe='')}@{parts.netloc}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def management_urls(base_url: str, task_hub: str, instance_id: str, key: str = "") -> dict[str, str]:
+    """``HttpManagementPayload`` for one instance (``INSTANCEID`` in the client binding).
+
+    :param key: the ``durabletask_extension`` system key, added as ``code=`` to every URL.
+    """
     prefix = f"{webhook_base(base_url)}/instances/{quote(instance_id, safe='')}"
-    query = f"taskHub={quote(task_hub, safe='')}&connection=Storage"
+    query = f"taskHub={quote(task_hub, safe='')}&connection=Storage{_key_query(key)}"
     return {
         "id": instance_id,
         "statusQueryGetUri": f"{prefix}?{query}",
@@ -44,21 +65,26 @@ def management_urls(base_url: str, task_hub: str, instance_id: str) -> dict[str,
     }
 
 
-def client_binding(base_url: str, task_hub: str) -> dict[str, Any]:
-    """What the extension's ``BindingHelper`` gives a ``durableClient`` parameter (as a JSON string)."""
+def client_binding(base_url: str, task_hub: str, key: str = "") -> dict[str, Any]:
+    """What the extension's ``BindingHelper`` gives a ``durableClient`` parameter (as a JSON string).
+
+    :param key: the ``durabletask_extension`` system key: in the URLs' ``code=``, in
+        ``requiredQueryStringParameters``, and as the credentials of ``rpcBaseUrl``.
+    """
     base = webhook_base(base_url)
     creation = f"{base}/orchestrators/{{functionName}}[/{{instanceId}}]"
+    required = f"code={quote(key, safe='')}" if key else ""
     return {
         "taskHubName": task_hub,
         "creationUrls": {
-            "createNewInstancePostUri": f"{creation}?",
+            "createNewInstancePostUri": f"{creation}?{required}",
             "createAndWaitOnNewInstancePostUri": f"{creation}?timeout={{timeoutInSeconds}}"
-                                                 f"&pollingInterval={{intervalInSeconds}}&",
+                                                 f"&pollingInterval={{intervalInSeconds}}&{required}",
         },
-        "managementUrls": management_urls(base_url, task_hub, "INSTANCEID"),
+        "managementUrls": management_urls(base_url, task_hub, "INSTANCEID", key),
         "baseUrl": base,
-        "requiredQueryStringParameters": "",
-        "rpcBaseUrl": f"{base}/",
+        "requiredQueryStringParameters": required,
+        "rpcBaseUrl": _with_credentials(f"{base}/", key),
         "httpBaseUrl": base,
     }
 
@@ -99,13 +125,16 @@ def payload_text(body: bytes) -> str | None:
     if not body or not body.strip():
         return None
     text = body.decode("utf-8")
-    parsed = json.loads(text)
-    if isinstance(parsed, str):
-        try:
-            json.loads(parsed)
-        except ValueError:
-            return text
-        return parsed
+    try:
+        parsed = json.loads(text)
+        if isinstance(parsed, str):
+            try:
+                json.loads(parsed)
+            except ValueError:
+                return text
+            return parsed
+    except RecursionError as exc:  # hostile nesting: a refusal, not a crash
+        raise ValueError("JSON nested too deeply") from exc
     return text
 
 
@@ -145,7 +174,8 @@ class ManagementApi:
     """Serves one task hub's management routes; ``wake`` tells the dispatchers there is new work."""
 
     def __init__(self, store: TaskHubStore, base_url: str, task_hub: str, orchestrators: set[str],
-                 wake: Callable[[], None]) -> None:
+                 wake: Callable[[], None], key: str = "") -> None:
+        self.key = key  # the durabletask_extension system key, put into the URLs handed out
         self.store = store
         self.base_url = base_url
         self.task_hub = task_hub
@@ -198,7 +228,7 @@ class ManagementApi:
 
     # ---- handlers --------------------------------------------------------------------------
     def check_status_response(self, instance_id: str) -> Response:
-        urls = management_urls(self.base_url, self.task_hub, instance_id)
+        urls = management_urls(self.base_url, self.task_hub, instance_id, self.key)
         payload = {key: urls[key] for key in ("id", "statusQueryGetUri", "sendEventPostUri", "terminatePostUri",
                                               "purgeHistoryDeleteUri", "restartPostUri", "suspendPostUri",
                                               "resumePostUri")}
@@ -230,7 +260,7 @@ class ManagementApi:
                 event.pop("Result", None)
         payload = status_payload(row, _flag(query, "showInput", True), history)
         if row.status in ("Pending", "Running"):
-            location = management_urls(self.base_url, self.task_hub, instance_id)["statusQueryGetUri"]
+            location = management_urls(self.base_url, self.task_hub, instance_id, self.key)["statusQueryGetUri"]
             return _json(202, payload, {"Location": location, "Retry-After": "5"})
         if row.status == "Failed" and _flag(query, "returnInternalServerErrorOnFailure", False):
             return _json(500, payload)

@@ -54,15 +54,17 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("POST", "/api/retention/apply-as-of"): MASTER,
     ("GET", "/api/tenants/{tenant}/backups"): Access("function", Role.READER, scoped=True),
     ("GET", "/api/tenants/{tenant}/backups/{backup_id}"): Access("function", Role.READER, scoped=True),
-    ("POST", "/api/validations/nightly"): FUNCTION,
-    ("POST", "/api/tenants/{tenant}/validations"): FUNCTION,
-    ("GET", "/api/tenants/{tenant}/recoverability"): FUNCTION,
-    ("GET", "/api/retention/plan"): FUNCTION,
+    # The nightly run validates every tenant: an operator whose scope is every tenant.
+    ("POST", "/api/validations/nightly"): Access("function", Role.OPERATOR),
+    ("POST", "/api/tenants/{tenant}/validations"): Access("function", Role.OPERATOR, scoped=True),
+    ("GET", "/api/tenants/{tenant}/recoverability"): Access("function", Role.READER, scoped=True),
+    # A scoped caller's plan lists only its tenants; tenant= outside the scope is refused.
+    ("GET", "/api/retention/plan"): Access("function", Role.READER, scoped=True),
     ("POST", "/api/retention/apply"): Access("function", Role.OPERATOR),
-    ("GET", "/api/retention/runs/{run_id}"): FUNCTION,
-    ("GET", "/api/tenants/{tenant}/holds"): Access("function", Role.READER),
-    ("POST", "/api/tenants/{tenant}/holds"): Access("function", Role.APPROVER),
-    ("POST", "/api/tenants/{tenant}/holds/clear"): Access("function", Role.APPROVER),
+    ("GET", "/api/retention/runs/{run_id}"): Access("function", Role.READER),
+    ("GET", "/api/tenants/{tenant}/holds"): Access("function", Role.READER, scoped=True),
+    ("POST", "/api/tenants/{tenant}/holds"): Access("function", Role.APPROVER, scoped=True),
+    ("POST", "/api/tenants/{tenant}/holds/clear"): Access("function", Role.APPROVER, scoped=True),
     ("POST", "/api/failovers"): Access("function", Role.OPERATOR),
     ("GET", "/api/failovers/{id}"): Access("function", Role.READER),
     # A requester may withdraw its own request, so reject needs a role only for someone else's request.
@@ -146,6 +148,9 @@ def _named_tenant(case: Any) -> str | None:
     params = case.path_parameters or {}
     if "tenant" in params:
         return str(params["tenant"])
+    query = case.query or {}
+    if case.operation.path == "/api/retention/plan" and query.get("tenant"):
+        return str(query["tenant"])
     if case.operation.path.startswith("/api/recoveries/") and "id" in params:
         return str(params["id"]).removeprefix("recovery-")
     return None
@@ -234,6 +239,11 @@ READER_REFUSALS = [
     ("GET", f"/api/recoveries/recovery-{OTHER_TENANT}", None, 403, "scoped to other tenants"),
     ("POST", f"/api/recoveries/recovery-{OTHER_TENANT}/approve", {}, 403, "scoped to other tenants"),
     ("POST", f"/api/recoveries/recovery-{OTHER_TENANT}/reject", {}, 403, "scoped to other tenants"),
+    ("POST", "/api/validations/nightly", {}, 403, "needs the operator role"),
+    ("POST", f"/api/tenants/{SCOPED_TENANT}/validations", {}, 403, "needs the operator role"),
+    ("GET", f"/api/tenants/{OTHER_TENANT}/recoverability", None, 403, "scoped to other tenants"),
+    ("GET", f"/api/tenants/{OTHER_TENANT}/holds", None, 403, "scoped to other tenants"),
+    ("GET", f"/api/retention/plan?tenant={OTHER_TENANT}", None, 403, "scoped to other tenants"),
 ]
 
 

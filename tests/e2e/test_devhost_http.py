@@ -162,8 +162,14 @@ def test_async_functions_share_one_loop_and_get_a_context(devhost: SampleDevhost
 
 
 def test_durable_management_path_without_engine_is_503_json(devhost: SampleDevhost) -> None:
-    status, _, raw = devhost.request("GET", "/runtime/webhooks/durabletask/instances/x")
+    status, _, raw = devhost.request("GET", "/runtime/webhooks/durabletask/instances/x",
+                                     headers={"x-functions-key": devhost.keys["masterKey"]})
     assert status == 503 and error_of(raw)["code"] == "durable_unavailable"
+
+
+def test_durable_management_path_without_key_is_401_even_without_engine(devhost: SampleDevhost) -> None:
+    status, _, raw = devhost.request("GET", "/runtime/webhooks/durabletask/instances/x")
+    assert status == 401 and "durabletask_extension" in error_of(raw)["message"]
 
 
 # ---- admin API and process ----------------------------------------------------------------------------

@@ -186,7 +186,7 @@ def test_ninety_days_plan_apply_audit_leaves_exactly_the_policy_in_storage(
     before = (_storage(blob_store), evidence.head())
 
     # The dry run changes nothing.
-    status, plan = api.call("GET", f"/api/retention/plan?tenant=initech&as_of={AS_OF}")
+    status, plan = api.call("GET", f"/api/retention/plan?tenant=initech&as_of={AS_OF}", user="olivia")
     assert status == 200, plan
     assert plan["dry_run"] is True and plan["now"] == AS_OF
     assert plan["summary"]["DELETE"] == len(DAYS) - len(KEPT["initech"])
@@ -211,7 +211,7 @@ def test_ninety_days_plan_apply_audit_leaves_exactly_the_policy_in_storage(
     status, started = api.call("POST", "/api/retention/apply-as-of", {"as_of": AS_OF}, admin=True, user="olivia")
     assert status == 202, started
     assert started["instance_id"] == "retention-20260331"
-    run = wait_until(lambda: (r := api.call("GET", started["status_url"])[1])["runtime_status"] in (
+    run = wait_until(lambda: (r := api.call("GET", started["status_url"], user="olivia")[1])["runtime_status"] in (
         "Completed", "Failed") and r, timeout=240, what="the retention run to end", interval=0.5)
     assert run["runtime_status"] == "Completed", run
     assert run["run"]["state"] == "completed" and run["run"]["requested_by"] == "olivia"

@@ -1,7 +1,9 @@
 """``continuity validate TENANT``, ``continuity nightly`` and ``continuity report``.
 
-``validate`` and ``nightly`` talk HTTP to the devhost (the same routes as in Azure) and, with
-``--wait``, poll the orchestration until it finishes; ``--local`` runs the validation in this
+``validate`` and ``nightly`` talk HTTP to the devhost (the same routes as in Azure) as ``--user NAME``
+(operator role; without ``--user``, the local identity ``local-operator`` that the CLI creates in this
+machine's owner-only keyring on first use) and, with ``--wait``, poll the orchestration until it
+finishes; ``--local`` runs the validation in this
 process instead (no devhost needed), recording it the same way. ``report --html FILE`` writes the
 self-contained recoverability report; ``--json`` prints its data.
 """
@@ -20,6 +22,9 @@ from continuity.cli.output import emit
 from continuity.kernel.errors import ContinuityError, InvalidRequest, ServerUnavailable
 
 WAIT_TIMEOUT_S = 6 * 3600
+# The identity validate and nightly act as without --user; created with the operator role on first use. Whoever
+# runs the CLI owns the local stack's keyring and user list already, so this grants nothing they could not add.
+LOCAL_OPERATOR = "local-operator"
 TERMINAL = ("Completed", "Failed", "Terminated", "Canceled")
 
 
@@ -51,6 +56,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", action="store_true", help="wait for the result (HTTP mode)")
     parser.add_argument("--local", action="store_true", help="run in this process instead of the devhost")
     parser.add_argument("--endpoint", default=None, help="devhost URL (default http://127.0.0.1:<devhost port>)")
+    parser.add_argument("--user", default=None,
+                        help=f"local identity to act as (operator role; default {LOCAL_OPERATOR}, "
+                             f"created on first use)")
     parser.add_argument("--json", action="store_true")
 
 
@@ -124,7 +132,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"sample_rate": rate}
     if args.backup:
         body["backup_id"] = args.backup
-    started = _post(f"/api/tenants/{args.tenant}/validations", body, args.endpoint)
+    started = _post(f"/api/tenants/{args.tenant}/validations", body, args.endpoint, args.user)
     return _finish(args, started)
 
 
@@ -146,17 +154,50 @@ def cmd_nightly(args: argparse.Namespace) -> int:
                    "failed": sum(1 for r in results if r["outcome"] != "passed")}
         emit(args, summary, render_nightly(results))
         return 0 if summary["failed"] == 0 else 1
-    started = _post("/api/validations/nightly", {"sample_rate": rate}, args.endpoint)
+    started = _post("/api/validations/nightly", {"sample_rate": rate}, args.endpoint, args.user)
     return _finish(args, started)
 
 
-def _post(path: str, body: dict[str, Any], endpoint: str | None) -> dict[str, Any]:
-    from devhost.process import admin_request
+def user_key(user: str | None) -> str:
+    """The API key the CLI sends: ``--user``'s from the keyring, else ``local-operator``'s (created on first use)."""
+    from continuity.adapters.local.identity_store import IdentityStore
+    from continuity.kernel.identity import Role
 
+    store = IdentityStore()
+    if user:
+        return store.client_key(user)
+    known = any(u.name == LOCAL_OPERATOR for u in store.list_users())
+    if not known or not store.key_file(LOCAL_OPERATOR).exists():
+        store.add_user(LOCAL_OPERATOR, [Role.OPERATOR], replace=True)
+        _progress(f"created the local identity {LOCAL_OPERATOR} (operator role) to act as; "
+                  f"pass --user NAME to act as someone else")
+    return store.client_key(LOCAL_OPERATOR)
+
+
+def _post(path: str, body: dict[str, Any], endpoint: str | None, user: str | None) -> dict[str, Any]:
+    """POST as the caller's identity (``X-Continuity-Key``) with the host's master key."""
+    import urllib.error
+    import urllib.request
+
+    from devhost.keys import load_keys
+    from devhost.process import endpoint as default_endpoint
+
+    url = f"{(endpoint or default_endpoint()).rstrip('/')}{path}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={  # noqa: S310
+        "Content-Type": "application/json", "x-functions-key": load_keys().master_key,
+        "X-Continuity-Key": user_key(user)})
     try:
-        code, answer = admin_request("POST", path, body=body, endpoint_url=endpoint, timeout=60)
-    except ServerUnavailable as exc:
-        raise ServerUnavailable(f"{exc}; or run in this process with --local") from exc
+        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 - the operator's own endpoint
+            code, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        code, raw = exc.code, exc.read()
+    except OSError as exc:
+        raise ServerUnavailable(f"the devhost at {url.split('/api/')[0]} does not answer ({exc}); start it with "
+                                f"`continuity local up`, or run in this process with --local") from exc
+    try:
+        answer = json.loads(raw) if raw else None
+    except ValueError:
+        answer = raw.decode(errors="replace")
     if code >= 400 or not isinstance(answer, dict):
         message = answer.get("error", {}).get("message") if isinstance(answer, dict) else str(answer)[:200]
         raise InvalidRequest(f"the devhost refused {path} ({code}): {message}")
