@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devhost import process
+
+if TYPE_CHECKING:
+    from continuity.adapters.local.local_stack import LocalStack
+    from continuity.adapters.storage.blob_store import BlobStore
 from tests.conftest import PORT_BASE as PORT_BASE  # re-exported for the devhost tests
 
 SAMPLE_APP = "tests.e2e.sample_app:app"
@@ -83,3 +90,47 @@ class SampleDevhost:
 
     def log_text(self) -> str:
         return (self.dir / "devhost.log").read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def app_devhost_on_own_catalog(stack: LocalStack, blob_store: BlobStore, *, database: str, backups: str,
+                               evidence: str, subscription: str, env: dict[str, str] | None = None,
+                               topic_subscriptions: list[dict[str, Any]] | None = None) -> Iterator[str]:
+    """The stack's devhost (function_app) restarted on a control database and containers of this module's own,
+    from nothing; this process reads the same (its environment follows). Yields the control DSN; restores the
+    environment and the stack's own devhost afterwards, so no other module sees these settings."""
+    from continuity.adapters.postgres.connection import connect, ensure_database
+    from continuity.adapters.postgres.control_db import prepare
+
+    with connect(stack.dsn("control")) as conn:  # start from nothing: no catalog or evidence of an earlier run
+        conn.execute(f"drop database if exists {database} with (force)")
+    ensure_database(stack.dsn("control"), database)
+    dsn = prepare(stack.dsn("control", database))  # migrated before anything polls it
+    for name in (backups, evidence):
+        if blob_store.container(name).exists():
+            blob_store.container(name).delete_container()
+    blob_store.ensure_containers([backups, evidence])
+    settings = {
+        "CONTINUITY_CONTROL_DSN": dsn, "CONTINUITY_BACKUP_CONTAINER": backups,
+        "CONTINUITY_EVIDENCE_CONTAINER": evidence,
+        "CONTINUITY_DEVHOST_WATCHED_CONTAINERS": backups, "CONTINUITY_DEVHOST_BLOB_POLL_SECONDS": "1",
+        "CONTINUITY_DEVHOST_SUBSCRIPTIONS": json.dumps([
+            {"name": subscription, "source": "storage", "function": "catalog_blob_created",
+             "includedEventTypes": ["Microsoft.Storage.BlobCreated"],
+             "subjectBeginsWith": f"/blobServices/default/containers/{backups}/"}, *(topic_subscriptions or [])]),
+        **(env or {}),
+    }
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    process.stop()
+    process.start("function_app:app", env=settings, timeout=60)
+    try:
+        yield dsn
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        process.stop()
+        process.start("function_app:app", timeout=60)

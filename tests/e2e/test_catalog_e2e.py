@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import random
 import uuid
 from collections.abc import Iterator
@@ -25,12 +24,10 @@ import yaml
 
 from continuity.adapters.local.local_stack import LocalStack
 from continuity.adapters.postgres.catalog_store import PgCatalogStore
-from continuity.adapters.postgres.connection import connect, ensure_database
-from continuity.adapters.postgres.control_db import prepare
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.adapters.storage.evidence_store import EvidenceStore
 from continuity.catalog.model import BackupStatus, CatalogEntry
-from devhost import process
+from tests.e2e.devhost_support import app_devhost_on_own_catalog
 from tests.unit.test_catalog import make_manifest
 from tests.waiting import wait_until
 
@@ -98,40 +95,13 @@ def host(stack: LocalStack, blob_store: BlobStore, tmp_path_factory: pytest.Temp
                                 "secondary_region": "northeurope"})
     path = tmp_path_factory.mktemp("registry") / "tenants.yaml"
     path.write_text(yaml.safe_dump(registry))
-    with connect(stack.dsn("control")) as conn:  # start from nothing: no catalog or evidence of an earlier run
-        conn.execute(f"drop database if exists {DB} with (force)")
-    ensure_database(stack.dsn("control"), DB)
-    dsn = prepare(stack.dsn("control", DB))
-    for name in (BACKUPS, EVIDENCE):
-        if blob_store.container(name).exists():
-            blob_store.container(name).delete_container()
-    blob_store.ensure_containers([BACKUPS, EVIDENCE])
-    env = {
-        "CONTINUITY_TENANTS_FILE": str(path), "CONTINUITY_CONTROL_DSN": dsn, "CONTINUITY_BACKUP_CONTAINER": BACKUPS,
-        "CONTINUITY_EVIDENCE_CONTAINER": EVIDENCE, "CONTINUITY_INCIDENT_RETRY_ATTEMPTS": "2",
-        "CONTINUITY_INCIDENT_FIRST_RETRY_SECONDS": "1",
-        "CONTINUITY_DEVHOST_WATCHED_CONTAINERS": BACKUPS, "CONTINUITY_DEVHOST_BLOB_POLL_SECONDS": "1",
-        "CONTINUITY_DEVHOST_SUBSCRIPTIONS": json.dumps([
-            {"name": "catalog-e2e-created", "source": "storage", "function": "catalog_blob_created",
-             "includedEventTypes": ["Microsoft.Storage.BlobCreated"],
-             "subjectBeginsWith": f"/blobServices/default/containers/{BACKUPS}/"},
-            {"name": "backup-failed", "source": "topic", "function": "backup_failed",
-             "includedEventTypes": ["Continuity.Backup.Failed"]}]),
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    process.stop()
-    process.start("function_app:app", env=env, timeout=60)
-    try:
+    env = {"CONTINUITY_TENANTS_FILE": str(path), "CONTINUITY_INCIDENT_RETRY_ATTEMPTS": "2",
+           "CONTINUITY_INCIDENT_FIRST_RETRY_SECONDS": "1"}
+    failed = [{"name": "backup-failed", "source": "topic", "function": "backup_failed",
+               "includedEventTypes": ["Continuity.Backup.Failed"]}]
+    with app_devhost_on_own_catalog(stack, blob_store, database=DB, backups=BACKUPS, evidence=EVIDENCE,
+                                    subscription="catalog-e2e-created", env=env, topic_subscriptions=failed) as dsn:
         yield Host(stack, dsn)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        process.stop()
-        process.start("function_app:app", timeout=60)
 
 
 def _put_backup(blobs: BlobStore, tenant: str, created: datetime) -> tuple[str, dict[str, Any]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,13 +21,12 @@ import pytest
 from continuity.adapters.local.identity_store import IdentityStore
 from continuity.adapters.local.local_stack import LocalStack
 from continuity.adapters.postgres.catalog_store import PgCatalogStore
-from continuity.adapters.postgres.connection import connect, ensure_database
-from continuity.adapters.postgres.control_db import prepare
+from continuity.adapters.postgres.connection import connect
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.adapters.storage.evidence_store import EvidenceStore
 from continuity.catalog.model import BackupStatus
 from continuity.kernel.identity import Role
-from devhost import process
+from tests.e2e.devhost_support import app_devhost_on_own_catalog
 from tests.unit.test_catalog import make_manifest
 from tests.waiting import wait_until
 
@@ -104,40 +102,12 @@ class Api:
 
 @pytest.fixture(scope="module")
 def world(stack: LocalStack, blob_store: BlobStore) -> Iterator[tuple[Api, str]]:
-    with connect(stack.dsn("control")) as conn:
-        conn.execute(f"drop database if exists {DB} with (force)")
-    ensure_database(stack.dsn("control"), DB)
-    dsn = prepare(stack.dsn("control", DB))  # migrated before anything polls it
-    for name in (BACKUPS, EVIDENCE):  # start from nothing: no blobs left by an earlier run
-        if blob_store.container(name).exists():
-            blob_store.container(name).delete_container()
-    blob_store.ensure_containers([BACKUPS, EVIDENCE])
-    env = {
-        "CONTINUITY_CONTROL_DSN": dsn, "CONTINUITY_BACKUP_CONTAINER": BACKUPS,
-        "CONTINUITY_EVIDENCE_CONTAINER": EVIDENCE,
-        "CONTINUITY_DEVHOST_WATCHED_CONTAINERS": BACKUPS, "CONTINUITY_DEVHOST_BLOB_POLL_SECONDS": "1",
-        "CONTINUITY_DEVHOST_SUBSCRIPTIONS": json.dumps([{
-            "name": "retention-e2e-created", "source": "storage", "function": "catalog_blob_created",
-            "includedEventTypes": ["Microsoft.Storage.BlobCreated"],
-            "subjectBeginsWith": f"/blobServices/default/containers/{BACKUPS}/"}]),
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # this process reads the same catalog, evidence and containers as the devhost
     identities = IdentityStore(stack.base)
     keys = {name: identities.add_user(name, roles, replace=True)
             for name, roles in (("amir", [Role.APPROVER]), ("olivia", [Role.OPERATOR]))}
-    process.stop()
-    process.start("function_app:app", env=env, timeout=60)
-    try:
+    with app_devhost_on_own_catalog(stack, blob_store, database=DB, backups=BACKUPS, evidence=EVIDENCE,
+                                    subscription="retention-e2e-created") as dsn:
         yield Api(stack, keys), dsn
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        process.stop()
-        process.start("function_app:app", timeout=60)
 
 
 def _put(blobs: BlobStore, tenant: str, day: date) -> None:
