@@ -125,15 +125,17 @@ def stop(*, env: dict[str, str] | None = None, timeout: float = 15) -> bool:
 
 
 def admin_request(method: str, path: str, *, port: int | None = None, body: Any = None,
-                  endpoint_url: str | None = None, timeout: float = 10) -> tuple[int, Any]:
-    """Call the devhost's admin API with the master key (read from settings or keys.json; never printed).
+                  endpoint_url: str | None = None, timeout: float = 10,
+                  headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """Call the devhost with the master key (read from settings or keys.json; never printed).
 
+    :param headers: more headers, e.g. the caller's ``X-Continuity-Key`` for a route that names its user.
     :raises ServerUnavailable: the devhost does not answer.
     """
     url = f"{(endpoint_url or endpoint(port)).rstrip('/')}{path}"
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers={  # noqa: S310 - our own endpoint
-        "x-functions-key": load_keys().master_key, "Content-Type": "application/json"})
+        "x-functions-key": load_keys().master_key, "Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
             raw = resp.read()

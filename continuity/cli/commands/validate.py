@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from continuity.cli.output import emit
-from continuity.kernel.errors import ContinuityError, InvalidRequest, ServerUnavailable
+from continuity.kernel.errors import ContinuityError, InvalidRequest
 
 WAIT_TIMEOUT_S = 6 * 3600
 # The identity validate and nightly act as without --user; created with the operator role on first use. Whoever
@@ -176,28 +176,10 @@ def user_key(user: str | None) -> str:
 
 def _post(path: str, body: dict[str, Any], endpoint: str | None, user: str | None) -> dict[str, Any]:
     """POST as the caller's identity (``X-Continuity-Key``) with the host's master key."""
-    import urllib.error
-    import urllib.request
+    from devhost.process import admin_request
 
-    from devhost.keys import load_keys
-    from devhost.process import endpoint as default_endpoint
-
-    url = f"{(endpoint or default_endpoint()).rstrip('/')}{path}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={  # noqa: S310
-        "Content-Type": "application/json", "x-functions-key": load_keys().master_key,
-        "X-Continuity-Key": user_key(user)})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 - the operator's own endpoint
-            code, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        code, raw = exc.code, exc.read()
-    except OSError as exc:
-        raise ServerUnavailable(f"the devhost at {url.split('/api/')[0]} does not answer ({exc}); start it with "
-                                f"`continuity local up`, or run in this process with --local") from exc
-    try:
-        answer = json.loads(raw) if raw else None
-    except ValueError:
-        answer = raw.decode(errors="replace")
+    code, answer = admin_request("POST", path, body=body, endpoint_url=endpoint, timeout=60,
+                                 headers={"X-Continuity-Key": user_key(user)})
     if code >= 400 or not isinstance(answer, dict):
         message = answer.get("error", {}).get("message") if isinstance(answer, dict) else str(answer)[:200]
         raise InvalidRequest(f"the devhost refused {path} ({code}): {message}")
