@@ -21,6 +21,7 @@ from continuity.failover.rules import MILESTONES, FailoverState, FenceResult, pr
 from continuity.kernel.events import EventType
 from continuity.kernel.steps import StepTiming, timings
 from orchestrations.approval_gate import NotApproved, await_approval
+from orchestrations.workflow_record import WorkflowRecord
 
 bp = df.Blueprint()
 
@@ -39,17 +40,9 @@ def failover(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dic
                               "plan": None, "preflight": [], "approval": None, "steps": [], "timings": {},
                               "chain_head": None, "reason": None}
 
-    def show(**changes: Any) -> None:
-        status.update(changes)
-        context.set_custom_status(status)
-
-    def record(action: str, actor: str, data: dict[str, Any], event: EventType | None = None,
-               key: str | None = None, **event_data: Any) -> Generator[Any, Any, None]:
-        result = yield context.call_activity_with_retry(steps.record_failover_evidence, RETRY, {
-            "instance_id": iid, "run_id": run_id, "action": action, "actor": actor, "data": data,
-            "event": str(event) if event else None, "tenant": tenant, "key": key or action,
-            "event_data": {"failover": iid, "run_id": run_id, **event_data}})
-        show(chain_head=result["chain_head"])
+    recorder = WorkflowRecord(context, status, steps.record_failover_evidence, RETRY, tenant=tenant,
+                              event_data={"failover": iid, "run_id": run_id})
+    show, record = recorder.show, recorder.record
 
     def finish(state: FailoverState, reason: str | None, event: EventType,
                approved_at: datetime | None) -> Generator[Any, Any, dict[str, Any]]:

@@ -23,6 +23,7 @@ from continuity.kernel.events import EventType
 from continuity.kernel.steps import StepTiming, timings
 from continuity.recovery.rules import MILESTONES, RecoveryState
 from orchestrations.approval_gate import NotApproved, await_approval
+from orchestrations.workflow_record import WorkflowRecord
 
 bp = df.Blueprint()
 
@@ -50,18 +51,10 @@ def tenant_recovery(context: df.DurableOrchestrationContext) -> Generator[Any, A
                               "checks": None, "approval": None, "steps": [], "timings": {}, "chain_head": None,
                               "reason": None}
 
-    def show(**changes: Any) -> None:
-        status.update(changes)
-        context.set_custom_status(status)
-
-    def record(action: str, actor: str, data: dict[str, Any], event: EventType | None = None,
-               key: str | None = None, **event_data: Any) -> Generator[Any, Any, None]:
-        result = yield context.call_activity_with_retry(steps.record_recovery_evidence, RETRY, {
-            "instance_id": iid, "run_id": run_id, "action": action, "actor": actor, "data": data,
-            "event": str(event) if event else None, "tenant": tenant, "key": key or action,
-            "event_data": {"recovery": iid, "run_id": run_id, "backup_id": request["backup_id"], "drill": drill,
-                           **event_data}})
-        show(chain_head=result["chain_head"])
+    recorder = WorkflowRecord(context, status, steps.record_recovery_evidence, RETRY, tenant=tenant,
+                              event_data={"recovery": iid, "run_id": run_id, "backup_id": request["backup_id"],
+                                          "drill": drill})
+    show, record = recorder.show, recorder.record
 
     unrecorded: list[tuple[int, dict[str, Any]]] = []
 

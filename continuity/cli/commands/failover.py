@@ -126,15 +126,16 @@ def _wait(args: argparse.Namespace, instance: str, until: set[str], timeout: flo
     return wait_for_state(args, f"/api/failovers/{instance}", until, timeout)
 
 
+def _preflight_lines(body: dict[str, Any]) -> list[str]:
+    """Each preflight finding, then the acknowledgements an approval must carry."""
+    acks = (body.get("approval") or {}).get("required_acknowledgements") or []
+    return ([f"  [{finding['status']:<4}] {finding['detail']}" for finding in body.get("preflight") or []]
+            + ([f"  approval requires --ack {' --ack '.join(acks)}"] if acks else []))
+
+
 def render(body: dict[str, Any]) -> str:
     request = body.get("request") or {}
-    lines: list[str] = []
-    for finding in body.get("preflight") or []:
-        lines.append(f"  [{finding['status']:<4}] {finding['detail']}")
-    approval = body.get("approval") or {}
-    if approval.get("required_acknowledgements"):
-        lines.append(f"  approval requires --ack {' --ack '.join(approval['required_acknowledgements'])}")
-    return render_workflow(body, f"{request.get('scope')} -> {request.get('target_region')}", lines,
+    return render_workflow(body, f"{request.get('scope')} -> {request.get('target_region')}", _preflight_lines(body),
                            live_key="approval_to_writable",
                            timing=lambda t: f"approval -> writable {t['approval_to_writable']:.3f}s, "
                                             f"total {t.get('total')}s")
