@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -271,14 +272,41 @@ def test_cli_backup_all_reports_each_failure_and_exits_non_zero(
     assert len([n for n in blobs(blob_store, world["tenant"]) if n.endswith("manifest.json")]) == 1
 
 
-def test_a_database_without_odoo_tables_is_backed_up_with_an_empty_ledger(
-        stack: LocalStack, blob_store: BlobStore) -> None:
+LEDGER_TABLES_SQL = (
+    "create table account_account (id int primary key, code text)",
+    "create table account_move (id int primary key, name text, date date, state text, type text, journal_id int)",
+    "create table account_move_line (id int primary key, move_id int, account_id int, partner_id int, "
+    "debit numeric, credit numeric, amount_currency numeric, currency_id int)",
+)
+
+
+def odoo13_ledger(conn: psycopg.Connection[Any], *, readable: bool = True) -> None:
+    """An Odoo 13-shaped ledger (the move's kind is ``type``); ``readable=False`` drops a column our query reads."""
+    for sql in LEDGER_TABLES_SQL:
+        conn.execute(sql)
+    if not readable:
+        conn.execute("alter table account_move_line drop column amount_currency")
+
+
+@contextlib.contextmanager
+def scratch_tenant(stack: LocalStack, blob_store: BlobStore, prefix: str) -> Iterator[tuple[Registry, str, str]]:
+    """A tenant of its own on a new, empty database: (registry, tenant id, database); both gone afterwards."""
     token = secrets.token_hex(3)
-    tenant, database = f"p{token}", f"plain_{token}"
-    registry = Registry.model_validate(registry_raw((tenant, database)))
+    tenant, database = f"{prefix[0]}{token}", f"{prefix}_{token}"
     with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')
     try:
+        yield Registry.model_validate(registry_raw((tenant, database))), tenant, database
+    finally:
+        with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        for name in blobs(blob_store, tenant):
+            blob_store.delete("backups", name)
+
+
+def test_a_database_without_odoo_tables_is_backed_up_with_an_empty_ledger(
+        stack: LocalStack, blob_store: BlobStore) -> None:
+    with scratch_tenant(stack, blob_store, "plain") as (registry, tenant, database):
         with psycopg.connect(stack.dsn("primary", database), autocommit=True) as conn:
             conn.execute("create table notes (id int primary key, body text)")
             conn.execute("insert into notes select g, 'note ' || g from generate_series(1, 100) g")
@@ -288,11 +316,6 @@ def test_a_database_without_odoo_tables_is_backed_up_with_an_empty_ledger(
         assert (manifest.ledger.posted_moves, manifest.ledger.fingerprint) == (0, hashlib.sha256(b"").hexdigest())
         assert manifest.attachments.count == 0
         assert hashlib.sha256(blob_store.download("backups", stored.dump)).hexdigest() == stored.sha256
-    finally:
-        with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        for name in blobs(blob_store, tenant):
-            blob_store.delete("backups", name)
 
 
 @pytest.mark.parametrize("pg_dump_starts", ["at once", "after the snapshot query failed"])
@@ -317,19 +340,10 @@ def test_a_snapshot_query_that_fails_ends_the_backup_with_its_reason_and_stores_
             'done\n'
             'exec "$REAL" "$@"')
         fake_pg_dump(tmp_path, monkeypatch, wait_for_abort)
-    token = secrets.token_hex(3)
-    tenant, database = f"o{token}", f"odoo13_{token}"
-    registry = Registry.model_validate(registry_raw((tenant, database)))
-    with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
     outcome: list[BaseException | object] = []
-    try:
+    with scratch_tenant(stack, blob_store, "odoo13") as (registry, tenant, database):
         with psycopg.connect(stack.dsn("primary", database), autocommit=True) as conn:
-            conn.execute("create table account_account (id int primary key, code text)")
-            conn.execute("create table account_move (id int primary key, name text, date date, state text, "
-                         "type text, journal_id int)")
-            conn.execute("create table account_move_line (id int primary key, move_id int, account_id int, "
-                         "partner_id int, debit numeric, credit numeric, currency_id int)")
+            odoo13_ledger(conn, readable=False)
             conn.execute("insert into account_move values (1, 'INV/1', '2020-01-01', 'posted', 'out_invoice', 1)")
 
         def run() -> None:
@@ -345,29 +359,15 @@ def test_a_snapshot_query_that_fails_ends_the_backup_with_its_reason_and_stores_
         assert len(outcome) == 1 and isinstance(outcome[0], BackupFailed), outcome
         assert "amount_currency" in str(outcome[0]) and "no manifest written" in str(outcome[0])
         assert blobs(blob_store, tenant) == []
-    finally:
-        with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        for name in blobs(blob_store, tenant):
-            blob_store.delete("backups", name)
 
 
 def test_an_odoo_13_ledger_is_backed_up_with_its_fingerprint(stack: LocalStack, blob_store: BlobStore) -> None:
     # Odoo 13 and older name the move's kind `type` (Odoo 14 renamed it `move_type`): same fingerprint rules.
     from continuity.validation.odoo.schema import fold_ledger, ledger_moves_sql
 
-    token = secrets.token_hex(3)
-    tenant, database = f"t{token}", f"odoo13ok_{token}"
-    registry = Registry.model_validate(registry_raw((tenant, database)))
-    with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
-    try:
+    with scratch_tenant(stack, blob_store, "odoo13ok") as (registry, tenant, database):
         with psycopg.connect(stack.dsn("primary", database), autocommit=True) as conn:
-            conn.execute("create table account_account (id int primary key, code text)")
-            conn.execute("create table account_move (id int primary key, name text, date date, state text, "
-                         "type text, journal_id int)")
-            conn.execute("create table account_move_line (id int primary key, move_id int, account_id int, "
-                         "partner_id int, debit numeric, credit numeric, amount_currency numeric, currency_id int)")
+            odoo13_ledger(conn)
             conn.execute("insert into account_account values (1, '400000'), (2, '121000')")
             conn.execute("insert into account_move values (1, 'INV/2020/0001', '2020-01-01', 'posted', "
                          "'out_invoice', 1), (2, '/', '2020-01-02', 'draft', 'out_invoice', 1)")
@@ -378,8 +378,3 @@ def test_an_odoo_13_ledger_is_backed_up_with_its_fingerprint(stack: LocalStack, 
         manifest = Manifest.model_validate_json(blob_store.download("backups", stored.manifest))
         assert (manifest.ledger.posted_moves, manifest.ledger.posted_lines) == (1, 2)
         assert manifest.ledger.fingerprint == expected != hashlib.sha256(b"").hexdigest()
-    finally:
-        with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        for name in blobs(blob_store, tenant):
-            blob_store.delete("backups", name)
