@@ -55,7 +55,8 @@ from continuity.adapters.local.local_stack import LocalStack  # noqa: E402
 from continuity.adapters.postgres.connection import ensure_database  # noqa: E402
 from continuity.adapters.postgres.control_db import prepare  # noqa: E402
 from continuity.adapters.storage.blob_store import BlobStore  # noqa: E402
-from continuity.catalog.manifest import MANIFEST_FORMAT  # noqa: E402
+from continuity.backups.rules import build_manifest  # noqa: E402
+from continuity.catalog.manifest import Attachments, Ledger, Source  # noqa: E402
 from continuity.catalog.service import open_catalog  # noqa: E402
 from continuity.kernel.settings import LocalStackSettings  # noqa: E402
 from devhost import process  # noqa: E402
@@ -87,24 +88,18 @@ def bench_env(port_base: int) -> dict[str, str]:
     }
 
 
-def make_manifest(tenant: str, backup_id: str, dump: bytes) -> dict[str, Any]:
-    """A valid manifest describing ``dump`` (the builder of tests/unit/test_catalog.py)."""
+def make_manifest(tenant: str, backup_id: str, dump: bytes) -> bytes:
+    """A valid manifest describing ``dump``, built by the product's own builder (as a backup job writes it)."""
     created = datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    return {
-        "format": MANIFEST_FORMAT,
-        "tenant": tenant,
-        "backup_id": backup_id,
-        "kind": "full",
-        "created_at": created.isoformat().replace("+00:00", "Z"),
-        "completed_at": (created + timedelta(seconds=42)).isoformat().replace("+00:00", "Z"),
-        "source": {"server": "weu-primary", "region": "westeurope", "database": "odoo_acme", "pg_version": "16.4"},
-        "files": [{"name": "db.dump", "role": "database", "sha256": hashlib.sha256(dump).hexdigest(),
-                   "size": len(dump)}],
-        "row_counts": {"account_move": 10, "account_move_line": 40},
-        "ledger": {"fingerprint": "ab" * 32, "posted_moves": 10, "posted_lines": 40, "debit_total": "100.00",
-                   "credit_total": "100.00"},
-        "attachments": {"container": "attachments", "prefix": f"{tenant}/", "count": 0, "bytes": 0},
-    }
+    manifest = build_manifest(
+        tenant=tenant, backup_id=backup_id, created_at=created, completed_at=created + timedelta(seconds=42),
+        source=Source(server="weu-primary", region="westeurope", database="odoo_acme", pg_version="16.4"),
+        dump_sha256=hashlib.sha256(dump).hexdigest(), dump_size=len(dump),
+        row_counts={"account_move": 10, "account_move_line": 40},
+        ledger=Ledger(fingerprint="ab" * 32, posted_moves=10, posted_lines=40, debit_total="100.00",
+                      credit_total="100.00"),
+        attachments=Attachments(container="attachments", prefix=f"{tenant}/", count=0, bytes=0))
+    return manifest.model_dump_json(indent=2).encode()
 
 
 def backup_jobs(count: int) -> list[tuple[str, datetime]]:
@@ -119,7 +114,7 @@ def put(blobs: BlobStore, container: str, tenant: str, created: datetime) -> tup
     prefix = f"{tenant}/{created:%Y/%m/%d}/{backup_id}/"
     dump = b"PGDMP" + uuid.uuid4().bytes * 16
     blobs.upload(container, prefix + "db.dump", dump)
-    blobs.upload(container, prefix + "manifest.json", json.dumps(make_manifest(tenant, backup_id, dump)).encode())
+    blobs.upload(container, prefix + "manifest.json", make_manifest(tenant, backup_id, dump))
     return prefix + "manifest.json", time.time()
 
 
