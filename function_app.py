@@ -3,6 +3,7 @@
 import azure.durable_functions as df
 import azure.functions as func
 
+from activities import approvals as approval_activities
 from activities import catalog as catalog_activities
 from activities import failover as failover_activities
 from activities import incidents as incident_activities
@@ -36,6 +37,7 @@ app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (
     health.bp,
     openapi.bp,
+    approval_activities.bp,
     catalog_triggers.bp, catalog_ingest.bp, catalog_activities.bp,
     incidents.bp, backup_incident.bp, incident_activities.bp,
     validation_triggers.bp, nightly_validation.bp, tenant_validation.bp, validation_activities.bp,

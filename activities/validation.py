@@ -45,8 +45,8 @@ def restore_into_sandbox(request: dict[str, Any]) -> dict[str, Any]:
                                                      "run_id": request["run_id"]})
     with telemetry.span("restore_into_sandbox", tenant=ref.tenant, backup_id=ref.backup_id,
                         run_id=request["run_id"], instance_id=request["run_id"]):
-        step = validation.restore_into_sandbox(ports, ref, request["scratch_database"],
-                                               int(request.get("jobs", validation.RESTORE_JOBS)))
+        step = wiring.restore_in_run_folder(ports, ref, request["scratch_database"],
+                                            int(request.get("jobs", validation.RESTORE_JOBS)), request["run_id"])
     return step.to_json()
 
 

@@ -127,6 +127,12 @@ def main() -> None:
               f"{ours_s:.2f}s (of which pg_restore {restore.duration_s:.2f}s)", flush=True)
         for c in report.checks:
             print(f"    {c.status!s:<12} {c.id:<24} {c.duration_s:8.2f}s")
+        # The proofs that a wrong backup cannot pass (issue 14): identity (archive header, times), the tenant
+        # fingerprint, and schema_present (which now includes the schema proof); their share of the ratio.
+        proofs = sum(c.duration_s for c in report.checks if c.id in ("identity", "tenant_fingerprint",
+                                                                    "schema_present", "archive_safe"))
+        print(f"tamper-proof checks (identity, archive_safe, schema_present, tenant_fingerprint): {proofs:.2f}s "
+              f"= {proofs / peer_s:.3f} of the ratio")
         print(f"ratio ours / peer = {ours_s / peer_s:.2f} (goal < 1.0)")
 
 

@@ -2,9 +2,12 @@
 
 Races ``wait_for_external_event(EVENT_NAME)`` against a durable timer at the request's expiry, then
 cancels the timer ("all pending timers must be complete or canceled before the function exits").
-Each decision is re-judged here with the replay-safe clock (:func:`continuity.approvals.rules.decide`):
-a refused one (a second approval racing the first, one arriving at the last second, a forged body)
-leaves the request open, is reported through ``on_refused``, and the gate keeps waiting.
+Every event is first verified by the ``verify_decision`` activity (the MAC key never enters this history):
+only a decision the approve/reject route made for this instance, this run and this preflight digest, dated
+between the request and its expiry, counts; anything else is an attempted bypass. A verified decision is
+then re-judged with the replay-safe clock (:func:`continuity.approvals.rules.decide`). A refused one (a
+bypass, a second approval racing the first, one arriving at the last second) leaves the request open, is
+reported through ``on_refused``, and the gate keeps waiting.
 
 :func:`await_approval` is that wait as a workflow runs it: every refusal, the expiry, the rejection or
 the approval goes to the evidence chain as ``{kind}.refused|expired|rejected|approved``, and the caller
@@ -20,11 +23,23 @@ from typing import Any, Protocol
 
 import azure.durable_functions as df
 
-from continuity.approvals.rules import EVENT_NAME, ApprovalRequest, ApprovalState, Decision, decide, expire
+from activities.approvals import verify_decision
+from continuity.approvals.rules import (
+    BYPASS,
+    EVENT_NAME,
+    ApprovalRequest,
+    ApprovalState,
+    Decision,
+    decide,
+    expire,
+    remember_refusal,
+)
 from continuity.kernel.events import EventType
 
 RefusedHook = Callable[[ApprovalRequest, dict[str, Any], str], Generator[Any, Any, None]]
 StatusHook = Callable[[ApprovalRequest], None]
+VERIFY_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=500, max_number_of_attempts=3)
+UNVERIFIED = "the decision could not be verified"  # the check itself failed: its sender is unknown too
 
 
 class Recorder(Protocol):
@@ -62,9 +77,24 @@ def await_decision(context: df.DurableOrchestrationContext, request: ApprovalReq
             closed = expire(request)
             on_status(closed)
             return closed
+        now = context.current_utc_datetime
         parsed = _parse(event.result)
         if isinstance(parsed, str):
-            yield from on_refused(request, {"raw": str(event.result)[:500]}, parsed)
+            reason = f"{BYPASS}: {parsed}; nothing was decided"
+            request = remember_refusal(request, "", "unverified", "", now, reason)
+            on_status(request)
+            yield from on_refused(request, {"raw": str(event.result)[:500]}, reason)
+            continue
+        try:
+            checked = yield context.call_activity_with_retry(verify_decision, VERIFY_RETRY, {
+                "decision": parsed.to_event(), "request": request.to_json()})
+            refusal = checked.get("refusal") if isinstance(checked, dict) else "the check answered nothing"
+        except Exception as exc:  # noqa: BLE001 - an activity failure arrives as an exception; the request stays open
+            refusal = f"{UNVERIFIED} ({str(exc)[:200]}); decide again"
+        if refusal:
+            request = remember_refusal(request, parsed.id, parsed.by.name, str(parsed.verdict), now, refusal)
+            on_status(request)
+            yield from on_refused(request, parsed.to_json(), refusal)
             continue
         after = decide(request, parsed, context.current_utc_datetime)
         if after.state is ApprovalState.PENDING:
@@ -90,9 +120,16 @@ def await_approval(context: df.DurableOrchestrationContext, request: ApprovalReq
         show(approval=current.to_json())
 
     def on_refused(current: ApprovalRequest, decision: dict[str, Any], reason: str) -> Generator[Any, Any, None]:
-        who = decision.get("by", {}).get("name", "unknown")
+        if reason.startswith((BYPASS, UNVERIFIED)):
+            # Whoever sent it is unknown: the names in a forged decision are the attacker's words, kept as data.
+            yield from record(f"{kind}.refused", "unverified", {
+                "reason": reason, "claimed": decision, "run_id": current.run_id, "executed": False},
+                key=f"bypass:{context.new_uuid()}")
+            return
+        by = decision.get("by")
+        who = str(by.get("name", "unknown")) if isinstance(by, dict) else "unknown"
         yield from record(f"{kind}.refused", who, {"reason": reason, "decision": decision, "executed": False},
-                          key=f"refused:{decision.get('id', context.new_uuid())}")
+                          key=f"refused:{decision.get('id') or context.new_uuid()}")
 
     decided = yield from await_decision(context, request, on_refused=on_refused, on_status=on_status)
     if decided.state is ApprovalState.EXPIRED:
@@ -100,9 +137,10 @@ def await_approval(context: df.DurableOrchestrationContext, request: ApprovalReq
         return NotApproved(decided.state, f"no decision before {decided.expires_at.isoformat()}")
     decision = decided.decision
     assert decision is not None
+    proof = {"decision": decision.to_json(), "principal_id": decision.by.id, "run_id": decided.run_id,
+             "digest": decided.digest, "mac_verified": True}
     if decided.state is ApprovalState.REJECTED:
-        yield from record(f"{kind}.rejected", decision.by.name, {"decision": decision.to_json()})
+        yield from record(f"{kind}.rejected", decision.by.name, proof)
         return NotApproved(decided.state, f"rejected by {decision.by.name}: {decision.comment}")
-    yield from record(f"{kind}.approved", decision.by.name, {"decision": decision.to_json()},
-                      approved_event, approved_by=decision.by.name)
+    yield from record(f"{kind}.approved", decision.by.name, proof, approved_event, approved_by=decision.by.name)
     return decision

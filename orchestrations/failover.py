@@ -77,7 +77,9 @@ def failover(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dic
     approval = open_request(request_id=iid, kind="failover", subject=request["scope"],
                             requested_by=request["requested_by"], requested_at=context.current_utc_datetime,
                             window_minutes=float(inp["window_minutes"]),
-                            acknowledgements=pre["required_acknowledgements"])
+                            acknowledgements=pre["required_acknowledgements"], run_id=run_id,
+                            requester_ids=request.get("requester_ids", ()),
+                            shown={"request": request, "plan": pre["plan"], "preflight": pre["preflight"]})
     show(state=str(FailoverState.AWAITING_APPROVAL))
 
     outcome = yield from await_approval(context, approval, kind="failover", record=record, show=show,

@@ -1,7 +1,8 @@
 """Nightly validation: sweep crashed runs' scratch databases, then validate every tenant's newest backup.
 
 Instance id ``nightly-YYYYMMDD`` (the trigger makes it; starting twice the same day does nothing new).
-One ``validate-{tenant}-{backup_id}`` sub-orchestration per tenant, at most ``parallelism`` at once
+One ``validate-{tenant}-{backup_id}-{attempt}`` sub-orchestration per tenant (the activity that lists them
+names the attempt), at most ``parallelism`` at once
 (the setting arrives in the input: no environment reads here). Output: a small summary per tenant.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 import azure.durable_functions as df
 
 from activities import validation as steps
-from continuity.validation.naming import SWEEP_AFTER_MINUTES, run_id_for
+from continuity.validation.naming import SWEEP_AFTER_MINUTES
 
 bp = df.Blueprint()
 
@@ -35,14 +36,14 @@ def nightly_validation(context: df.DurableOrchestrationContext) -> Generator[Any
                 if p.get("mode") == "pitr" or (p.get("backup_id") and not p.get("already_validated"))]
     results: list[dict[str, Any]] = [
         {"tenant": p["tenant"], "backup_id": p.get("backup_id"), "outcome": "skipped",
-         "reason": p.get("error") or "its newest backup was validated before; no newer backup since"}
+         "reason": p.get("error") or f"its newest backup was judged before ({p.get('run_id')}); no newer backup since"}
         for p in picked if p not in runnable]
     for number, batch in enumerate(plan_batches(runnable, parallelism), 1):
         context.set_custom_status({"stage": "validating", "batch": number, "tenants": [p["tenant"] for p in batch]})
         tasks = [context.call_sub_orchestrator("tenant_validation", {
                      "tenant": p["tenant"], "backup_id": p["backup_id"], "mode": p.get("mode", "restore"),
                      "sample_rate": request.get("sample_rate", 1.0), "jobs": request.get("jobs", 2)},
-                     run_id_for(p["tenant"], p["backup_id"]) if p["backup_id"]
+                     p["run_id"] if p["backup_id"]
                      else f"validate-{p['tenant']}-pitr-{context.current_utc_datetime:%Y%m%d}")
                  for p in batch]
         try:

@@ -48,8 +48,8 @@ def tenant_recovery(context: df.DurableOrchestrationContext) -> Generator[Any, A
             "marker": inp["marker"], "drill": drill}
     status: dict[str, Any] = {"state": str(RecoveryState.PICKING), "run_id": run_id, "tenant": tenant,
                               "request": request, "databases": inp["names"], "backup": None, "data_loss": None,
-                              "checks": None, "approval": None, "steps": [], "timings": {}, "chain_head": None,
-                              "reason": None}
+                              "checks": None, "approval": None, "steps": [], "timings": {}, "unavailable": None,
+                              "chain_head": None, "reason": None}
 
     recorder = WorkflowRecord(context, status, steps.record_recovery_evidence, RETRY, tenant=tenant,
                               event_data={"recovery": iid, "run_id": run_id, "backup_id": request["backup_id"],
@@ -76,10 +76,17 @@ def tenant_recovery(context: df.DurableOrchestrationContext) -> Generator[Any, A
     def finish(state: RecoveryState, reason: str | None, event: EventType,
                approved_at: datetime | None) -> Generator[Any, Any, dict[str, Any]]:
         records = [StepTiming.from_json(s) for s in status["steps"]]
-        show(timings=timings(requested_at, approved_at, records, context.current_utc_datetime, MILESTONES))
+        measured = timings(requested_at, approved_at, records, context.current_utc_datetime, MILESTONES)
+        # The window the cutover recorded durably (fence → reopen, across crashes) beats the one derived
+        # from step boundaries: it is what the tenant actually saw.
+        window = next((s["data"]["unavailable"] for s in reversed(status["steps"])
+                       if isinstance(s.get("data"), dict) and s["data"].get("unavailable")), None)
+        if window is not None and window.get("seconds") is not None:
+            measured["tenant_unavailable"] = window["seconds"]
+        show(timings=measured, unavailable=window)
         action = f"recovery.{state.lower()}"
         yield from record(action, iid, {"reason": reason, "timings": status["timings"],
-                                        "databases": inp["names"]},
+                                        "unavailable": status["unavailable"], "databases": inp["names"]},
                           event, state=str(state), reason=reason, timings=status["timings"])
         # The final state is shown last: whoever sees it can rely on the evidence being written.
         show(state=str(state), reason=reason)
@@ -125,7 +132,10 @@ def tenant_recovery(context: df.DurableOrchestrationContext) -> Generator[Any, A
         return (yield from stop_before_cutover(RecoveryState.REFUSED, checked["detail"], None))
 
     approval = open_request(request_id=iid, kind="recovery", subject=tenant, requested_by=request["requested_by"],
-                            requested_at=context.current_utc_datetime, window_minutes=float(inp["window_minutes"]))
+                            requested_at=context.current_utc_datetime, window_minutes=float(inp["window_minutes"]),
+                            run_id=run_id, requester_ids=request.get("requester_ids", ()),
+                            shown={"request": request, "databases": inp["names"], "backup": status["backup"],
+                                   "checks": status["checks"], "data_loss": status["data_loss"]})
     show(state=str(RecoveryState.AWAITING_APPROVAL))
 
     outcome = yield from await_approval(context, approval, kind="recovery", record=record, show=show,

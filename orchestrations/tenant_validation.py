@@ -1,6 +1,6 @@
 """Tenant validation: pick backup → restore into the sandbox → checks → record → always drop.
 
-Instance id ``validate-{tenant}-{backup_id}``. Deterministic: the clock is
+Instance id ``validate-{tenant}-{backup_id}-{attempt}`` (one per attempt). Deterministic: the clock is
 ``context.current_utc_datetime``, the scratch database name comes from ``context.new_uuid()`` so the
 orchestrator knows it before the restore starts and can always drop it. It never raises: a run that
 cannot complete (sandbox down, storage down) is recorded as an ERROR that marks nothing.

@@ -1,10 +1,15 @@
 """HTTP approve/reject shared by every approval-gated workflow (failover now, tenant recovery next).
 
-``decide(req, client, verdict, kind)``: authenticate the caller, read the open request from the
-orchestration's custom status (``{"approval": ApprovalRequest JSON, ...}``), judge the decision with
-the pure rules, and on a refusal answer 4xx and record it in the evidence chain. Otherwise raise
-the decision as the external event and wait briefly for the orchestration, which judges it again with
-its replay-safe clock, to take it (or refuse it, e.g. a second approval that lost a race).
+``decide(req, client, verdict, kind, orchestration)``: the one authorization rule of every approve/reject
+route. Authenticate the caller; the instance must be of the route's kind (``failover-…`` on the failover
+routes, ``recovery-…`` on the recovery routes, and run by that orchestration) and inside the caller's scope
+(a tenant's, or ``platform`` for unscoped callers only); read the open request from the orchestration's
+custom status (``{"approval": ApprovalRequest JSON, ...}``); a ``digest`` in the body must be the one the
+request shows; judge the decision with the pure rules. Every refusal is answered 4xx and recorded in the
+evidence chain. Otherwise record the decision (``{kind}.decided``), sign it (HMAC over instance, run,
+digest, verdict, principal id and server time, keyed from the secret store) and raise it as the external
+event; then wait briefly for the orchestration, which verifies and judges it again with its replay-safe
+clock, to take it (or refuse it, e.g. a second approval that lost a race).
 
 ``start_workflow(...)``: start the gated orchestration; an instance that already exists is a 409, recorded.
 """
@@ -22,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from continuity.approvals import service as approval_service
 from continuity.approvals.rules import (
+    DIGEST_PATTERN,
     EVENT_NAME,
     MAX_COMMENT_CHARS,
     ApprovalRequest,
@@ -30,9 +36,17 @@ from continuity.approvals.rules import (
     refusal_error,
 )
 from continuity.kernel import settings
-from continuity.kernel.errors import ApprovalRefused, ConfigError, Conflict, ContinuityError, InvalidRequest
-from continuity.kernel.identity import Principal
-from triggers.common import json_response, parse_body
+from continuity.kernel.errors import (
+    ApprovalRefused,
+    ConfigError,
+    Conflict,
+    ContinuityError,
+    Forbidden,
+    InvalidRequest,
+    Unauthorized,
+)
+from continuity.kernel.identity import Principal, Role, require_scope, require_tenant
+from triggers.common import authorize, json_response, parse_body
 
 ACCEPT_WAIT_SECONDS = 10.0
 ACK_PATTERN = r"^[a-z][a-z_]{1,40}$"
@@ -43,6 +57,9 @@ class DecisionBody(BaseModel):
 
     comment: str = Field("", max_length=MAX_COMMENT_CHARS)
     acknowledge: list[str] = Field(default_factory=list, max_length=10)
+    digest: str | None = Field(None, pattern=DIGEST_PATTERN,
+                               description="the approval's digest as shown by GET (approval.digest): the decision "
+                                           "is refused 409 if the request is no longer the one you saw")
 
 
 class NotFound(ContinuityError):
@@ -65,29 +82,68 @@ def open_request(status: Any, instance: str, kind: str) -> ApprovalRequest:
     return ApprovalRequest.from_json(raw)
 
 
-async def decide(req: func.HttpRequest, client: df.DurableOrchestrationClient, verdict: Verdict,
-                 kind: str, principal: Principal, status_url: str | None = None) -> func.HttpResponse:
+def _route_rule(principal: Principal, instance: str, kind: str) -> str:
+    """The kind and scope part of a decision route's rule; returns the instance's scope (tenant or ``platform``).
+
+    :raises Forbidden: the instance is not of this route's kind, or outside the caller's scope.
+    """
+    prefix = f"{kind}-"
+    if not instance.startswith(prefix):
+        raise Forbidden(f"{instance[:80]!r} is not a {kind}; a {kind} route decides {kind}s only")
+    scope = instance.removeprefix(prefix)
+    if kind == "failover":
+        require_scope(principal, scope, f"decide the {scope} failover")
+    else:
+        require_tenant(principal, scope)
+    return scope
+
+
+async def decide(req: func.HttpRequest, client: df.DurableOrchestrationClient, verdict: Verdict, kind: str, *,
+                 orchestration: str, status_url: str | None = None) -> func.HttpResponse:
+    """Approve or reject the ``kind`` instance named by the route (see the module docstring for the rule).
+
+    :raises Unauthorized: no usable credential (recorded). :raises Forbidden: wrong kind or scope (recorded).
+    """
     instance = req.route_params.get("id", "")
+    subject = instance[:80] or "unknown"
     try:
+        principal = authorize(req, Role.READER, f"decide {kind}s")
+    except Unauthorized as exc:
+        approval_service.record_refusal(kind, subject, "unauthenticated", str(exc), exc.code,
+                                        {"verdict": str(verdict)})
+        raise
+    try:
+        scope = _route_rule(principal, instance, kind)
         body = parse_body(req, DecisionBody)
         for ack in body.acknowledge:
             if not re.match(ACK_PATTERN, ack):
                 raise InvalidRequest(f"field acknowledge: {ack[:40]!r} is not an acknowledgement name")
-        request = open_request(await client.get_status(instance), instance, kind)
+        status = await client.get_status(instance)
+        name = getattr(status, "name", None) if status is not None else None
+        if status is not None and status.runtime_status is not None and name not in (None, orchestration):
+            raise Forbidden(f"{instance} is run by {str(name)[:60]!r}, not the {kind} workflow: not a {kind}")
+        request = open_request(status, instance, kind)
+        if request.kind != kind or request.subject != scope:
+            raise Forbidden(f"{instance} awaits a {request.kind} decision on {request.subject!r}: not this route's")
+        if body.digest is not None and body.digest != request.digest:
+            raise Conflict(f"{instance} now shows preflight digest {request.digest}, not {body.digest} that you "
+                           "decided on (another run, or the preflight changed); read it again with GET first")
     except ContinuityError as exc:
-        approval_service.record_refusal(kind, instance or "unknown", principal.name, str(exc), exc.code,
-                                        {"verdict": str(verdict)})
+        approval_service.record_refusal(kind, subject, principal.name, str(exc), exc.code,
+                                        {"verdict": str(verdict), "principal_id": principal.id})
         raise
-    decision = approval_service.new_decision(verdict, principal, body.comment, body.acknowledge)
+    decision = approval_service.new_decision(verdict, principal, body.comment, body.acknowledge, request=request)
     error = refusal_error(request, decision, datetime.now(UTC))
     if error is not None:
         approval_service.record_decision_refusal(request, decision, error)
         raise error
-    await client.raise_event(instance, EVENT_NAME, decision.to_json())
+    approval_service.record_decision(request, decision)
+    await client.raise_event(instance, EVENT_NAME, approval_service.sign(decision).to_event())
     outcome = await _wait_taken(client, instance, decision.id, kind)
     url = status_url or f"/api/{kind}s/{instance}"
     return json_response({"id": instance, "decision_id": decision.id, "verdict": str(verdict),
-                          "state": outcome, "status_url": url}, status=202, headers={"Location": url})
+                          "run_id": request.run_id, "digest": request.digest, "state": outcome, "status_url": url},
+                         status=202, headers={"Location": url})
 
 
 async def _wait_taken(client: df.DurableOrchestrationClient, instance: str, decision_id: str, kind: str) -> str:

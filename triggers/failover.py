@@ -4,6 +4,10 @@ POST /api/failovers {scope, target_region, reason, drill} → 202 + status URL (
 POST /api/failovers/{id}/approve|reject {comment, acknowledge} ; GET /api/failovers/{id}.
 Callers are local users (X-Continuity-Key) or, with platform authentication, Entra ID principals.
 Every refusal after authentication is answered 4xx and recorded in the evidence chain.
+
+Who may: request, an operator whose scope covers the failover's scope (``platform``: unscoped callers only);
+approve or reject, the shared rule of :func:`triggers.approval_http.decide` (a failover instance, inside the
+caller's scope; approver role, or the requester withdrawing); read, a reader within the same scope.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ from continuity.approvals.rules import Verdict
 from continuity.failover.rules import MAX_REASON_CHARS, SCOPE_PATTERN, instance_id, plan_failover
 from continuity.kernel import settings
 from continuity.kernel.errors import Conflict, ContinuityError
-from continuity.kernel.identity import Role, require_role
+from continuity.kernel.identity import Role, require_role, require_scope
 from continuity.kernel.tenants import REGION_PATTERN
 from triggers import approval_http
 from triggers.api_docs import document
-from triggers.common import handles_errors, json_response, parse_body
+from triggers.common import authorize, handles_errors, json_response, parse_body
 
 bp = df.Blueprint()
 
@@ -68,6 +72,7 @@ async def request_failover(req: func.HttpRequest, client: df.DurableOrchestratio
         require_role(principal, Role.OPERATOR, "request failovers")
         body = parse_body(req, FailoverBody)
         subject = instance_id(body.scope)
+        require_scope(principal, body.scope, f"request a {body.scope} failover")
         plan_failover(settings.configured_registry(), body.scope, body.target_region, body.drill)
         running = approval_http.runtime_of(await client.get_status(subject))
         if running in RUNNING:
@@ -79,7 +84,8 @@ async def request_failover(req: func.HttpRequest, client: df.DurableOrchestratio
     window = approval_http.approval_window_minutes()
     run_id = str(uuid.uuid4())
     request = {"scope": body.scope, "target_region": body.target_region, "reason": body.reason, "drill": body.drill,
-               "requested_by": principal.name, "requested_at": datetime.now(UTC).isoformat()}
+               "requested_by": principal.name, "requested_by_id": principal.id,
+               "requester_ids": sorted(principal.ids), "requested_at": datetime.now(UTC).isoformat()}
     await approval_http.start_workflow(client, "failover", subject, {
         "run_id": run_id, "request": request, "window_minutes": window,
         "fence_mode": settings.get("CONTINUITY_FAILOVER_FENCE_MODE")}, kind="failover", principal=principal,
@@ -93,25 +99,29 @@ async def request_failover(req: func.HttpRequest, client: df.DurableOrchestratio
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def approve_failover(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    return await approval_http.decide(req, client, Verdict.APPROVE, "failover", approval_http.authenticate(req))
+    return await approval_http.decide(req, client, Verdict.APPROVE, "failover", orchestration="failover")
 
 
 @bp.route(route="failovers/{id}/reject", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def reject_failover(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    return await approval_http.decide(req, client, Verdict.REJECT, "failover", approval_http.authenticate(req))
+    return await approval_http.decide(req, client, Verdict.REJECT, "failover", orchestration="failover")
 
 
 @bp.route(route="failovers/{id}", methods=["GET"])
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def get_failover(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    approval_http.authenticate(req)
     instance = req.route_params.get("id", "")
+    principal = authorize(req, Role.READER, "read failovers")
+    if not instance.startswith("failover-"):
+        raise approval_http.NotFound(f"no failover {instance[:80]!r}")
+    scope = instance.removeprefix("failover-")
+    require_scope(principal, scope, f"read the {scope} failover")
     status = await client.get_status(instance)
     runtime = approval_http.runtime_of(status)
-    if runtime is None or not instance.startswith("failover-"):
+    if runtime is None or getattr(status, "name", "failover") not in (None, "failover"):
         raise approval_http.NotFound(f"no failover {instance[:80]!r}")
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
     return json_response({"id": instance, "runtime_status": runtime, **custom,

@@ -4,12 +4,15 @@ POST /api/tenants/{tenant}/recoveries {backup_id | before, reason, drill} → 20
     (instance ``recovery-{tenant}``, one per tenant; refused with a 4xx and recorded when the backup is
     another tenant's, failed validation or is not validated, the time is before the oldest backup, a
     recovery of the tenant is already running, or the body is malformed);
-POST /api/recoveries/{id}/approve|reject {comment, acknowledge} (approver role, never the requester);
+POST /api/recoveries/{id}/approve|reject {comment, acknowledge, digest} (the shared rule of
+    :func:`triggers.approval_http.decide`: a recovery instance inside the caller's tenant scope; approver role,
+    never the requester or a linked identity of the requester);
 GET /api/tenants/{tenant}/recoveries/current and GET /api/recoveries/{id}.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 
@@ -80,10 +83,11 @@ async def request_recovery(req: func.HttpRequest, client: df.DurableOrchestratio
     tenant_id = req.route_params.get("tenant", "")
     subject = "recovery"
     try:
-        tenant = settings.configured_registry().get_tenant(tenant_id)
-        subject = instance_id(tenant.id)
+        if re.match(TENANT_ID_PATTERN, tenant_id):
+            subject = instance_id(tenant_id)  # the refusals below are recorded under the instance they concern
         require_role(principal, Role.OPERATOR, "request recoveries")
-        require_tenant(principal, tenant.id)
+        require_tenant(principal, tenant_id)  # scope before the registry: 403, never a 404 that confirms a tenant
+        tenant = settings.configured_registry().get_tenant(tenant_id)
         body = parse_body(req, RecoveryBody)
         status = await client.get_status(subject)
         runtime = approval_http.runtime_of(status)
@@ -102,7 +106,8 @@ async def request_recovery(req: func.HttpRequest, client: df.DurableOrchestratio
     backup_id = chosen["backup"]["backup_id"]
     request = {"tenant": tenant.id, "backup_id": backup_id, "choice": chosen["choice"],
                "before": body.before.isoformat() if body.before else None, "reason": body.reason, "drill": body.drill,
-               "requested_by": principal.name, "requested_at": now.isoformat()}
+               "requested_by": principal.name, "requested_by_id": principal.id,
+               "requester_ids": sorted(principal.ids), "requested_at": now.isoformat()}
     planned = recovery_service.plan(tenant.id, now, run_id, backup_id)
     await approval_http.start_workflow(client, "tenant_recovery", subject, {
         "run_id": run_id, "request": request, "names": planned["names"], "marker": planned["marker"],
@@ -125,9 +130,8 @@ def _in_scope(principal: Principal, instance: str) -> None:
 
 async def _decide(req: func.HttpRequest, client: df.DurableOrchestrationClient, verdict: Verdict) -> func.HttpResponse:
     instance = req.route_params.get("id", "")
-    principal = approval_http.authenticate(req)
-    _in_scope(principal, instance)
-    return await approval_http.decide(req, client, verdict, "recovery", principal, status_url=_status_url(instance))
+    return await approval_http.decide(req, client, verdict, "recovery", orchestration="tenant_recovery",
+                                      status_url=_status_url(instance))
 
 
 @bp.route(route="recoveries/{id}/approve", methods=["POST"])

@@ -12,6 +12,7 @@
 
 Who may: the plan and a tenant's holds need the reader role; a scoped caller's plan lists only its tenants and
 ``tenant=`` outside its scope is 403; holds on a tenant outside the caller's scope are 403 to read, set or clear.
+Applying retention (operator) and reading a run's outcomes (reader) touch every tenant: unscoped callers only.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from continuity.approvals import service as approval_service
 from continuity.catalog.manifest import BACKUP_ID_PATTERN
 from continuity.kernel.errors import ContinuityError, Forbidden, InvalidRequest, Unauthorized
-from continuity.kernel.identity import Principal, Role, require_role, require_tenant
+from continuity.kernel.identity import Principal, Role, require_every_tenant, require_tenant
 from continuity.kernel.tenants import TENANT_ID_PATTERN
 from continuity.retention import service as retention_service
 from continuity.retention.holds import MAX_REASON_CHARS
@@ -135,8 +136,8 @@ def plan_retention(req: func.HttpRequest) -> func.HttpResponse:
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def apply_retention(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    principal = approval_service.authenticate_headers(dict(req.headers))
-    require_role(principal, Role.OPERATOR, "apply retention")
+    principal = authorize(req, Role.OPERATOR, "apply retention")
+    require_every_tenant(principal, "apply retention")  # a run plans and applies every tenant's backups
     # Parsed with the admin route's model so that an as_of is refused for what it is, not as an unknown field.
     if parse_body(req, AdminApplyBody).as_of is not None:
         raise Forbidden("as_of is accepted only for dry runs (GET /api/retention/plan) or on the admin route "
@@ -162,7 +163,8 @@ async def apply_retention_as_of(req: func.HttpRequest, client: df.DurableOrchest
 async def get_retention_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     from triggers.approval_http import NotFound
 
-    authorize(req, Role.READER, "read a retention run")
+    principal = authorize(req, Role.READER, "read a retention run")
+    require_every_tenant(principal, "read a retention run")  # its outcomes name every tenant's backups
     run_id = req.route_params.get("run_id", "")
     if not run_id.startswith("retention-") or len(run_id) > 40:
         raise NotFound(f"no retention run {run_id[:60]!r}")

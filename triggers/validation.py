@@ -2,8 +2,8 @@
 
 - timer ``%CONTINUITY_NIGHTLY_SCHEDULE%`` and ``POST /api/validations/nightly``: start ``nightly-YYYYMMDD``
   (a second start the same day answers with the existing instance);
-- ``POST /api/tenants/{tenant}/validations``: start ``validate-{tenant}-{backup_id}`` (newest backup unless
-  ``backup_id`` is given);
+- ``POST /api/tenants/{tenant}/validations``: start ``validate-{tenant}-{backup_id}-{attempt}`` (newest backup
+  unless ``backup_id`` is given; a backup judged before answers with that run unless ``force``);
 - ``GET /api/tenants/{tenant}/recoverability``: the tenant's newest backup and last validation verdict.
 
 Who may: starting a tenant's validation needs the operator role within the caller's tenant scope; the nightly
@@ -40,6 +40,7 @@ class TenantValidationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     backup_id: str | None = Field(None, pattern=BACKUP_ID_PATTERN)
     sample_rate: float = Field(1.0, gt=0.0, le=1.0)
+    force: bool = Field(False, description="validate again even if the backup was judged before (a new attempt)")
 
 
 class NightlyRequest(BaseModel):
@@ -124,17 +125,19 @@ def _tenant(req: func.HttpRequest, role: Role, action: str) -> str:
 @bp.durable_client_input(client_name="client")
 @handles_errors
 async def start_tenant_validation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    from continuity.validation.naming import run_id_for
-    from continuity.validation.wiring import resolve_backup_id
+    from continuity.validation.wiring import plan_attempt, resolve_backup_id
 
     tenant = _tenant(req, Role.OPERATOR, "start the validation")
     body = parse_body(req, TenantValidationRequest)
-    # The instance id names the backup, so "latest" is resolved before starting.
+    # The instance id names the backup and the attempt, so "latest" and the attempt are resolved first:
+    # a judged backup answers with its run unless forced; a never-judged one (or forced) gets a new attempt.
     backup_id = resolve_backup_id(tenant, body.backup_id)
-    instance = run_id_for(tenant, backup_id)
-    created, status = await start_once(client, "tenant_validation", instance,
+    attempt = plan_attempt(tenant, backup_id, force=body.force)
+    if attempt.concluded:
+        return _started(attempt.run_id, False, "Completed")
+    created, status = await start_once(client, "tenant_validation", attempt.run_id,
                                        {"tenant": tenant, "backup_id": backup_id, "sample_rate": body.sample_rate})
-    return _started(instance, created, status)
+    return _started(attempt.run_id, created, status)
 
 
 @bp.route(route="tenants/{tenant}/recoverability", methods=["GET"])

@@ -84,8 +84,8 @@ class CatalogRepository(Protocol):
 
     def record_validation(self, *, tenant: str, backup_id: str, run_id: str, started_at: datetime,
                           finished_at: datetime, passed: bool, checks: Any, durations: dict[str, float],
-                          summary: dict[str, Any]) -> CatalogEntry:
-        """Record one validation run (idempotent per run) and move the entry to VALIDATED/FAILED_VALIDATION."""
+                          summary: dict[str, Any], error: bool = False) -> CatalogEntry:
+        """Record one validation attempt (idempotent per run id) and move the entry (UNVERIFIED on an error)."""
         ...
 
 
@@ -361,12 +361,12 @@ class CatalogService:
 
     def record_validation(self, *, tenant: str, backup_id: str, run_id: str, started_at: datetime,
                           finished_at: datetime, passed: bool, checks: Any, durations: dict[str, float],
-                          summary: dict[str, Any]) -> CatalogEntry:
-        """Record a validation run in the catalog and carry the new status into the blobs' tags, so that
+                          summary: dict[str, Any], error: bool = False) -> CatalogEntry:
+        """Record a validation attempt in the catalog and carry the new status into the blobs' tags, so that
         storage alone (and a rebuild) knows the backup was validated."""
         entry = self.repo.record_validation(tenant=tenant, backup_id=backup_id, run_id=run_id, started_at=started_at,
                                             finished_at=finished_at, passed=passed, checks=checks,
-                                            durations=durations, summary=summary)
+                                            durations=durations, summary=summary, error=error)
         path = parse_backup_blob(entry.dump_blob, lambda _tenant: True)
         self._tag(path, entry.kind, entry.status)
         return entry

@@ -65,6 +65,28 @@ class Attachments(_Strict):
     bytes: int = Field(ge=0)
 
 
+class TableSchema(_Strict):
+    """One recovery table's shape at backup time: a hash of its columns, and each index's and constraint's
+    definition hashed under its name (so a validation names what is missing or altered)."""
+
+    columns: Annotated[str, Field(pattern=SHA256_PATTERN)]
+    indexes: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]]
+    constraints: dict[str, Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]]
+
+
+class TenantIdentity(_Strict):
+    """What makes the database this tenant's and no other's, read in the dump's snapshot.
+
+    ``database_uuid`` is Odoo's own per-database uuid, kept by dumps and restores and never shared by two
+    databases; ``companies_sha256`` hashes the companies' ids and names (which a rename changes).
+    """
+
+    companies_sha256: Annotated[str, Field(pattern=SHA256_PATTERN)]
+    companies: int = Field(ge=0)
+    # Odoo's ``database.uuid`` system parameter, when the database has one.
+    database_uuid: str | None = Field(None, max_length=64)
+
+
 class Manifest(_Strict):
     format: Literal["continuity.backup-manifest/1"] = "continuity.backup-manifest/1"
     tenant: Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
@@ -77,6 +99,9 @@ class Manifest(_Strict):
     row_counts: dict[str, int]
     ledger: Ledger
     attachments: Attachments
+    # Recorded by backups taken since the identity and schema proofs exist; older manifests lack them.
+    identity: TenantIdentity | None = None
+    tables: dict[str, TableSchema] | None = None
 
     def file(self, name: str) -> ManifestFile:
         for entry in self.files:
@@ -90,15 +115,49 @@ def backup_prefix(tenant: str, backup_id: str, created_at: datetime) -> str:
     return f"{tenant}/{created_at:%Y}/{created_at:%m}/{created_at:%d}/{backup_id}/"
 
 
+# ``BackupRef.stored_manifest_sha256`` of a cataloged backup whose manifest is gone from storage.
+MANIFEST_MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """What the catalog recorded when it first saw a backup: the truth a later validation holds storage to.
+
+    Storage is mutable (until its immutability policy locks it, and an overwrite before that is possible);
+    the catalog entry written at first ingest, and its ``catalog.ingested`` evidence record, are not.
+    """
+
+    manifest_sha256: str
+    dump_sha256: str
+    dump_size: int
+    cataloged_at: datetime | None
+    evidence_seq: int | None
+
+    def describe(self) -> str:
+        when = self.cataloged_at.astimezone(UTC).isoformat().replace("+00:00", "Z") if self.cataloged_at else "?"
+        seq = f", evidence seq {self.evidence_seq}" if self.evidence_seq is not None else ""
+        return f"cataloged at {when}{seq}"
+
+
 @dataclass(frozen=True)
 class BackupRef:
-    """A backup as the validation sees it: where it lies and what its manifest promises."""
+    """A backup as the validation sees it: where it lies and what its manifest promises.
+
+    ``manifest`` is the cataloged manifest when ``anchor`` is set (the validation then never trusts the
+    manifest storage holds now; ``stored_manifest_sha256`` is what storage holds, to compare).
+    """
 
     tenant: str
     backup_id: str
     container: str
     prefix: str
     manifest: Manifest
+    anchor: Anchor | None = None
+    stored_manifest_sha256: str | None = None
+    # Why the catalog refused this backup at ingest (e.g. its dump never matched the manifest), if it did.
+    catalog_refusal: str | None = None
+    # The tenant's identity as its last validated backup recorded it: (backup id, identity).
+    established: tuple[str, TenantIdentity] | None = None
 
     @property
     def dump_blob(self) -> str:

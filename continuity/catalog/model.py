@@ -38,6 +38,7 @@ class BackupStatus(StrEnum):
     AVAILABLE = "available"                  # dump size and sha256 verified against the manifest
     VALIDATED = "validated"                  # restored in the sandbox and the checks passed
     FAILED_VALIDATION = "failed_validation"  # restored in the sandbox and a check failed
+    UNVERIFIED = "unverified"                # a validation was attempted and could not conclude (error)
     REJECTED = "rejected"                    # bad manifest, checksum or size mismatch
     MISSING = "missing"                      # was cataloged; its blobs are gone from storage
     DELETED = "deleted"                      # removed by retention
@@ -48,7 +49,9 @@ S = BackupStatus
 # part arriving while still pending). DELETED is terminal: retention removed the blobs on purpose.
 TRANSITIONS: dict[BackupStatus, frozenset[BackupStatus]] = {
     S.PENDING: frozenset({S.PENDING, S.AVAILABLE, S.REJECTED, S.MISSING, S.DELETED}),
-    S.AVAILABLE: frozenset({S.VALIDATED, S.FAILED_VALIDATION, S.MISSING, S.DELETED}),
+    S.AVAILABLE: frozenset({S.VALIDATED, S.FAILED_VALIDATION, S.UNVERIFIED, S.MISSING, S.DELETED}),
+    # An attempt that errored says nothing about the backup, only that it is no longer merely "available".
+    S.UNVERIFIED: frozenset({S.VALIDATED, S.FAILED_VALIDATION, S.UNVERIFIED, S.MISSING, S.DELETED}),
     S.VALIDATED: frozenset({S.VALIDATED, S.FAILED_VALIDATION, S.MISSING, S.DELETED}),
     S.FAILED_VALIDATION: frozenset({S.VALIDATED, S.FAILED_VALIDATION, S.MISSING, S.DELETED}),
     # A corrected dump or manifest re-uploaded under a rejected id is evaluated again.
@@ -58,11 +61,14 @@ TRANSITIONS: dict[BackupStatus, frozenset[BackupStatus]] = {
     S.DELETED: frozenset(),
 }
 # Statuses whose entry a manifest has settled: the same manifest again is a no-op, a different one a conflict.
-SETTLED = frozenset({S.AVAILABLE, S.VALIDATED, S.FAILED_VALIDATION, S.DELETED})
+SETTLED = frozenset({S.AVAILABLE, S.VALIDATED, S.FAILED_VALIDATION, S.UNVERIFIED, S.DELETED})
 # Statuses whose blobs are expected in storage (reconcile marks them MISSING when gone).
-EXPECTED_IN_STORAGE = frozenset({S.PENDING, S.AVAILABLE, S.VALIDATED, S.FAILED_VALIDATION, S.REJECTED})
+EXPECTED_IN_STORAGE = frozenset({S.PENDING, S.AVAILABLE, S.VALIDATED, S.FAILED_VALIDATION, S.UNVERIFIED,
+                                 S.REJECTED})
 # Statuses a restore may use.
-RESTORABLE = frozenset({S.AVAILABLE, S.VALIDATED, S.FAILED_VALIDATION})
+RESTORABLE = frozenset({S.AVAILABLE, S.VALIDATED, S.FAILED_VALIDATION, S.UNVERIFIED})
+# What a validation may run on: cataloged with a verified dump (a failed one may be validated again).
+VALIDATABLE = RESTORABLE
 
 
 class InvalidTransition(ContinuityError):

@@ -19,7 +19,7 @@ from continuity.catalog.model import BackupStatus
 from continuity.kernel import settings
 from continuity.kernel.errors import InvalidRequest
 from continuity.kernel.events import EventType, make_event
-from continuity.kernel.tenants import load_registry
+from continuity.kernel.tenants import Registry, load_registry
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +28,16 @@ ACTOR = "catalog"
 
 def open_catalog(dsn: str | None = None, blobs: BlobStore | None = None, *, backup_container: str | None = None,
                  evidence_container: str | None = None, tenants_file: Path | None = None,
-                 actor: str = "catalog") -> CatalogService:
+                 actor: str = "catalog", registry: Registry | None = None) -> CatalogService:
     """The catalog use cases wired to the control database, storage and the tenant registry.
 
     :param dsn: the control database (default: the configured one, created locally and migrated).
+    :param registry: the tenants the catalog accepts (default: ``tenants_file``, else the configured registry).
     """
     dsn = prepare(dsn)
     blobs = blobs or BlobStore()
-    registry = load_registry(tenants_file) if tenants_file else settings.configured_registry()
+    if registry is None:
+        registry = load_registry(tenants_file) if tenants_file else settings.configured_registry()
     known = frozenset(t.id for t in registry.tenants)
     return CatalogService(
         repo=PgCatalogStore(dsn), storage=BlobBackupStorage(blobs, backup_container),

@@ -19,6 +19,14 @@ Canonical JSON (:func:`canonical_json`), the rules the hash depends on:
 * anything else (sets, bytes, naive datetimes, objects) is refused with :class:`EvidenceInvalid`,
   because a value without one obvious text form cannot be hashed reproducibly.
 
+Checkpoints (:class:`Checkpoint`) anchor the tail. Storage alone cannot tell a chain whose newest records
+were deleted from a shorter intact one, so every :data:`CHECKPOINT_EVERY` records (and after each clean
+``evidence verify``) the writer stores ``checkpoints/{seq:012d}.json``: ``{seq, hash, at, prev_checkpoint_hash,
+checkpoint_hash}``, the head it reached, chained to the previous checkpoint. :func:`verify_storage` checks
+records, checkpoints and optionally a head published earlier (``--expect-head SEQ:HASH``) with nothing but
+what storage holds: records ending before a checkpoint are a truncated tail; a record whose hash differs
+from a checkpoint's or the expected head's was rewritten.
+
 Pure: no clock, no I/O. Adapters store records (``continuity.adapters.storage.evidence_store``).
 """
 
@@ -44,6 +52,11 @@ RECORD_FIELDS = ("seq", "prev_hash", "hash", "at", "actor", "action", "subject",
 HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 ACTION_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 RECORD_PREFIX = "records/"
+CHECKPOINT_PREFIX = "checkpoints/"
+CHECKPOINT_FIELDS = ("seq", "hash", "at", "prev_checkpoint_hash", "checkpoint_hash")
+# The default cadence: a checkpoint every 100 records. At most the records appended since the newest
+# checkpoint can vanish unnoticed from storage alone; a published head (--expect-head) covers those.
+CHECKPOINT_EVERY = 100
 
 
 class EvidenceInvalid(ContinuityError):
@@ -251,6 +264,9 @@ class BreakKind(StrEnum):
     REORDERED = "reordered"    # seq out of place, or prev_hash not the previous record's hash
     UNREADABLE = "unreadable"  # not JSON, or not a record
     INDEX_MISMATCH = "index_mismatch"  # storage and the control database's index disagree
+    TRUNCATED = "truncated"    # storage ends before a checkpoint (or an expected head) says the chain reached
+    REWRITTEN = "rewritten"    # a record's hash differs from the one a checkpoint (or an expected head) vouches for
+    CHECKPOINT_INVALID = "checkpoint_invalid"  # a checkpoint unreadable, edited, deleted or out of its chain
 
 
 @dataclass(frozen=True)
@@ -361,3 +377,228 @@ def cross_check_index(verification: ChainVerification, stored_hashes: Mapping[in
                           "written outside this system, or an append crashed before its index row committed "
                           "(the next append adopts it)")
     return None
+
+
+# ---- checkpoints and storage-only verification ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A chain head stored on its own, so that storage knows how far the chain had reached.
+
+    ``checkpoint_hash`` is the sha256 of the canonical JSON of the other fields; ``prev_checkpoint_hash`` is the
+    previous checkpoint's ``checkpoint_hash`` (:data:`GENESIS_HASH` for the first), so checkpoints form a chain
+    of their own and a deleted or replaced one shows.
+    """
+
+    seq: int
+    hash: str
+    at: datetime
+    prev_checkpoint_hash: str
+    checkpoint_hash: str
+
+    @property
+    def head(self) -> ChainHead:
+        return ChainHead(self.seq, self.hash)
+
+    def body(self) -> dict[str, Any]:
+        return {"seq": self.seq, "hash": self.hash, "at": format_datetime(self.at),
+                "prev_checkpoint_hash": self.prev_checkpoint_hash}
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.body(), "checkpoint_hash": self.checkpoint_hash}
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.to_json())
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Checkpoint:
+        """Parse a stored checkpoint, refusing missing or extra fields (it does not check the hash)."""
+        problem = checkpoint_shape_problem(raw)
+        if problem:
+            raise EvidenceInvalid(problem)
+        return cls(seq=raw["seq"], hash=raw["hash"], at=parse_datetime(raw["at"]),
+                   prev_checkpoint_hash=raw["prev_checkpoint_hash"], checkpoint_hash=raw["checkpoint_hash"])
+
+
+def checkpoint_shape_problem(raw: Any) -> str | None:
+    """Why ``raw`` is not a well-formed checkpoint, or None."""
+    if not isinstance(raw, dict):
+        return "checkpoint is not a JSON object"
+    if set(raw) != set(CHECKPOINT_FIELDS):
+        return f"checkpoint fields differ from {list(CHECKPOINT_FIELDS)}"
+    if not isinstance(raw["seq"], int) or isinstance(raw["seq"], bool) or raw["seq"] < FIRST_SEQ:
+        return f"seq {raw['seq']!r} is not a positive integer"
+    for name in ("hash", "prev_checkpoint_hash", "checkpoint_hash"):
+        if not isinstance(raw[name], str) or not HASH_RE.match(raw[name]):
+            return f"{name} is not 64 lowercase hex digits"
+    if not isinstance(raw["at"], str):
+        return "at is not a string"
+    return None
+
+
+def checkpoint_hash(body: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of a checkpoint without its ``checkpoint_hash`` field."""
+    return sha256_hex(canonical_json({k: v for k, v in body.items() if k != "checkpoint_hash"}))
+
+
+def build_checkpoint(head: ChainHead, previous: Checkpoint | None, at: datetime) -> Checkpoint:
+    """The checkpoint of ``head``, chained to ``previous`` (None for the first).
+
+    :raises EvidenceInvalid: an empty chain, or a head not after ``previous``.
+    """
+    if head.seq < FIRST_SEQ:
+        raise EvidenceInvalid("an empty chain has no head to checkpoint")
+    if previous is not None and previous.seq >= head.seq:
+        raise EvidenceInvalid(f"a checkpoint at seq {head.seq} cannot follow the checkpoint at seq {previous.seq}")
+    prev = previous.checkpoint_hash if previous is not None else GENESIS_HASH
+    body = {"seq": head.seq, "hash": head.hash, "at": format_datetime(at), "prev_checkpoint_hash": prev}
+    return Checkpoint(seq=head.seq, hash=head.hash, at=at.astimezone(UTC), prev_checkpoint_hash=prev,
+                      checkpoint_hash=checkpoint_hash(body))
+
+
+def checkpoint_due(seq: int, every: int) -> bool:
+    """Whether the record at ``seq`` is one the cadence checkpoints (every ``every``-th; 0 turns it off)."""
+    return every > 0 and seq >= FIRST_SEQ and seq % every == 0
+
+
+def checkpoint_blob_name(seq: int) -> str:
+    """``checkpoints/{seq:012d}.json``: name order is seq order."""
+    return f"{CHECKPOINT_PREFIX}{seq:012d}.json"
+
+
+def seq_from_checkpoint_name(name: str) -> int | None:
+    match = re.fullmatch(rf"{CHECKPOINT_PREFIX}([0-9]{{12}})\.json", name)
+    return int(match.group(1)) if match else None
+
+
+def parse_head(text: str) -> ChainHead:
+    """``SEQ:HASH``, as ``evidence verify`` prints a head and events carry it, parsed.
+
+    :raises EvidenceInvalid: naming the accepted form.
+    """
+    seq_text, _, hash_ = text.strip().partition(":")
+    if not re.fullmatch(r"[0-9]{1,18}", seq_text) or int(seq_text) < FIRST_SEQ or not HASH_RE.match(hash_):
+        raise EvidenceInvalid(f"head {text!r} is not SEQ:HASH: a seq of at least {FIRST_SEQ}, a colon and 64 "
+                              "lowercase hex digits, as `evidence verify` prints it or an event's "
+                              "evidence_chain_head carries it")
+    return ChainHead(int(seq_text), hash_)
+
+
+@dataclass(frozen=True)
+class CheckpointWalk:
+    """What :func:`verify_checkpoints` found: the checkpoints accepted (oldest first) and the first break."""
+
+    checkpoints: tuple[Checkpoint, ...]
+    problem: ChainBreak | None
+
+
+def verify_checkpoints(stored: Iterable[tuple[int, bytes]]) -> CheckpointWalk:
+    """Walk stored checkpoints in name order: each must match its own hash and link to the one before.
+
+    :param stored: ``(seq the blob name claims, blob bytes)`` sorted by that seq.
+    """
+    accepted: list[Checkpoint] = []
+
+    def broken(seq: int, reason: str) -> CheckpointWalk:
+        return CheckpointWalk(tuple(accepted), ChainBreak(seq, BreakKind.CHECKPOINT_INVALID, reason))
+
+    for name_seq, blob in stored:
+        try:
+            raw = json.loads(blob.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            return broken(name_seq, f"checkpoint {name_seq} is not UTF-8 JSON ({exc})")
+        problem = checkpoint_shape_problem(raw)
+        if problem:
+            return broken(name_seq, f"checkpoint {name_seq}: {problem}")
+        try:
+            computed = checkpoint_hash(raw)
+            checkpoint = Checkpoint.from_json(raw)
+        except EvidenceInvalid as exc:
+            return broken(name_seq, f"checkpoint {name_seq}: {exc}")
+        if computed != checkpoint.checkpoint_hash:
+            return broken(name_seq, f"checkpoint {name_seq}: content does not match its checkpoint_hash: edited "
+                                    "after it was written")
+        if checkpoint.seq != name_seq:
+            return broken(name_seq, f"the blob for checkpoint {name_seq} holds checkpoint {checkpoint.seq}")
+        expected_prev = accepted[-1].checkpoint_hash if accepted else GENESIS_HASH
+        if checkpoint.prev_checkpoint_hash != expected_prev:
+            before = f"the checkpoint at seq {accepted[-1].seq}" if accepted else "the start of the chain"
+            return broken(name_seq, f"checkpoint {name_seq} does not link to {before}: a checkpoint between them "
+                                    "was deleted or replaced")
+        accepted.append(checkpoint)
+    return CheckpointWalk(tuple(accepted), None)
+
+
+def vouched_head_problem(walk: ChainVerification, vouched: ChainHead, who: str) -> ChainBreak | None:
+    """Whether the records walked agree with a head something else vouches for (a checkpoint, a published head).
+
+    :returns: REWRITTEN if the record at that seq has another hash, TRUNCATED if an intact walk ends before
+        it, None if they agree or the walk broke earlier (that break is the finding).
+    """
+    stored = walk.hashes.get(vouched.seq)
+    if stored is not None:
+        if stored == vouched.hash:
+            return None
+        return ChainBreak(vouched.seq, BreakKind.REWRITTEN,
+                          f"record {vouched.seq}: hash in storage ({stored[:12]}…) differs from {who} "
+                          f"({vouched.hash[:12]}…): it, or a record before it, was rewritten after {who} was taken")
+    if walk.problem is not None:
+        return None
+    first_missing = walk.head.seq + 1
+    missing = (f"record {first_missing}" if first_missing == vouched.seq
+               else f"records {first_missing}..{vouched.seq}")
+    return ChainBreak(first_missing, BreakKind.TRUNCATED,
+                      f"storage ends at record {walk.head.seq} but {who} vouches for record {vouched.seq}: "
+                      f"{missing} deleted (tail truncated)")
+
+
+def first_break(problems: Iterable[ChainBreak | None]) -> ChainBreak | None:
+    """The break with the lowest seq (the earliest found on a tie), or None."""
+    found = [p for p in problems if p is not None]
+    return min(found, key=lambda p: p.seq) if found else None
+
+
+@dataclass(frozen=True)
+class StorageVerification:
+    """What storage alone proves: the records' walk, the checkpoints, and agreement with an expected head."""
+
+    records: ChainVerification
+    checkpoints: tuple[Checkpoint, ...]
+    expected: ChainHead | None
+    problem: ChainBreak | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    @property
+    def newest_checkpoint(self) -> Checkpoint | None:
+        return self.checkpoints[-1] if self.checkpoints else None
+
+    def to_json(self) -> dict[str, Any]:
+        newest = self.newest_checkpoint
+        return {"ok": self.ok, "records_checked": self.records.records_checked,
+                "storage_head": self.records.head.to_json(), "checkpoints_checked": len(self.checkpoints),
+                "newest_checkpoint": newest.to_json() if newest else None,
+                "expected_head": self.expected.to_json() if self.expected else None,
+                "problem": self.problem.to_json() if self.problem else None}
+
+
+def verify_storage(records: Iterable[tuple[int, bytes]], checkpoints: Iterable[tuple[int, bytes]],
+                   expected: ChainHead | None = None) -> StorageVerification:
+    """Verify the chain from storage alone: records, checkpoints, and optionally a head published earlier.
+
+    :param records: ``(seq from blob name, bytes)`` of ``records/``, sorted by seq.
+    :param checkpoints: the same for ``checkpoints/``.
+    :param expected: a head published before (an event's ``evidence_chain_head``): the chain must reach it
+        with the same hash.
+    """
+    walk = verify_chain(records)
+    marks = verify_checkpoints(checkpoints)
+    vouched: list[ChainBreak | None] = [
+        vouched_head_problem(walk, cp.head, f"checkpoint {cp.seq}") for cp in marks.checkpoints]
+    if expected is not None:
+        vouched.append(vouched_head_problem(walk, expected, "the expected head"))
+    problem = first_break([walk.problem, marks.problem, *vouched])
+    return StorageVerification(walk, marks.checkpoints, expected, problem)

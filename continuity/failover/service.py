@@ -72,13 +72,56 @@ def _cluster(server: Server, name: str) -> str:
     return server.cluster
 
 
-def _step(step: StepName, work: Callable[[], tuple[bool, str, dict[str, Any]]]) -> dict[str, Any]:
+def _attempts() -> Any | None:
+    """The control database's record of step attempts; None (logged) when it cannot be reached."""
+    try:
+        from continuity.adapters.postgres.control_db import prepare
+        from continuity.adapters.postgres.step_attempts import StepAttempts
+
+        return StepAttempts(prepare())
+    except ContinuityError as exc:
+        logger.warning("step attempts not recorded: %s", exc)
+        return None
+
+
+def begin_attempt(run_id: str | None, step: str, started: datetime) -> tuple[datetime, int | None]:
+    """Record, durably, that an attempt of ``step`` of ``run_id`` starts now.
+
+    :returns: when the step's FIRST attempt started (so a retried step's timing covers every attempt) and this
+        attempt's number; ``(started, None)`` when the control database cannot be reached: the timing then
+        covers this attempt only, and says so (``attempts`` None). A failover must not stop for bookkeeping.
+    """
+    store = _attempts() if run_id else None
+    if store is None:
+        return started, None
+    try:
+        attempt = store.begin(str(run_id), step, started)
+    except ContinuityError as exc:
+        logger.warning("step attempt not recorded: %s", exc, extra={"run_id": run_id, "step": step})
+        return started, None
+    if attempt.number > 1:
+        logger.warning("step runs again after an earlier attempt", extra={"run_id": run_id, "step": step,
+                                                                          "attempt": attempt.number})
+    return min(attempt.first_started_at, started), attempt.number
+
+
+def timed_step(step: str, work: Callable[[], tuple[bool, str, dict[str, Any]]], run_id: str | None,
+               pause_point: str) -> dict[str, Any]:
+    """Run ``work`` as one attempt of ``step``; its timing runs from the step's first attempt (see
+    :func:`begin_attempt`), ``attempt_started_at`` is this attempt's own start."""
     started = _now()
+    first, attempt = begin_attempt(run_id, step, started)
     ok, detail, data = work()
-    pause_at(str(step))  # after the work, before its result is recorded: the worst moment to die
+    pause_at(pause_point)  # after the work, before its result is recorded: the worst moment to die
     finished = _now()
-    return {"step": str(step), "started_at": started.isoformat(), "finished_at": finished.isoformat(),
-            "seconds": round((finished - started).total_seconds(), 3), "ok": ok, "detail": detail, "data": data}
+    return {"step": step, "started_at": first.isoformat(), "attempt_started_at": started.isoformat(),
+            "attempts": attempt, "finished_at": finished.isoformat(),
+            "seconds": round((finished - first).total_seconds(), 3), "ok": ok, "detail": detail, "data": data}
+
+
+def _step(step: StepName, work: Callable[[], tuple[bool, str, dict[str, Any]]],
+          run_id: str | None = None) -> dict[str, Any]:
+    return timed_step(str(step), work, run_id, str(step))
 
 
 # ---- evidence and events -----------------------------------------------------------------------
@@ -200,7 +243,7 @@ def fence(inp: dict[str, Any]) -> dict[str, Any]:
         detail = "; ".join(refusals) or "; ".join(f"{f.server}: {f.state} ({f.detail})" for f in results)
         return not refusals, detail, {"fences": [f.to_json() for f in results]}
 
-    return _step(StepName.FENCE, work)
+    return _step(StepName.FENCE, work, inp.get("run_id"))
 
 
 def promote(inp: dict[str, Any]) -> dict[str, Any]:
@@ -237,7 +280,7 @@ def promote(inp: dict[str, Any]) -> dict[str, Any]:
         return True, "; ".join(f"{p['server']} promoted" + (" (already)" if p.get("already_promoted") else "")
                                for p in out), {"promotions": out}
 
-    return _step(StepName.PROMOTE, work)
+    return _step(StepName.PROMOTE, work, inp.get("run_id"))
 
 
 def _promote_flexible(server: Server, forced: bool) -> dict[str, Any]:
@@ -269,19 +312,23 @@ def repoint(inp: dict[str, Any]) -> dict[str, Any]:
         table = RoutingTable(prepare())
         new_writer = {p.primary: p for p in plan.pairs}
         routes = []
+        head: dict[str, Any] | None = None
         for tenant_id in plan.tenants:
             tenant = reg.get_tenant(tenant_id)
             pair = new_writer[tenant.server]
             host, port = _writer_of(_server(reg, pair.replica), pair.replica)
             route, changed = table.repoint(tenant_id, writer_host=host, writer_port=port, region=pair.target_region)
             if changed:
+                # Every outgoing event carries the evidence chain's head (read once per step: the repoint
+                # itself appends nothing), so a subscriber can later verify the chain against it.
+                head = head or approval_service.chain_head()
                 publish(EventType.ROUTING_CHANGED, event_id=f"{inp['run_id']}:routing:{tenant_id}:{route.version}",
-                        subject=f"routing/{tenant_id}", tenant=tenant_id, chain_head=None, route=route.to_json(),
+                        subject=f"routing/{tenant_id}", tenant=tenant_id, chain_head=head, route=route.to_json(),
                         failover=inp["instance_id"])
             routes.append({**route.to_json(), "changed": changed})
         return True, f"{len(routes)} route(s) point at {plan.target_region}", {"routes": routes}
 
-    return _step(StepName.REPOINT, work)
+    return _step(StepName.REPOINT, work, inp.get("run_id"))
 
 
 def _tenant_checks(reg: Registry, tenants: tuple[str, ...], dsn_of: Callable[[str], str]) -> list[dict[str, Any]]:
@@ -316,7 +363,7 @@ def verify(inp: dict[str, Any]) -> dict[str, Any]:
             f"old primary refuses writes: {[o['refuses_writes'] for o in old_refuses]}")
         return ok, detail, {"probes": probes, "smoke": smoke, "old_primary": old_refuses}
 
-    return _step(StepName.VERIFY, work)
+    return _step(StepName.VERIFY, work, inp.get("run_id"))
 
 
 # ---- drill ------------------------------------------------------------------------------------
@@ -331,7 +378,7 @@ def drill_copy(inp: dict[str, Any]) -> dict[str, Any]:
         return True, f"replica {pair.replica} copied into the sandbox (unix socket only, port {copy.port})", \
             {"drill_id": copy.drill_id, "port": copy.port}
 
-    return _step(StepName.COPY, work)
+    return _step(StepName.COPY, work, inp.get("run_id"))
 
 
 def drill_promote(inp: dict[str, Any]) -> dict[str, Any]:
@@ -339,7 +386,7 @@ def drill_promote(inp: dict[str, Any]) -> dict[str, Any]:
         result = _local().promote_drill(inp["run_id"])
         return True, "sandbox copy promoted", result
 
-    return _step(StepName.PROMOTE, work)
+    return _step(StepName.PROMOTE, work, inp.get("run_id"))
 
 
 def drill_verify(inp: dict[str, Any]) -> dict[str, Any]:
@@ -360,7 +407,7 @@ def drill_verify(inp: dict[str, Any]) -> dict[str, Any]:
                     f"drill verification failed: probe {probe['detail']}, live untouched {untouched}"), \
             {"probe": probe, "smoke": smoke, "live_untouched": untouched}
 
-    return _step(StepName.VERIFY, work)
+    return _step(StepName.VERIFY, work, inp.get("run_id"))
 
 
 def drill_cleanup(inp: dict[str, Any]) -> dict[str, Any]:

@@ -38,6 +38,13 @@ class BackupCorrupted(ContinuityError):
     http_status = 422
 
 
+class BackupNotValidatable(ContinuityError):
+    """The catalog does not hold the backup as restorable (rejected, pending, missing, deleted)."""
+
+    code = "backup_not_validatable"
+    http_status = 409
+
+
 class BackupConflict(ContinuityError):
     """A different manifest arrived under an id that is already cataloged."""
 

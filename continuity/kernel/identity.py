@@ -8,7 +8,14 @@ Two ways a caller is identified, both ending in a :class:`Principal`:
   it is trusted only when the setting ``CONTINUITY_PLATFORM_AUTH`` says the platform is enabled.
 * **Local API keys** (the devhost, `make run`): each local user has a random key; only a salted
   sha256 of it is stored. Keys are 256-bit random tokens, so a fast hash is enough (a slow KDF
-  protects guessable passwords, not random keys); comparison is constant-time.
+  protects guessable passwords, not random keys); comparison is constant-time. With platform
+  authentication on, keys are refused unless ``allow_keys`` says otherwise
+  (``CONTINUITY_LOCAL_USERS_WITH_PLATFORM_AUTH``).
+
+A principal is known by an immutable id, never by its display name: ``aad:{tid}/{oid}`` for a platform
+principal (a principal without both claims is refused: fail closed), ``key:{user}`` for a local user.
+A local user may declare linked identities (other principal ids of the same person); both directions of a
+link end up in :attr:`Principal.linked`, so "is this the same person" is :meth:`Principal.same_person`.
 
 Roles: ``operator`` requests failovers and recoveries, ``approver`` approves or rejects them, ``admin``
 holds both. Pure: no I/O, no clock; the adapter (:mod:`continuity.adapters.local.identity_store`) stores users.
@@ -54,16 +61,61 @@ IMPLIED: dict[Role, frozenset[Role]] = {
 }
 # Claim carrying a platform principal's tenant scope (one claim per tenant id); absent means every tenant.
 TENANT_CLAIM_TYPE = "continuity_tenant"
+# The immutable ids of an Entra ID principal: object id and directory (tenant) id, long and short claim names.
+OID_CLAIM_TYPES = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
+TID_CLAIM_TYPES = ("http://schemas.microsoft.com/identity/claims/tenantid", "tid")
+PLATFORM_SOURCE = "aad"
+KEY_SOURCE = "key"
+_GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+PRINCIPAL_ID_PATTERN = (r"^(aad:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/"
+                        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|key:[a-z][a-z0-9._-]{1,63})$")
+PRINCIPAL_ID_RE = re.compile(PRINCIPAL_ID_PATTERN)
+
+
+def platform_principal_id(tid: str, oid: str) -> str:
+    """``aad:{tid}/{oid}``, lower case: the id Entra ID never reassigns (names and UPNs can change)."""
+    return f"{PLATFORM_SOURCE}:{tid.strip().lower()}/{oid.strip().lower()}"
+
+
+def key_principal_id(user: str) -> str:
+    return f"{KEY_SOURCE}:{user}"
+
+
+def validate_principal_id(value: str) -> str:
+    """:raises InvalidRequest: not ``aad:{tid}/{oid}`` (two GUIDs) nor ``key:{user}``."""
+    normal = value.strip().lower()
+    if not PRINCIPAL_ID_RE.match(normal):
+        raise InvalidRequest(f"principal id {value[:90]!r} must be aad:{{tenant id}}/{{object id}} (two GUIDs) "
+                             "or key:{local user}")
+    return normal
 
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller: a stable name, the roles it holds, and how it was authenticated."""
+    """An authenticated caller: an immutable id, a display name, the roles it holds, how it was authenticated.
+
+    ``id`` defaults to ``{source}:{name}``; ``linked`` holds the ids of the same person's other identities.
+    """
 
     name: str
     roles: frozenset[Role]
-    source: str  # "platform" or "api-key"
+    source: str  # "aad" (platform authentication) or "key" (a local user's API key)
     tenants: frozenset[str] | None = None  # the tenants this caller may see; None: every tenant
+    id: str = ""
+    linked: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", f"{self.source}:{self.name}")
+
+    @property
+    def ids(self) -> frozenset[str]:
+        """Every id this person is known by: its own and its linked identities."""
+        return frozenset({self.id}) | self.linked
+
+    def same_person(self, ids: Iterable[str]) -> bool:
+        """Whether any of ``ids`` is this principal or one of its linked identities."""
+        return not self.ids.isdisjoint(ids)
 
     def has(self, role: Role) -> bool:
         """Whether the principal holds ``role`` directly or through ``admin``."""
@@ -74,16 +126,20 @@ class Principal:
         return self.tenants is None or tenant in self.tenants
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "roles": sorted(str(r) for r in self.roles), "source": self.source}
+        out: dict[str, Any] = {"id": self.id, "name": self.name, "roles": sorted(str(r) for r in self.roles),
+                               "source": self.source}
         if self.tenants is not None:
             out["tenants"] = sorted(self.tenants)
+        if self.linked:
+            out["linked"] = sorted(self.linked)
         return out
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Principal:
         tenants = raw.get("tenants")
         return cls(name=str(raw["name"]), roles=parse_roles(raw.get("roles", ())), source=str(raw["source"]),
-                   tenants=frozenset(str(t) for t in tenants) if tenants is not None else None)
+                   tenants=frozenset(str(t) for t in tenants) if tenants is not None else None,
+                   id=str(raw.get("id") or ""), linked=frozenset(str(i) for i in raw.get("linked", ())))
 
 
 @dataclass(frozen=True)
@@ -97,12 +153,19 @@ class LocalUser:
     created_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     tenants: frozenset[str] | None = None  # None: every tenant
+    links: frozenset[str] = frozenset()  # principal ids of this person's other identities (e.g. aad:{tid}/{oid})
+
+    @property
+    def principal_id(self) -> str:
+        return key_principal_id(self.name)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "roles": sorted(str(r) for r in self.roles),
                                "key_salt": self.key_salt, "key_sha256": self.key_sha256, "created_at": self.created_at}
         if self.tenants is not None:
             out["tenants"] = sorted(self.tenants)
+        if self.links:
+            out["links"] = sorted(self.links)
         return out
 
     @classmethod
@@ -110,7 +173,21 @@ class LocalUser:
         tenants = raw.get("tenants")
         return cls(name=str(raw["name"]), roles=parse_roles(raw.get("roles", ())), key_salt=str(raw["key_salt"]),
                    key_sha256=str(raw["key_sha256"]), created_at=str(raw.get("created_at", "")),
-                   tenants=frozenset(str(t) for t in tenants) if tenants is not None else None)
+                   tenants=frozenset(str(t) for t in tenants) if tenants is not None else None,
+                   links=frozenset(validate_principal_id(str(i)) for i in raw.get("links", ())))
+
+
+def linked_ids(principal_id: str, users: Iterable[LocalUser]) -> frozenset[str]:
+    """The other identities of the person known as ``principal_id``: links declared by the local user itself, and
+    local users who declare ``principal_id`` as one of theirs (a link binds both ways)."""
+    found: set[str] = set()
+    for user in users:
+        if user.principal_id == principal_id:
+            found |= user.links
+        elif principal_id in user.links:
+            found.add(user.principal_id)
+    found.discard(principal_id)
+    return frozenset(found)
 
 
 def parse_roles(values: Iterable[Any]) -> frozenset[Role]:
@@ -141,7 +218,7 @@ def hash_api_key(key: str, salt: str) -> str:
 
 
 def make_local_user(name: str, roles: Iterable[Role], key: str, salt: str, created_at: str,
-                    tenants: Iterable[str] | None = None) -> LocalUser:
+                    tenants: Iterable[str] | None = None, links: Iterable[str] = ()) -> LocalUser:
     """A user record for a freshly generated ``key`` (the caller generates key and salt, and shows the key once)."""
     validate_user_name(name)
     role_set = frozenset(roles)
@@ -152,15 +229,19 @@ def make_local_user(name: str, roles: Iterable[Role], key: str, salt: str, creat
     scope = None if tenants is None else frozenset(tenants)
     if scope is not None and not scope:
         raise InvalidRequest(f"user {name}: a tenant scope names at least one tenant (or omit it for every tenant)")
+    linked = frozenset(validate_principal_id(i) for i in links)
+    if key_principal_id(name) in linked:
+        raise InvalidRequest(f"user {name}: a user cannot link to itself")
     return LocalUser(name=name, roles=role_set, key_salt=salt, key_sha256=hash_api_key(key, salt),
-                     created_at=created_at, tenants=scope)
+                     created_at=created_at, tenants=scope, links=linked)
 
 
 def verify_api_key(key: str, users: Iterable[LocalUser]) -> Principal:
-    """The user whose stored hash matches ``key``.
+    """The user whose stored hash matches ``key``, known as ``key:{user}`` with its linked identities.
 
     :raises Unauthorized: no user has this key (the message never echoes the key).
     """
+    users = list(users)
     if not key.startswith(KEY_PREFIX):
         raise Unauthorized("the API key is malformed; use the key `continuity users add` printed")
     match: LocalUser | None = None
@@ -171,17 +252,20 @@ def verify_api_key(key: str, users: Iterable[LocalUser]) -> Principal:
     if match is None:
         raise Unauthorized("the API key is not valid for any local user; ask an admin for a key "
                            "(`continuity users add NAME --role ...`)")
-    return Principal(name=match.name, roles=match.roles, source="api-key", tenants=match.tenants)
+    return Principal(name=match.name, roles=match.roles, source=KEY_SOURCE, tenants=match.tenants,
+                     id=match.principal_id, linked=linked_ids(match.principal_id, users))
 
 
 def parse_client_principal(header_value: str) -> Principal:
     """The principal in an ``X-MS-CLIENT-PRINCIPAL`` header (base64 JSON with ``claims``).
 
-    The name is the claim named by ``name_typ`` (else ``preferred_username``, ``name``, ``oid``); the
-    roles are the claims named by ``role_typ`` (else ``roles``). Roles this product does not know are
-    ignored here: a directory may carry unrelated app roles.
+    The id is ``aad:{tid}/{oid}`` from the object id and tenant id claims (long or short names); the name
+    (for people to read, never to decide) is the claim named by ``name_typ`` (else ``preferred_username``,
+    ``name``, ``oid``); the roles are the claims named by ``role_typ`` (else ``roles``). Roles this product
+    does not know are ignored here: a directory may carry unrelated app roles.
 
-    :raises Unauthorized: the header is not base64 JSON with claims, or names nobody.
+    :raises Unauthorized: the header is not base64 JSON with claims, names nobody, or lacks an object id or
+        tenant id (fail closed: a name alone is not an identity).
     """
     try:
         padded = header_value.strip() + "=" * (-len(header_value.strip()) % 4)
@@ -200,6 +284,11 @@ def parse_client_principal(header_value: str) -> Principal:
     name = next((val for typ in name_types for ctyp, val in claims if ctyp == typ and val.strip()), "")
     if not name:
         raise Unauthorized("X-MS-CLIENT-PRINCIPAL names nobody (no name, preferred_username or oid claim)")
+    oid = next((val.strip() for typ in OID_CLAIM_TYPES for ctyp, val in claims if ctyp == typ and val.strip()), "")
+    tid = next((val.strip() for typ in TID_CLAIM_TYPES for ctyp, val in claims if ctyp == typ and val.strip()), "")
+    if not (_GUID_RE.match(oid) and _GUID_RE.match(tid)):
+        raise Unauthorized("X-MS-CLIENT-PRINCIPAL carries no object id and tenant id (oid and tid claims, as GUIDs); "
+                           "a principal is known by its immutable ids, never by its name: issue tokens with them")
     role_types = {document["role_typ"]} if isinstance(document.get("role_typ"), str) else set()
     role_types.update(ROLE_CLAIM_TYPES)
     roles: set[Role] = set()
@@ -210,28 +299,36 @@ def parse_client_principal(header_value: str) -> Principal:
             except InvalidRequest:
                 continue  # an unrelated app role of the directory
     scoped = frozenset(val.strip() for typ, val in claims if typ == TENANT_CLAIM_TYPE and val.strip())
-    return Principal(name=name.strip().lower(), roles=frozenset(roles), source="platform",
-                     tenants=scoped or None)
+    return Principal(name=name.strip().lower(), roles=frozenset(roles), source=PLATFORM_SOURCE,
+                     tenants=scoped or None, id=platform_principal_id(tid, oid))
 
 
-def authenticate(headers: Mapping[str, str], users: Iterable[LocalUser], platform_auth: bool) -> Principal:
-    """The caller of a request, from its headers (keys compared case-insensitively).
+def authenticate(headers: Mapping[str, str], users: Iterable[LocalUser], platform_auth: bool,
+                 allow_keys: bool = False) -> Principal:
+    """The caller of a request, from its headers (keys compared case-insensitively), with its linked identities.
 
-    With platform authentication enabled, ``X-MS-CLIENT-PRINCIPAL`` is used when present; API keys
-    work in both modes. Without it, a client-principal header is refused rather than ignored, so a
+    With platform authentication enabled, ``X-MS-CLIENT-PRINCIPAL`` is used when present, and API keys are
+    refused unless ``allow_keys``. Without it, a client-principal header is refused rather than ignored, so a
     misconfiguration is loud.
 
     :raises Unauthorized: no usable credential.
     """
+    users = list(users)
     lower = {k.lower(): v for k, v in headers.items()}
     principal_header = lower.get(PRINCIPAL_HEADER)
     if principal_header:
         if not platform_auth:
             raise Unauthorized("X-MS-CLIENT-PRINCIPAL is only trusted with platform authentication enabled "
                                "(CONTINUITY_PLATFORM_AUTH=true); locally send X-Continuity-Key")
-        return parse_client_principal(principal_header)
+        principal = parse_client_principal(principal_header)
+        linked = linked_ids(principal.id, users)
+        return Principal(name=principal.name, roles=principal.roles, source=principal.source,
+                         tenants=principal.tenants, id=principal.id, linked=linked)
     key = lower.get(API_KEY_HEADER, "").strip()
     if key:
+        if platform_auth and not allow_keys:
+            raise Unauthorized("local API keys are off while platform authentication is on; sign in through "
+                               "App Service Authentication (or set CONTINUITY_LOCAL_USERS_WITH_PLATFORM_AUTH=true)")
         return verify_api_key(key, users)
     raise Unauthorized("no credentials: send X-Continuity-Key with a local user's key "
                        "(`continuity users add`), or enable platform authentication")
@@ -248,3 +345,21 @@ def require_tenant(principal: Principal, tenant: str) -> None:
     """:raises Forbidden: ``tenant`` is outside the principal's tenant scope (the message names neither's data)."""
     if not principal.sees(tenant):
         raise Forbidden(f"{principal.name} is scoped to other tenants and may not read tenant {tenant}")
+
+
+def require_every_tenant(principal: Principal, action: str) -> None:
+    """:raises Forbidden: the principal is scoped to some tenants, and ``action`` touches every tenant."""
+    if principal.tenants is not None:
+        raise Forbidden(f"{principal.name} is scoped to {', '.join(sorted(principal.tenants))} and may not "
+                        f"{action}: it touches every tenant")
+
+
+def require_scope(principal: Principal, scope: str, action: str) -> None:
+    """A failover scope (``platform`` or a tenant id) inside the principal's tenant scope.
+
+    :raises Forbidden: ``platform`` for a tenant-scoped principal, or a tenant outside its scope.
+    """
+    if scope == "platform":
+        require_every_tenant(principal, action)
+    else:
+        require_tenant(principal, scope)

@@ -67,6 +67,8 @@ class ServiceTier(Strict):
     rto_minutes: int = Field(gt=0, le=10080)
     rpo_minutes: int = Field(gt=0, le=10080)
     retention: RetentionPolicy = RetentionPolicy()
+    # Whether a validation that hashed only a sample of the attachments may count as within objectives.
+    sampled_validation: bool = False
 
 
 class ServerKind(StrEnum):

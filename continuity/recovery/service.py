@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from continuity.failover import service as failover_service
@@ -19,6 +21,7 @@ from continuity.kernel.errors import ContinuityError
 from continuity.kernel.tenants import Registry, Tenant
 from continuity.recovery.rules import (
     BackupCandidate,
+    CutoverAction,
     CutoverPosition,
     DatabaseNames,
     StepName,
@@ -28,6 +31,7 @@ from continuity.recovery.rules import (
     summarize_data_loss,
 )
 from continuity.validation import service as validation
+from continuity.validation.naming import SWEEP_AFTER_MINUTES
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +52,15 @@ def _admin_dsn(reg: Registry, tenant: Tenant) -> str:
     return server_dsn(reg.server_of(tenant), "postgres")
 
 
-def _step(step: StepName, work: Callable[[], tuple[bool, str, dict[str, Any]]]) -> dict[str, Any]:
-    from continuity.adapters.local.fault_injection import pause_at
+def _step(step: StepName, work: Callable[[], tuple[bool, str, dict[str, Any]]],
+          run_id: str | None = None) -> dict[str, Any]:
+    """One attempt of ``step``, timed from the step's first attempt (recorded in the control database)."""
+    return failover_service.timed_step(str(step), work, run_id, f"recovery.{step}")
 
-    started = _now()
-    ok, detail, data = work()
-    pause_at(f"recovery.{step}")  # after the work, before its result is recorded: the worst moment to die
-    finished = _now()
-    return {"step": str(step), "started_at": started.isoformat(), "finished_at": finished.isoformat(),
-            "seconds": round((finished - started).total_seconds(), 3), "ok": ok, "detail": detail, "data": data}
+
+# The instants a tenant's database was fenced and opened again, kept once per run across crashes.
+UNAVAILABLE_SINCE = "tenant.unavailable_since"
+AVAILABLE_AGAIN = "tenant.available_again"
 
 
 # ---- the request ---------------------------------------------------------------------------------
@@ -134,9 +138,10 @@ def _context(inp: dict[str, Any]) -> tuple[Registry, Tenant, DatabaseNames, str]
 
 
 def _ref(reg: Registry, tenant: Tenant, backup_id: str) -> validation.BackupRef:
-    from continuity.adapters.tools.restore_runner import StorageBackupSource
+    from continuity.validation.wiring import anchored_source
 
-    return validation.pick_backup(StorageBackupSource(_blobs()), tenant.id, backup_id)
+    # The cataloged manifest, not the one storage holds now (see validation.wiring.AnchoredBackupSource).
+    return validation.pick_backup(anchored_source(reg, _blobs()), tenant.id, backup_id)
 
 
 def _blobs() -> Any:
@@ -165,11 +170,13 @@ def confirm_backup(inp: dict[str, Any]) -> dict[str, Any]:
 def stage(inp: dict[str, Any]) -> dict[str, Any]:
     """Restore the backup into the staging database (beside live), then bring back attachment files the
     restored database references and the store lacks."""
+    from continuity.adapters.local.run_folders import open_run_folder, sweep_run_folders
     from continuity.adapters.postgres.tenant_recovery import (
         StagingTarget,
         referenced_attachments,
         restore_missing_attachments,
     )
+    from continuity.adapters.tools.restore_runner import download_with_hash
     from continuity.validation.wiring import staging_ports
 
     reg, tenant, names, mark = _context(inp)
@@ -177,9 +184,17 @@ def stage(inp: dict[str, Any]) -> dict[str, Any]:
     def work() -> tuple[bool, str, dict[str, Any]]:
         target = StagingTarget(_admin_dsn(reg, tenant), names, mark)
         blobs = _blobs()
-        ports = staging_ports(reg, target, blobs)
-        ref = validation.pick_backup(ports.source, tenant.id, inp["backup_id"])
-        restored = validation.restore_into_sandbox(ports, ref, names.staged, int(inp.get("jobs", 2)))
+        sweep_run_folders(SWEEP_AFTER_MINUTES)
+        # The dump lands in this run's own folder: an attempt killed mid-restore leaves it there, and the
+        # next attempt (or the sweeper) removes it, never another run's.
+        folder = open_run_folder(inp["run_id"], str(StepName.STAGE))
+        try:
+            ports = replace(staging_ports(reg, target, blobs),
+                            download=partial(download_with_hash, directory=folder.path))
+            ref = validation.pick_backup(ports.source, tenant.id, inp["backup_id"])
+            restored = validation.restore_into_sandbox(ports, ref, names.staged, int(inp.get("jobs", 2)))
+        finally:
+            folder.remove()
         data: dict[str, Any] = {"restore": restored.to_json()}
         if not restored.restored:
             reason = next((c.detail for c in restored.checks if str(c.status) == "fail"), "restore did not complete")
@@ -191,7 +206,7 @@ def stage(inp: dict[str, Any]) -> dict[str, Any]:
         return True, (f"backup {ref.backup_id} restored into {names.staged} ({restored.restored_bytes} bytes, "
                       f"{restored.seconds:.1f} s); attachments: {attachments['note']}"), data
 
-    return _step(StepName.STAGE, work)
+    return _step(StepName.STAGE, work, inp["run_id"])
 
 
 def check(inp: dict[str, Any]) -> dict[str, Any]:
@@ -221,18 +236,49 @@ def check(inp: dict[str, Any]) -> dict[str, Any]:
             return False, f"the staged copy failed checks: {report.verdict.reason}", data
         return True, f"the staged copy passed the validation checks; {loss.sentence}", data
 
-    return _step(StepName.CHECKS, work)
+    return _step(StepName.CHECKS, work, inp["run_id"])
+
+
+def _availability_recorder(run_id: str) -> Callable[[CutoverAction, str], None]:
+    """Records, once per run and before it happens, the instant the tenant's database is fenced, and the
+    instant it accepts connections again, after it does: a crash in between cannot shorten the window."""
+    store = failover_service._attempts()
+
+    def on_action(action: CutoverAction, phase: str) -> None:
+        if store is None:
+            return
+        if action is CutoverAction.FENCE_LIVE and phase == "before":
+            store.moment(run_id, UNAVAILABLE_SINCE, _now())
+        elif action in (CutoverAction.REOPEN_LIVE, CutoverAction.UNFENCE_LIVE) and phase == "after":
+            store.moment(run_id, AVAILABLE_AGAIN, _now())
+
+    return on_action
+
+
+def unavailability(run_id: str) -> dict[str, Any] | None:
+    """The window the tenant's database refused connections in this run, as recorded (None before a fence,
+    or when the control database cannot be reached); ``until`` None while it is still fenced."""
+    store = failover_service._attempts()
+    since = store.get_moment(run_id, UNAVAILABLE_SINCE) if store is not None else None
+    if store is None or since is None:
+        return None
+    until = store.get_moment(run_id, AVAILABLE_AGAIN)
+    return {"since": since.isoformat(), "until": until.isoformat() if until else None,
+            "seconds": round((until - since).total_seconds(), 3) if until else None}
 
 
 def _drive(step: StepName, target: CutoverPosition, inp: dict[str, Any]) -> dict[str, Any]:
     reg, tenant, names, mark = _context(inp)
 
     def work() -> tuple[bool, str, dict[str, Any]]:
-        result = _databases(reg, tenant, names, mark).drive(target)
+        result = _databases(reg, tenant, names, mark).drive(target, on_action=_availability_recorder(inp["run_id"]))
         done = ", ".join(a["action"] for a in result["actions"]) or "nothing to do (already there)"
+        window = unavailability(inp["run_id"])
+        if window is not None:
+            result["unavailable"] = window
         return True, f"{result['detail']} ({done})", result
 
-    return _step(step, work)
+    return _step(step, work, inp["run_id"])
 
 
 def fence(inp: dict[str, Any]) -> dict[str, Any]:
@@ -270,7 +316,7 @@ def verify(inp: dict[str, Any]) -> dict[str, Any]:
         return True, f"{target} is the recovered copy, its ledger {ledger} the backup's manifest; {kept}", \
             {**result, "kept": kept}
 
-    return _step(StepName.VERIFY, work)
+    return _step(StepName.VERIFY, work, inp["run_id"])
 
 
 def rollback(inp: dict[str, Any]) -> dict[str, Any]:
@@ -281,13 +327,17 @@ def rollback(inp: dict[str, Any]) -> dict[str, Any]:
         databases = _databases(reg, tenant, names, mark)
         position, why = databases.position()
         served = position is CutoverPosition.REOPENED
-        result = databases.drive(CutoverPosition.STAGED, forward_only=False)
+        result = databases.drive(CutoverPosition.STAGED, forward_only=False,
+                                 on_action=_availability_recorder(inp["run_id"]))
         dropped = False if served else databases.drop_staged()
         kept = f"; {names.staged} kept: it accepted connections before the rollback" if served else ""
+        window = unavailability(inp["run_id"])
+        if window is not None:
+            result["unavailable"] = window
         return True, f"rolled back from {position}: {names.live} is the original again{kept}", \
             {**result, "from": str(position), "staged_dropped": dropped}
 
-    return _step(StepName.ROLLBACK, work)
+    return _step(StepName.ROLLBACK, work, inp["run_id"])
 
 
 def cleanup(inp: dict[str, Any]) -> dict[str, Any]:
@@ -302,7 +352,7 @@ def cleanup(inp: dict[str, Any]) -> dict[str, Any]:
         dropped = databases.drop_staged()
         return True, f"{names.staged} {'dropped' if dropped else 'was already gone'}", {"dropped": dropped}
 
-    return _step(StepName.CLEANUP, work)
+    return _step(StepName.CLEANUP, work, inp["run_id"])
 
 
 def backup_after(inp: dict[str, Any]) -> dict[str, Any]:
@@ -321,7 +371,7 @@ def backup_after(inp: dict[str, Any]) -> dict[str, Any]:
         return True, f"backup {stored.backup_id} of the recovered state taken and cataloged", \
             {"backup_id": stored.backup_id, "manifest_blob": manifest_blob}
 
-    return _step(StepName.BACKUP, work)
+    return _step(StepName.BACKUP, work, inp.get("run_id"))
 
 
 def databases_status(tenant_id: str, names: dict[str, Any], mark: str) -> dict[str, Any]:

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+from continuity.catalog.manifest import MANIFEST_MISSING, Anchor, TenantIdentity
 
 
 class CheckId(StrEnum):
@@ -32,9 +34,11 @@ class CheckId(StrEnum):
     MANIFEST_TENANT = "manifest_tenant"
     FILE_CHECKSUM = "file_checksum"
     ARCHIVE_READABLE = "archive_readable"
+    IDENTITY = "identity"
     ARCHIVE_SAFE = "archive_safe"
     RESTORE_COMPLETED = "restore_completed"
     SCHEMA_PRESENT = "schema_present"
+    TENANT_FINGERPRINT = "tenant_fingerprint"
     ROW_COUNTS = "row_counts"
     LEDGER = "ledger"
     INVOICE_NUMBERING = "invoice_numbering"
@@ -46,14 +50,22 @@ ASSERTION_PREFIX = "assertion:"
 
 # The order checks run and are reported in; a failure of one in PREREQUISITES stops the run.
 PIPELINE_ORDER: tuple[CheckId, ...] = (
-    CheckId.MANIFEST_TENANT, CheckId.FILE_CHECKSUM, CheckId.ARCHIVE_READABLE, CheckId.ARCHIVE_SAFE,
-    CheckId.RESTORE_COMPLETED, CheckId.SCHEMA_PRESENT, CheckId.ROW_COUNTS, CheckId.LEDGER, CheckId.INVOICE_NUMBERING,
-    CheckId.ATTACHMENTS, CheckId.INDEXES,
+    CheckId.MANIFEST_TENANT, CheckId.FILE_CHECKSUM, CheckId.ARCHIVE_READABLE, CheckId.IDENTITY, CheckId.ARCHIVE_SAFE,
+    CheckId.RESTORE_COMPLETED, CheckId.SCHEMA_PRESENT, CheckId.TENANT_FINGERPRINT, CheckId.ROW_COUNTS, CheckId.LEDGER,
+    CheckId.INVOICE_NUMBERING, CheckId.ATTACHMENTS, CheckId.INDEXES,
 )
 PREREQUISITES: frozenset[str] = frozenset({
-    CheckId.MANIFEST_TENANT, CheckId.FILE_CHECKSUM, CheckId.ARCHIVE_READABLE, CheckId.ARCHIVE_SAFE,
+    CheckId.MANIFEST_TENANT, CheckId.FILE_CHECKSUM, CheckId.ARCHIVE_READABLE, CheckId.IDENTITY, CheckId.ARCHIVE_SAFE,
     CheckId.RESTORE_COMPLETED,
 })
+# The prerequisites in pipeline order: what is reported "not run" after one of them stops the pipeline.
+PREREQUISITES_ORDER: tuple[CheckId, ...] = tuple(c for c in PIPELINE_ORDER if c in PREREQUISITES)
+# How far the manifest's created_at may be from the archive's own creation time and from the backup id's
+# timestamp: pg_dump starts right after the snapshot is taken, and the id is made from created_at itself.
+ARCHIVE_TIME_TOLERANCE = timedelta(minutes=10)
+BACKUP_ID_TIME_TOLERANCE = timedelta(seconds=1)
+# Clock skew allowed between the backup's server and the validation's before a created_at is "in the future".
+FUTURE_SKEW = timedelta(minutes=5)
 
 
 def assertion_check_id(name: str) -> str:
@@ -141,18 +153,56 @@ def check_file_listed(name: str, listed: Sequence[str]) -> CheckResult | None:
 
 
 def check_file_checksum(name: str, expected_sha256: str, expected_size: int, actual_sha256: str,
-                        actual_size: int) -> CheckResult:
-    data = {"file": name, "expected_size": expected_size, "actual_size": actual_size}
+                        actual_size: int, *, anchor: Anchor | None = None,
+                        stored_manifest_sha256: str | None = None) -> CheckResult:
+    """The bytes in storage are the bytes that were cataloged.
+
+    With an ``anchor`` (the catalog's record of its first ingest), the expected dump and the manifest are
+    the cataloged ones: a manifest overwritten in storage afterwards, with checksums recomputed to match a
+    tampered dump, fails here instead of vouching for it. Without one, the manifest in storage is all there
+    is to compare with, which proves only that the two agree: a warning, never a pass.
+    """
+    data: dict[str, Any] = {"file": name, "expected_size": expected_size, "actual_size": actual_size}
+    if anchor is not None:
+        data["anchor"] = {"manifest_sha256": anchor.manifest_sha256, "dump_sha256": anchor.dump_sha256,
+                          "evidence_seq": anchor.evidence_seq}
+        if stored_manifest_sha256 == MANIFEST_MISSING:
+            return CheckResult(CheckId.FILE_CHECKSUM, CheckStatus.FAIL,
+                               f"manifest.json is gone from storage (it was {anchor.describe()}): the backup was "
+                               "tampered with or partly deleted; restore from another one", data=data)
+        if stored_manifest_sha256 is not None and stored_manifest_sha256 != anchor.manifest_sha256:
+            return CheckResult(CheckId.FILE_CHECKSUM, CheckStatus.FAIL,
+                               f"manifest.json in storage (sha256 {stored_manifest_sha256[:12]}…) is not the manifest "
+                               f"{anchor.describe()} (sha256 {anchor.manifest_sha256[:12]}…): it was overwritten "
+                               "after cataloging; treat the backup as tampered and restore from another one",
+                               data=data)
+        expected_sha256, expected_size = anchor.dump_sha256, anchor.dump_size
+        data["expected_size"] = expected_size
     if actual_size != expected_size:
+        source = f"was {anchor.describe()} with" if anchor else "the manifest says"
         return CheckResult(CheckId.FILE_CHECKSUM, CheckStatus.FAIL,
-                           f"{name} is {actual_size} bytes, the manifest says {expected_size}: the blob is "
+                           f"{name} is {actual_size} bytes, {source} {expected_size}: the blob is "
                            "truncated or was replaced; restore from another backup", data=data)
     if actual_sha256 != expected_sha256:
+        source = f"the sha256 {anchor.describe()}" if anchor else "the manifest's"
         return CheckResult(CheckId.FILE_CHECKSUM, CheckStatus.FAIL,
-                           f"{name} sha256 {actual_sha256[:12]}… differs from the manifest's {expected_sha256[:12]}…: "
-                           "the blob is corrupted; restore from another backup", data=data)
-    return CheckResult(CheckId.FILE_CHECKSUM, CheckStatus.PASS, f"{name}: {actual_size} bytes, sha256 matches",
-                       data=data)
+                           f"{name} sha256 {actual_sha256[:12]}… differs from {source} {expected_sha256[:12]}…: "
+                           "the blob is corrupted or was replaced; restore from another backup", data=data)
+    if anchor is None:
+        return CheckResult(CheckId.FILE_CHECKSUM, CheckStatus.WARN,
+                           f"{name}: {actual_size} bytes, sha256 matches the manifest in storage, but the backup is "
+                           "not anchored in the catalog: a manifest rewritten with the dump would match too",
+                           data=data)
+    return CheckResult(CheckId.FILE_CHECKSUM, CheckStatus.PASS,
+                       f"{name}: {actual_size} bytes, sha256 matches what was {anchor.describe()}", data=data)
+
+
+def check_file_missing(name: str, anchor: Anchor | None, error: str) -> CheckResult:
+    """A FILE_CHECKSUM failure: the backup's file cannot be read from storage at all."""
+    cataloged = f" (it was {anchor.describe()})" if anchor else ""
+    return CheckResult(CheckId.FILE_CHECKSUM, CheckStatus.FAIL,
+                       f"{name} is gone from storage{cataloged}: {error[:200]}; restore from another backup",
+                       data={"file": name})
 
 
 def check_archive_readable(ok: bool, toc_entries: int, error: str) -> CheckResult:
@@ -165,6 +215,153 @@ def check_archive_readable(ok: bool, toc_entries: int, error: str) -> CheckResul
                            "the archive's table of contents is empty: the dump holds nothing to restore")
     return CheckResult(CheckId.ARCHIVE_READABLE, CheckStatus.PASS,
                        f"archive readable: {toc_entries} table-of-contents entries", data={"toc_entries": toc_entries})
+
+
+@dataclass(frozen=True)
+class IdentityFacts:
+    """What says which database a backup is, and when it was taken (gathered before any restore)."""
+
+    tenant_database: str
+    manifest_database: str
+    manifest_created_at: datetime
+    manifest_pg_version: str
+    backup_id: str
+    folder_date: str  # ``yyyy/mm/dd`` of the backup's folder
+    run_at: datetime
+    archive_dbname: str | None
+    archive_created_at: datetime | None  # naive, in ``archive_zone``
+    archive_zone: str | None
+    archive_server_version: str | None
+
+
+def _major(version: str | None) -> str:
+    return (version or "").strip().split(".")[0].split(" ")[0]
+
+
+def check_identity(facts: IdentityFacts) -> CheckResult:
+    """The archive is the tenant's database, dumped when the manifest says: header, times and versions agree.
+
+    The archive header is written by pg_dump inside the dump's bytes; a manifest copied from another
+    tenant, a ``created_at`` moved to pass the RPO, or a time in the future all disagree with it.
+    """
+    problems: list[str] = []
+    created = facts.manifest_created_at.astimezone(UTC)
+    if facts.archive_dbname is None:
+        problems.append("the archive header names no database (not a pg_dump custom-format archive of one)")
+    elif facts.archive_dbname != facts.tenant_database:
+        problems.append(f"the archive was dumped from database {facts.archive_dbname!r}, not the tenant's "
+                        f"{facts.tenant_database!r}: it is another database's dump")
+    if facts.manifest_database != facts.tenant_database:
+        problems.append(f"the manifest names database {facts.manifest_database!r}, not the tenant's "
+                        f"{facts.tenant_database!r}")
+    if created > facts.run_at.astimezone(UTC) + FUTURE_SKEW:
+        problems.append(f"created_at {created.isoformat()} is in the future (now {facts.run_at.isoformat()}): "
+                        "a backup cannot be newer than the run validating it")
+    if facts.archive_created_at is None:
+        problems.append("the archive header has no readable creation time")
+    elif (facts.archive_zone or "").upper() not in ("UTC", "GMT", "Z", "+00", "UCT"):
+        problems.append(f"the archive's creation time is in zone {facts.archive_zone!r}; it cannot be compared "
+                        "with created_at (take backups with TZ=UTC)")
+    else:
+        archived = facts.archive_created_at.replace(tzinfo=UTC)
+        if abs(archived - created) > ARCHIVE_TIME_TOLERANCE:
+            problems.append(f"created_at {created.isoformat()} is {_delta(archived - created)} from the archive's "
+                            f"own creation time {archived.isoformat()} (tolerance "
+                            f"{ARCHIVE_TIME_TOLERANCE.total_seconds() / 60:.0f} min)")
+    try:
+        id_time = datetime.strptime(facts.backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        if abs(id_time - created) > BACKUP_ID_TIME_TOLERANCE:
+            problems.append(f"backup id {facts.backup_id} says {id_time.isoformat()} but created_at says "
+                            f"{created.isoformat()}")
+    except ValueError:
+        problems.append(f"backup id {facts.backup_id!r} carries no time")
+    if facts.folder_date != f"{created:%Y/%m/%d}":
+        problems.append(f"the backup lies in folder {facts.folder_date} but created_at is {created:%Y/%m/%d}")
+    if facts.archive_server_version and _major(facts.archive_server_version) != _major(facts.manifest_pg_version):
+        problems.append(f"the archive was dumped from PostgreSQL {facts.archive_server_version}, the manifest says "
+                        f"{facts.manifest_pg_version}")
+    data = {"archive_dbname": facts.archive_dbname, "archive_created_at":
+            facts.archive_created_at.isoformat() if facts.archive_created_at else None,
+            "archive_server_version": facts.archive_server_version}
+    if problems:
+        return CheckResult(CheckId.IDENTITY, CheckStatus.FAIL,
+                           "; ".join(problems) + "; this is not the backup it claims to be: quarantine it", data=data)
+    return CheckResult(CheckId.IDENTITY, CheckStatus.PASS,
+                       f"archive of {facts.archive_dbname} created {facts.archive_created_at} UTC, as the manifest "
+                       f"says (PostgreSQL {facts.archive_server_version})", data=data)
+
+
+def _delta(delta: timedelta) -> str:
+    seconds = abs(delta.total_seconds())
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def check_tenant_fingerprint(expected: TenantIdentity | None, restored: TenantIdentity | None,
+                             established: tuple[str, TenantIdentity] | None = None) -> CheckResult:
+    """The restored database is the one the backup recorded, and the one the tenant has had so far.
+
+    :param expected: the manifest's identity (None: the manifest predates identity proofs).
+    :param restored: the same, read from the restored database (None: it has no res_company).
+    :param established: (backup id, identity) of the tenant's newest validated backup, if any.
+
+    Odoo's database uuid decides (it survives every dump and restore, two databases never share it):
+    a uuid other than the tenant's fails. Companies that differ from the tenant's last validated backup
+    only warn: a company renamed, added or removed is legitimate, and indistinguishable from a swap.
+    """
+    if restored is None:
+        return CheckResult(CheckId.TENANT_FINGERPRINT, CheckStatus.FAIL,
+                           "the restored database has no companies (res_company): it is not an Odoo tenant database")
+    data: dict[str, Any] = {"companies": restored.companies, "database_uuid": restored.database_uuid}
+    if expected is None:
+        return CheckResult(CheckId.TENANT_FINGERPRINT, CheckStatus.UNAVAILABLE,
+                           "the manifest records no tenant fingerprint (taken before identity proofs existed); "
+                           "the restored database cannot be compared", data=data)
+    if restored.database_uuid != expected.database_uuid or restored.companies_sha256 != expected.companies_sha256:
+        return CheckResult(CheckId.TENANT_FINGERPRINT, CheckStatus.FAIL,
+                           f"the restored database (uuid {restored.database_uuid}, {restored.companies} companies "
+                           f"{restored.companies_sha256[:12]}…) is not the one the backup recorded (uuid "
+                           f"{expected.database_uuid}, {expected.companies} companies "
+                           f"{expected.companies_sha256[:12]}…): the dump is another database's", data=data)
+    if established is not None:
+        by, known = established
+        if known.database_uuid and restored.database_uuid != known.database_uuid:
+            return CheckResult(CheckId.TENANT_FINGERPRINT, CheckStatus.FAIL,
+                               f"the restored database's uuid {restored.database_uuid} is not the tenant's "
+                               f"{known.database_uuid} (its last validated backup {by}): another tenant's database, "
+                               "or the tenant's database was replaced; find out which before relying on it",
+                               data=data)
+        if known.companies_sha256 != restored.companies_sha256:
+            return CheckResult(CheckId.TENANT_FINGERPRINT, CheckStatus.WARN,
+                               f"the companies ({restored.companies}) differ from those of the tenant's last "
+                               f"validated backup {by} ({known.companies}): a company renamed, added or removed, or "
+                               "another tenant's data; confirm with the tenant before relying on it", data=data)
+    uuid = f"database uuid {restored.database_uuid}" if restored.database_uuid else "no database uuid"
+    return CheckResult(CheckId.TENANT_FINGERPRINT, CheckStatus.PASS,
+                       f"{uuid}, {restored.companies} compan{'y' if restored.companies == 1 else 'ies'} as recorded "
+                       "at backup time" + (f" and as in {established[0]}" if established else ""), data=data)
+
+
+def schema_proof_problems(expected: Mapping[str, Any], actual: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What differs between the tables recorded at backup time (manifest ``tables``) and the restored ones:
+    a missing table, altered columns, and each index or constraint missing or altered, by name."""
+    problems: list[str] = []
+    for table, proof in sorted(expected.items()):
+        got = actual.get(table)
+        if got is None:
+            problems.append(f"table {table} missing")
+            continue
+        if got.get("columns") != proof.columns:
+            problems.append(f"columns of {table} altered")
+        for kind in ("indexes", "constraints"):
+            want: Mapping[str, str] = getattr(proof, kind)
+            have: Mapping[str, str] = got.get(kind, {})
+            missing = sorted(n for n in want if n not in have)
+            altered = sorted(n for n in want if n in have and have[n] != want[n])
+            if missing:
+                problems.append(f"{table}: {kind} missing ({_examples(missing, 4)})")
+            if altered:
+                problems.append(f"{table}: {kind} altered ({_examples(altered, 4)})")
+    return problems
 
 
 def check_archive_safe(refusal: str | None, toc_entries: int) -> CheckResult:
@@ -192,22 +389,33 @@ def check_restore_completed(returncode: int | None, errors: Sequence[str], timed
     return CheckResult(CheckId.RESTORE_COMPLETED, CheckStatus.PASS, "pg_restore finished without errors")
 
 
-def check_schema_present(expected: Mapping[str, Sequence[str]], present: Mapping[str, Sequence[str]]) -> CheckResult:
-    """Every expected table exists with every expected column."""
+def check_schema_present(expected: Mapping[str, Sequence[str]], present: Mapping[str, Sequence[str]],
+                         proof_problems: Sequence[str] | None = None) -> CheckResult:
+    """Every expected table exists with every expected column, and, when the manifest recorded the recovery
+    tables' shape at backup time, each of their columns, indexes and constraints is restored as it was.
+
+    :param proof_problems: :func:`schema_proof_problems` of the restore (None: the manifest has no proof).
+    """
     missing_tables = sorted(t for t in expected if t not in present)
     missing_columns = sorted(f"{t}.{c}" for t, cols in expected.items() if t in present
                              for c in cols if c not in set(present[t]))
-    if missing_tables or missing_columns:
-        parts = []
-        if missing_tables:
-            parts.append(f"missing table(s): {_examples(missing_tables, 10)}")
-        if missing_columns:
-            parts.append(f"missing column(s): {_examples(missing_columns, 10)}")
+    parts = []
+    if missing_tables:
+        parts.append(f"missing table(s): {_examples(missing_tables, 10)}")
+    if missing_columns:
+        parts.append(f"missing column(s): {_examples(missing_columns, 10)}")
+    if proof_problems:
+        parts.append("differs from the schema recorded at backup time: " + "; ".join(proof_problems[:8]))
+    if parts:
         return CheckResult(CheckId.SCHEMA_PRESENT, CheckStatus.FAIL,
-                           "; ".join(parts) + "; the dump is not a complete Odoo database",
-                           data={"missing_tables": missing_tables[:20], "missing_columns": missing_columns[:20]})
+                           "; ".join(parts) + "; the restore is not the complete Odoo database that was backed up",
+                           data={"missing_tables": missing_tables[:20], "missing_columns": missing_columns[:20],
+                                 "proof_problems": list(proof_problems or ())[:20]})
+    proof = ("; indexes, constraints and columns of the recovery tables as recorded at backup time"
+             if proof_problems is not None else "; the manifest records no schema proof to compare with")
     return CheckResult(CheckId.SCHEMA_PRESENT, CheckStatus.PASS,
-                       f"{len(expected)} expected tables present with their columns")
+                       f"{len(expected)} expected tables present with their columns{proof}",
+                       data={"schema_proof": proof_problems is not None})
 
 
 def check_row_counts(expected: Mapping[str, int], actual: Mapping[str, int | None]) -> CheckResult:
@@ -294,10 +502,10 @@ class SequenceGap:
 
 
 def check_invoice_numbering(gaps: Sequence[SequenceGap], duplicates: Sequence[str], sequences: int) -> CheckResult:
-    """Posted sequences per journal and year have no gaps (warn) and no duplicate numbers (fail).
+    """Posted sequences per journal and year have no gaps and no duplicate numbers; either fails.
 
-    A gap is a finding to explain to an auditor (it may exist in production too); a duplicate number
-    is never legitimate.
+    A gap in posted (or cancelled: Odoo keeps their numbers) invoice numbers is an audit finding: a
+    restore that lost an invoice from the middle of a sequence is not the books that were backed up.
     """
     gap_text = _examples(f"{g.journal} {g.year} after {g.after} ({g.missing} missing)" for g in gaps)
     data: dict[str, Any] = {"sequences": sequences, "gaps": len(gaps), "duplicates": len(duplicates)}
@@ -306,9 +514,9 @@ def check_invoice_numbering(gaps: Sequence[SequenceGap], duplicates: Sequence[st
                            f"{len(duplicates)} posted number(s) used twice (e.g. {_examples(duplicates)})"
                            + (f"; gaps: {gap_text}" if gaps else ""), data=data)
     if gaps:
-        return CheckResult(CheckId.INVOICE_NUMBERING, CheckStatus.WARN,
-                           f"{len(gaps)} gap(s) in posted sequences: {gap_text}; compare with production before "
-                           "an auditor asks", data=data)
+        return CheckResult(CheckId.INVOICE_NUMBERING, CheckStatus.FAIL,
+                           f"{len(gaps)} gap(s) in posted sequences: {gap_text}; a posted invoice is missing from "
+                           "the restore (or from production: compare before an auditor asks)", data=data)
     return CheckResult(CheckId.INVOICE_NUMBERING, CheckStatus.PASS,
                        f"{sequences} posted sequence(s) per journal and year without gaps", data=data)
 
@@ -345,6 +553,11 @@ def check_indexes(available: bool, why_unavailable: str, checked: int, corrupt: 
         return CheckResult(CheckId.INDEXES, CheckStatus.FAIL,
                            f"amcheck found {len(corrupt)} corrupt B-tree index(es): {shown}; REINDEX them and "
                            "check the source server", data={"checked": checked, "corrupt": len(corrupt)})
+    if checked == 0:
+        # amcheck over nothing proves nothing: a dump stripped of its indexes must not read as verified.
+        return CheckResult(CheckId.INDEXES, CheckStatus.UNAVAILABLE,
+                           "unavailable: nothing to check: the finance tables have no B-tree index",
+                           data={"checked": 0})
     return CheckResult(CheckId.INDEXES, CheckStatus.PASS,
                        f"amcheck bt_index_check passed on {checked} B-tree index(es) of the finance tables",
                        data={"checked": checked})
@@ -447,8 +660,22 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def decide_verdict(results: Sequence[CheckResult], objectives: Objectives | None) -> Verdict:
-    """The verdict as a sentence; "recoverable within objectives" only when everything passed and both hold."""
+def sampled_rate(results: Sequence[CheckResult]) -> float | None:
+    """The attachment sample rate of a run that hashed only a sample (None: every attachment was hashed)."""
+    for result in results:
+        rate = result.data.get("sample_rate") if result.id == CheckId.ATTACHMENTS else None
+        if isinstance(rate, int | float) and rate < 1.0:
+            return float(rate)
+    return None
+
+
+def decide_verdict(results: Sequence[CheckResult], objectives: Objectives | None,
+                   sampling_allowed: bool = False) -> Verdict:
+    """The verdict as a sentence; "recoverable within objectives" only when everything passed and both hold.
+
+    A run that hashed only a sample of the attachments says "sampled" in its verdict, and is within
+    objectives only when the tenant's tier allows sampled validation.
+    """
     failed = tuple(r.id for r in results if r.status is CheckStatus.FAIL)
     if failed:
         return Verdict(VerdictStatus.NOT_RECOVERABLE, f"not recoverable: check(s) failed: {', '.join(failed)}", failed)
@@ -458,6 +685,9 @@ def decide_verdict(results: Sequence[CheckResult], objectives: Objectives | None
     unproven = [r.id for r in results if r.status is not CheckStatus.PASS]
     if unproven:
         reasons.append(f"check(s) not passed (warn/unavailable): {', '.join(unproven)}")
+    rate = sampled_rate(results)
+    if rate is not None and not sampling_allowed:
+        reasons.append(f"sampled: attachment sha1 verified on a {rate:.0%} sample, and the tier requires all")
     if objectives is None:
         reasons.append("recovery objectives not measured")
     else:
@@ -472,8 +702,9 @@ def decide_verdict(results: Sequence[CheckResult], objectives: Objectives | None
         return Verdict(VerdictStatus.RECOVERABLE_OUTSIDE_OBJECTIVES,
                        "restorable, but not within objectives: " + "; ".join(reasons), ())
     assert objectives is not None
+    sampled = f" (sampled: attachment sha1 on a {rate:.0%} sample, as the tier allows)" if rate is not None else ""
     return Verdict(VerdictStatus.RECOVERABLE,
-                   f"recoverable within objectives: all {len(results)} checks passed, projected restore "
+                   f"recoverable within objectives{sampled}: all {len(results)} checks passed, projected restore "
                    f"{_minutes(objectives.projected_s)} <= RTO {_minutes(objectives.rto_s)}, backup age "
                    f"{_minutes(objectives.backup_age_s)} <= RPO {_minutes(objectives.rpo_s)}", ())
 

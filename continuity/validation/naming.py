@@ -16,9 +16,21 @@ SCRATCH_RE = re.compile(r"^scratch_([a-z0-9_]+)_([0-9]{14})_([0-9a-f]{6})$")
 _MAX_IDENTIFIER = 63
 
 
-def run_id_for(tenant_id: str, backup_id: str) -> str:
-    """The tenant validation's instance id: one validation per backup (``validate-{tenant}-{backup_id}``)."""
-    return f"validate-{tenant_id}-{backup_id}"
+def run_id_for(tenant_id: str, backup_id: str, attempt: int = 1) -> str:
+    """The tenant validation's instance id, one per attempt: ``validate-{tenant}-{backup_id}-{attempt}``.
+
+    Per attempt, not per backup: a re-validation (after an error, or forced) is a run of its own, with its
+    own evidence record, so the catalog and the chain always list the same attempts.
+    """
+    return f"validate-{tenant_id}-{backup_id}-{max(1, attempt)}"
+
+
+def next_attempt(recorded_run_ids: list[str] | set[str], tenant_id: str, backup_id: str) -> int:
+    """The attempt number after those recorded (the highest recorded number + 1; 1 when none)."""
+    prefix = f"validate-{tenant_id}-{backup_id}-"
+    numbers = [int(r[len(prefix):]) for r in recorded_run_ids
+               if r.startswith(prefix) and r[len(prefix):].isdigit()]
+    return max(numbers, default=0) + 1
 
 
 def scratch_database_name(tenant_id: str, now: datetime, rand: str) -> str:

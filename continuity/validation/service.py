@@ -29,7 +29,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from continuity.catalog.manifest import DUMP_FILE, BackupRef
+from continuity.catalog.manifest import BACKUP_ID_RE, DUMP_FILE, BackupRef
+from continuity.kernel.errors import BackupNotFound
 from continuity.kernel.tenants import Registry, Tenant
 from continuity.validation import checks as rc
 from continuity.validation import toc
@@ -181,43 +182,62 @@ def restore_into_sandbox(ports: ValidationPorts, ref: BackupRef, scratch_databas
     started = time.monotonic()
     tenant = ports.registry.get_tenant(ref.tenant)
     ports.sandbox.verify_isolated()
-    post = (CheckId.FILE_CHECKSUM, CheckId.ARCHIVE_READABLE, CheckId.ARCHIVE_SAFE, CheckId.RESTORE_COMPLETED)
+    results: list[CheckResult] = []
 
-    t = time.monotonic()
-    results = [_timed(t, rc.check_manifest_tenant(tenant.id, ref.manifest.tenant, ref.prefix,
-                                                  ref.manifest.source.database, tenant.database,
-                                                  manifest_backup_id=ref.manifest.backup_id,
-                                                  path_backup_id=ref.backup_id))]
-    if rc.stop_reason(results):
-        return RestoreStep(tuple(_not_run_after(results, post)), scratch_database, False, 0,
+    def stopped() -> RestoreStep | None:
+        """The step as it stands when the last check stopped the pipeline (the rest "not run"), else None."""
+        if rc.stop_reason(results) is None:
+            return None
+        done = {r.id for r in results}
+        rest = [c for c in rc.PREREQUISITES_ORDER if c not in done]
+        return RestoreStep(tuple(_not_run_after(results, rest)), scratch_database, False, 0,
                            time.monotonic() - started)
 
     t = time.monotonic()
-    unlisted = rc.check_file_listed(DUMP_FILE, [f.name for f in ref.manifest.files])
-    if unlisted is not None:
-        return RestoreStep(tuple(_not_run_after([*results, _timed(t, unlisted)], post[1:])), scratch_database,
-                           False, 0, time.monotonic() - started)
-    download = ports.download(ports.source.dump_chunks(ref))
+    results.append(_timed(t, rc.check_manifest_tenant(tenant.id, ref.manifest.tenant, ref.prefix,
+                                                      ref.manifest.source.database, tenant.database,
+                                                      manifest_backup_id=ref.manifest.backup_id,
+                                                      path_backup_id=ref.backup_id)))
+    t = time.monotonic()
+    if not stopped():
+        unlisted = rc.check_file_listed(DUMP_FILE, [f.name for f in ref.manifest.files])
+        if unlisted is not None:
+            results.append(_timed(t, unlisted))
+        elif ref.catalog_refusal:
+            results.append(rc.CheckResult(CheckId.FILE_CHECKSUM, rc.CheckStatus.FAIL,
+                                          f"{ref.catalog_refusal}; a backup the catalog refused is never restored"))
+    if (step := stopped()) is not None:
+        return step
+    try:
+        download = ports.download(ports.source.dump_chunks(ref))
+    except BackupNotFound as exc:
+        results.append(_timed(t, rc.check_file_missing(DUMP_FILE, ref.anchor, str(exc))))
+        step = stopped()
+        assert step is not None
+        return step
     try:
         expected = ref.manifest.file(DUMP_FILE)
         results.append(_timed(t, rc.check_file_checksum(DUMP_FILE, expected.sha256, expected.size, download.sha256,
-                                                        download.size)))
-        if rc.stop_reason(results):
-            return RestoreStep(tuple(_not_run_after(results, post[1:])), scratch_database, False, 0,
-                               time.monotonic() - started)
+                                                        download.size, anchor=ref.anchor,
+                                                        stored_manifest_sha256=ref.stored_manifest_sha256)))
+        if (step := stopped()) is not None:
+            return step
         t = time.monotonic()
         listing = ports.list_archive(download.path)
         results.append(_timed(t, rc.check_archive_readable(listing.ok, listing.toc_entries, listing.error)))
-        if rc.stop_reason(results):
-            return RestoreStep(tuple(_not_run_after(results, post[2:])), scratch_database, False, 0,
-                               time.monotonic() - started)
+        if (step := stopped()) is not None:
+            return step
+        t = time.monotonic()
+        results.append(_timed(t, rc.check_identity(_identity_facts(ref, tenant.database, listing.lines,
+                                                                   ports.clock()))))
+        if (step := stopped()) is not None:
+            return step
         # Decided before the scratch database exists: a hostile dump never reaches a server.
         t = time.monotonic()
         refusal = toc.archive_refusal(listing.lines, listing.definitions)
         results.append(_timed(t, rc.check_archive_safe(refusal, listing.toc_entries)))
-        if rc.stop_reason(results):
-            return RestoreStep(tuple(_not_run_after(results, post[3:])), scratch_database, False, 0,
-                               time.monotonic() - started)
+        if (step := stopped()) is not None:
+            return step
         t = time.monotonic()
         ports.sandbox.create_scratch_database(tenant.id, name=scratch_database)
         deadline = restore_deadline_s(ports.registry.rto_minutes(tenant))
@@ -229,6 +249,17 @@ def restore_into_sandbox(ports: ValidationPorts, ref: BackupRef, scratch_databas
     restored = rc.stop_reason(results) is None
     size = ports.sandbox.database_size(scratch_database) if restored else 0
     return RestoreStep(tuple(results), scratch_database, restored, size, time.monotonic() - started)
+
+
+def _identity_facts(ref: BackupRef, tenant_database: str, lines: Sequence[str], now: datetime) -> rc.IdentityFacts:
+    header = toc.archive_header(lines)
+    parts = ref.prefix.strip("/").split("/")
+    return rc.IdentityFacts(
+        tenant_database=tenant_database, manifest_database=ref.manifest.source.database,
+        manifest_created_at=ref.manifest.created_at, manifest_pg_version=ref.manifest.source.pg_version,
+        backup_id=ref.backup_id, folder_date="/".join(parts[1:4]), run_at=now, archive_dbname=header.dbname,
+        archive_created_at=header.created_at, archive_zone=header.created_zone,
+        archive_server_version=header.server_version)
 
 
 def _restore_dsn(sandbox: SandboxPort, name: str) -> str:
@@ -321,7 +352,7 @@ def conclude(registry: Registry, ref_tenant: str, backup_id: str, backup_created
             rto_minutes=registry.rto_minutes(tenant), rpo_minutes=registry.rpo_minutes(tenant), measured_s=measured,
             restored_bytes=step.restored_bytes, production_size_bytes=tenant.production_size_bytes,
             backup_created_at=backup_created_at, run_at=started_at)
-    verdict = rc.decide_verdict(results, objectives)
+    verdict = rc.decide_verdict(results, objectives, registry.tier_of(tenant).sampled_validation)
     outcome = Outcome.PASSED if verdict.backup_valid else Outcome.FAILED
     return ValidationReport(tenant.id, backup_id, run_id, started_at, finished_at, outcome, results, objectives,
                             verdict, step.scratch_database)
@@ -377,7 +408,7 @@ def _drop_quietly(sandbox: SandboxPort, name: str, must_succeed: bool) -> None:
 class CatalogPort(Protocol):
     def record_validation(self, *, tenant: str, backup_id: str, run_id: str, started_at: datetime,
                           finished_at: datetime, passed: bool, checks: Any, durations: dict[str, float],
-                          summary: dict[str, Any]) -> Any: ...
+                          summary: dict[str, Any], error: bool = False) -> Any: ...
 
 
 class EvidencePort(Protocol):
@@ -415,24 +446,27 @@ class Recorded:
 def record_report(report: ValidationReport, *, catalog: CatalogPort, evidence: EvidencePort,
                   publish: Callable[[str, dict[str, Any], dict[str, Any] | None], None],
                   actor: str = "validation") -> Recorded:
-    """Catalog (VALIDATED / FAILED_VALIDATION + a validation row), evidence, then the outgoing event.
+    """Catalog (a validation row per attempt, and the backup's status), evidence, then the outgoing event.
 
-    An ERROR run marks nothing in the catalog: the backup was not judged. Evidence is appended with the
-    run id as idempotency key, so a retried activity appends once.
+    Every outcome is recorded in both: a pass (VALIDATED), a failure (FAILED_VALIDATION) and an error (an
+    AVAILABLE backup becomes UNVERIFIED; a judged one keeps its verdict). Evidence is appended with the run
+    id (one per attempt) as idempotency key, so a retried activity appends once and a re-validation appends
+    its own record.
     """
     from continuity.kernel.errors import ContinuityError
 
     summary = summary_of(report)
-    cataloged, note = False, "not judged: the run did not complete"
-    if report.outcome is not Outcome.ERROR:
+    cataloged, note = False, "catalog not updated: no backup was picked"
+    if BACKUP_ID_RE.match(report.backup_id):
+        errored = report.outcome is Outcome.ERROR
         try:
-            catalog.record_validation(
+            entry = catalog.record_validation(
                 tenant=report.tenant, backup_id=report.backup_id, run_id=report.run_id,
                 started_at=report.started_at, finished_at=report.finished_at,
                 passed=report.outcome is Outcome.PASSED, checks=[c.to_json() for c in report.checks],
-                durations={c.id: round(c.duration_s, 3) for c in report.checks}, summary=summary)
+                durations={c.id: round(c.duration_s, 3) for c in report.checks}, summary=summary, error=errored)
             cataloged = True
-            note = "validated" if report.outcome is Outcome.PASSED else "failed_validation"
+            note = str(getattr(entry, "status", "")) or str(report.outcome)
         except ContinuityError as exc:
             # e.g. a backup the catalog rejected at ingest: the run is still evidence, the status stays.
             note = f"catalog not updated: {exc}"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 # Every kind of entry a plain pg_dump of an Odoo database holds (pg_dump's own ``desc`` strings).
 ALLOWED_KINDS: frozenset[str] = frozenset({
@@ -212,3 +213,53 @@ def routine_languages(body: str) -> list[str]:
 def archive_refusal(listing: Iterable[str], script: str) -> str | None:
     """:func:`toc_refusal`, then :func:`script_refusal`: the first reason, or None when the dump may be restored."""
     return toc_refusal(listing) or script_refusal(script)
+
+
+# ---- the archive header: which database, when, by which versions ----------------------------------
+
+_HEADER_FIELDS = {
+    "dbname": re.compile(r"^;\s+dbname:\s*(.*)$"),
+    "server_version": re.compile(r"^;\s+Dumped from database version:\s*(.*)$"),
+    "pg_dump_version": re.compile(r"^;\s+Dumped by pg_dump version:\s*(.*)$"),
+    "format": re.compile(r"^;\s+Format:\s*(.*)$"),
+}
+_CREATED_RE = re.compile(r"^; Archive created at (\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class ArchiveHeader:
+    """What ``pg_restore --list`` prints before the entries (``PrintTOCSummary`` in pg_backup_archiver.c).
+
+    ``created_at`` is naive wall-clock time in ``created_zone`` (the archive stores no zone: pg_restore
+    prints the stored fields in its own zone; both tools run with TZ=UTC here).
+    """
+
+    dbname: str | None
+    created_at: datetime | None
+    created_zone: str | None
+    server_version: str | None
+    pg_dump_version: str | None
+    format: str | None
+
+
+def archive_header(lines: Iterable[str]) -> ArchiveHeader:
+    found: dict[str, str] = {}
+    created: datetime | None = None
+    zone: str | None = None
+    for line in lines:
+        if line and not line.startswith(";"):
+            break  # the entries begin: the header is over
+        match = _CREATED_RE.match(line)
+        if match:
+            try:
+                created = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
+                zone = match.group(2)
+            except ValueError:
+                created = None
+            continue
+        for key, pattern in _HEADER_FIELDS.items():
+            field_match = pattern.match(line)
+            if field_match and key not in found:
+                found[key] = field_match.group(1).strip()
+    return ArchiveHeader(found.get("dbname"), created, zone, found.get("server_version"),
+                         found.get("pg_dump_version"), found.get("format"))

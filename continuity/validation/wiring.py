@@ -7,31 +7,127 @@ catalog and the evidence chain), so no activity or trigger touches an adapter it
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from dataclasses import replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from continuity.adapters.azure.event_publisher import EventPublisher
+from continuity.adapters.local.run_folders import open_run_folder, sweep_run_folders
 from continuity.adapters.postgres import check_runner
-from continuity.adapters.postgres.catalog_store import PgCatalogStore, validated_run_ids, validation_history
+from continuity.adapters.postgres.catalog_store import PgCatalogStore, validation_attempts, validation_history
 from continuity.adapters.postgres.control_db import prepare
 from continuity.adapters.postgres.sandbox import Sandbox
 from continuity.adapters.postgres.tenant_recovery import StagingTarget, restore_keeping_owners
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.adapters.tools.restore_runner import StorageBackupSource, download_with_hash, list_archive, restore
-from continuity.catalog.manifest import MANIFEST_FILE, backup_prefix
+from continuity.catalog.manifest import (
+    BACKUP_ID_RE,
+    MANIFEST_FILE,
+    MANIFEST_MISSING,
+    Anchor,
+    BackupRef,
+    Manifest,
+    TenantIdentity,
+    backup_prefix,
+)
+from continuity.catalog.model import VALIDATABLE, BackupStatus
 from continuity.catalog.service import open_catalog
 from continuity.kernel import settings
-from continuity.kernel.errors import BackupNotFound, ContinuityError
+from continuity.kernel.errors import BackupNotFound, BackupNotValidatable, ContinuityError
 from continuity.kernel.events import EventType, make_event
 from continuity.kernel.tenants import Registry, ServerKind
 from continuity.validation import service as validation
+from continuity.validation.naming import next_attempt, run_id_for
 from continuity.validation.service import ValidationPorts
 from continuity.validation.service import recoverability as standing
 
-__all__ = ["validated_run_ids", "validation_history"]
+__all__ = ["validation_attempts", "validation_history"]
+
+
+class AnchoredBackupSource:
+    """Backups as the catalog first saw them: the manifest validated is the one cataloged at first ingest.
+
+    Storage says which backups exist and serves the dump's bytes; the catalog says what those bytes must
+    be. A backup the catalog has not seen yet is ingested first (its first sight becomes the anchor, as
+    the BlobCreated event would have made it); one the catalog rejected is not validated at all.
+    """
+
+    def __init__(self, storage: StorageBackupSource, registry: Registry, blobs: Any,
+                 control_dsn: str | None = None) -> None:
+        self.storage = storage
+        self.registry = registry
+        self.blobs = blobs
+        self.control_dsn = control_dsn
+
+    def latest_backup(self, tenant_id: str) -> BackupRef:
+        return self.get_backup(tenant_id, self.storage.newest_backup_id(tenant_id))
+
+    def get_backup(self, tenant_id: str, backup_id: str) -> BackupRef:
+        store = PgCatalogStore(prepare(self.control_dsn))
+        entry = store.entry(tenant_id, backup_id) if BACKUP_ID_RE.match(backup_id) else None
+        try:
+            manifest_blob = self.storage.manifest_blob(tenant_id, backup_id)
+            stored_sha = hashlib.sha256(self.storage.read_manifest(manifest_blob)).hexdigest()
+        except BackupNotFound:
+            if entry is None or entry.status not in VALIDATABLE:
+                raise
+            # Cataloged, and its manifest gone from storage since: the validation fails file_checksum saying so.
+            manifest_blob, stored_sha = entry.manifest_blob, MANIFEST_MISSING
+        if entry is None:
+            open_catalog(self.control_dsn, self.blobs, registry=self.registry, actor="validation",
+                         backup_container=self.storage.container).ingest_blob(manifest_blob, actor="validation")
+            entry = store.entry(tenant_id, backup_id)
+        if entry is None or entry.status not in VALIDATABLE | {BackupStatus.REJECTED}:
+            status = entry.status if entry else "not cataloged"
+            reason = entry.status_reason if entry else "the catalog refused it"
+            raise BackupNotValidatable(f"backup {tenant_id}/{backup_id} is {status} in the catalog ({reason}); "
+                                       "only a backup the catalog holds can be validated")
+        if entry.status is BackupStatus.REJECTED:
+            # Refused at ingest: the validation says why as failed checks (the manifest's own, when storage's
+            # still parses, so a foreign tenant's manifest fails manifest_tenant), and restores nothing.
+            ref = self.storage.get_backup(tenant_id, backup_id)
+            return replace(ref, stored_manifest_sha256=stored_sha,
+                           catalog_refusal=f"the catalog rejected this backup at ingest: {entry.status_reason}")
+        try:
+            manifest = Manifest.model_validate(dict(entry.manifest or {}))
+        except ValueError as exc:
+            raise BackupNotValidatable(f"the cataloged manifest of {tenant_id}/{backup_id} does not parse any more "
+                                       f"({str(exc).splitlines()[0][:200]}); rebuild the catalog") from exc
+        if not entry.manifest_sha256 or not entry.dump_sha256 or entry.dump_size is None:
+            raise BackupNotValidatable(f"the catalog entry of {tenant_id}/{backup_id} has no checksums to hold "
+                                       "storage to; rebuild the catalog with --verify-checksums")
+        anchor = Anchor(manifest_sha256=entry.manifest_sha256, dump_sha256=entry.dump_sha256,
+                        dump_size=entry.dump_size, cataloged_at=entry.first_seen_at,
+                        evidence_seq=store.ingest_evidence_seq(tenant_id, backup_id, entry.manifest_sha256))
+        return BackupRef(tenant=tenant_id, backup_id=backup_id, container=entry.container, prefix=entry.prefix,
+                         manifest=manifest, anchor=anchor, stored_manifest_sha256=stored_sha,
+                         established=_established_identity(store, tenant_id, backup_id))
+
+    def dump_chunks(self, ref: BackupRef) -> Iterable[bytes]:
+        return self.storage.dump_chunks(ref)
+
+
+def _established_identity(store: PgCatalogStore, tenant_id: str,
+                          backup_id: str) -> tuple[str, TenantIdentity] | None:
+    """The identity recorded by the tenant's newest validated backup other than ``backup_id``, if any."""
+    entries, _ = store.list_backups(tenant=tenant_id, status=BackupStatus.VALIDATED, limit=20)
+    for entry in entries:
+        identity = (entry.manifest or {}).get("identity")
+        if entry.backup_id != backup_id and isinstance(identity, dict):
+            try:
+                return entry.backup_id, TenantIdentity.model_validate(identity)
+            except ValueError:
+                continue
+    return None
+
+
+def anchored_source(registry: Registry, blobs: Any | None = None) -> AnchoredBackupSource:
+    blobs = blobs or BlobStore()
+    return AnchoredBackupSource(StorageBackupSource(blobs), registry, blobs)
 
 
 def local_ports(registry: Any, blobs: Any | None = None, sandbox: Any | None = None,
@@ -44,7 +140,7 @@ def local_ports(registry: Any, blobs: Any | None = None, sandbox: Any | None = N
         read=lambda name: blobs.download(container, name),
     )
     return ValidationPorts(
-        registry=registry, source=StorageBackupSource(blobs), sandbox=sandbox or Sandbox.local(registry),
+        registry=registry, source=anchored_source(registry, blobs), sandbox=sandbox or Sandbox.local(registry),
         download=download_with_hash, list_archive=list_archive,
         restore=lambda dump, dsn, jobs, deadline: restore(dump, dsn, jobs, deadline),
         run_checks=partial(check_runner.run_all, attachment_store=store),
@@ -108,10 +204,32 @@ def configured_ports() -> ValidationPorts:
     return local_ports(registry_from_settings())
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """Which validation run a request for one backup means: the concluded one, or the next attempt."""
+
+    run_id: str
+    concluded: bool  # True: ``run_id`` already judged the backup (passed or failed) and nothing new is started
+    outcome: str | None = None
+
+
+def plan_attempt(tenant_id: str, backup_id: str, force: bool = False, control_dsn: str | None = None) -> Attempt:
+    """The run a validation request for ``backup_id`` gets.
+
+    Without ``force``, a backup already judged (passed or failed) answers with that run; one never judged
+    (never tried, or every attempt errored) gets a new attempt. With ``force``, always a new attempt.
+    """
+    attempts = validation_attempts(tenant_id, backup_id, control_dsn)
+    judged = [(run_id, outcome) for run_id, outcome in attempts if outcome in ("passed", "failed")]
+    if judged and not force:
+        return Attempt(judged[-1][0], True, judged[-1][1])
+    number = next_attempt([run_id for run_id, _ in attempts], tenant_id, backup_id)
+    return Attempt(run_id_for(tenant_id, backup_id, number), False)
+
+
 def tenants_for_validation() -> list[dict[str, Any]]:
-    """Each tenant's newest backup, whether it was validated before, or why it has none."""
+    """Each tenant's newest backup, whether it was judged before, and the run id of its next attempt."""
     ports = configured_ports()
-    validated = validated_run_ids()
     picked: list[dict[str, Any]] = []
     for tenant in ports.registry.list_tenants():
         if ports.registry.server_of(tenant).kind is ServerKind.FLEXIBLE_SERVER:
@@ -119,12 +237,13 @@ def tenants_for_validation() -> list[dict[str, Any]]:
             picked.append({"tenant": tenant.id, "backup_id": None, "mode": "pitr"})
             continue
         try:
-            ref = validation.pick_backup(ports.source, tenant.id)
+            backup_id = StorageBackupSource(BlobStore()).newest_backup_id(tenant.id)
         except ContinuityError as exc:
             picked.append({"tenant": tenant.id, "backup_id": None, "error": str(exc)})
             continue
-        run_id = validation.run_id_for(tenant.id, ref.backup_id)
-        picked.append({"tenant": tenant.id, "backup_id": ref.backup_id, "already_validated": run_id in validated})
+        attempt = plan_attempt(tenant.id, backup_id)
+        picked.append({"tenant": tenant.id, "backup_id": backup_id, "already_validated": attempt.concluded,
+                       "run_id": attempt.run_id})
     return picked
 
 
@@ -133,7 +252,23 @@ def resolve_backup_id(tenant_id: str, backup_id: str | None) -> str:
 
     :raises BackupNotFound: no such backup, or the tenant has none.
     """
-    return validation.pick_backup(StorageBackupSource(BlobStore()), tenant_id, backup_id).backup_id
+    source = StorageBackupSource(BlobStore())
+    if backup_id:
+        source.manifest_blob(tenant_id, backup_id)
+        return backup_id
+    return source.newest_backup_id(tenant_id)
+
+
+def restore_in_run_folder(ports: ValidationPorts, ref: BackupRef, scratch_database: str, jobs: int,
+                          run_id: str) -> validation.RestoreStep:
+    """Step 1 with the dump landing in the run's own folder: an attempt killed mid-restore leaves its file there,
+    and the next attempt of the same run (or the nightly sweep) removes it, never another run's."""
+    folder = open_run_folder(run_id, "restore_into_sandbox")
+    try:
+        return validation.restore_into_sandbox(
+            replace(ports, download=partial(download_with_hash, directory=folder.path)), ref, scratch_database, jobs)
+    finally:
+        folder.remove()
 
 
 def drop_scratch_database(name: str) -> None:
@@ -141,6 +276,8 @@ def drop_scratch_database(name: str) -> None:
 
 
 def sweep_scratch_databases(older_than_minutes: int) -> list[str]:
+    """Drop crashed runs' scratch databases, and remove their run folders (downloaded dumps) as old."""
     dropped: list[str] = Sandbox.local(registry_from_settings()).sweep_scratch_databases(
         older_than_minutes, now=datetime.now(UTC))
+    sweep_run_folders(older_than_minutes)
     return dropped

@@ -198,6 +198,8 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     CONTINUITY_MAX_REQUEST_BYTES: string(maxRequestBytes)
     // Trust X-MS-CLIENT-PRINCIPAL only when App Service Authentication fronts the app.
     CONTINUITY_PLATFORM_AUTH: empty(entraClientId) ? 'false' : 'true'
+    // Local API keys stay off behind platform authentication: every caller is an Entra ID principal (oid + tid).
+    CONTINUITY_LOCAL_USERS_WITH_PLATFORM_AUTH: 'false'
     // Local stack and devhost only: inert in Azure, given their documented defaults so every key is set.
     CONTINUITY_PRIMARY_PORT: '15432'
     CONTINUITY_REPLICA_PORT: '15433'

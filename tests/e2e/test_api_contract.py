@@ -65,11 +65,12 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/api/tenants/{tenant}/holds"): Access("function", Role.READER, scoped=True),
     ("POST", "/api/tenants/{tenant}/holds"): Access("function", Role.APPROVER, scoped=True),
     ("POST", "/api/tenants/{tenant}/holds/clear"): Access("function", Role.APPROVER, scoped=True),
-    ("POST", "/api/failovers"): Access("function", Role.OPERATOR),
-    ("GET", "/api/failovers/{id}"): Access("function", Role.READER),
+    # A failover's scope is a tenant, or "platform", which only a caller whose scope is every tenant covers.
+    ("POST", "/api/failovers"): Access("function", Role.OPERATOR, scoped=True),
+    ("GET", "/api/failovers/{id}"): Access("function", Role.READER, scoped=True),
     # A requester may withdraw its own request, so reject needs a role only for someone else's request.
-    ("POST", "/api/failovers/{id}/approve"): Access("function", Role.APPROVER),
-    ("POST", "/api/failovers/{id}/reject"): Access("function", Role.APPROVER),
+    ("POST", "/api/failovers/{id}/approve"): Access("function", Role.APPROVER, scoped=True),
+    ("POST", "/api/failovers/{id}/reject"): Access("function", Role.APPROVER, scoped=True),
     ("POST", "/api/tenants/{tenant}/recoveries"): Access("function", Role.OPERATOR, scoped=True),
     ("GET", "/api/tenants/{tenant}/recoveries/current"): Access("function", Role.READER, scoped=True),
     ("GET", "/api/recoveries/{id}"): Access("function", Role.READER, scoped=True),
@@ -153,6 +154,8 @@ def _named_tenant(case: Any) -> str | None:
         return str(query["tenant"])
     if case.operation.path.startswith("/api/recoveries/") and "id" in params:
         return str(params["id"]).removeprefix("recovery-")
+    if case.operation.path.startswith("/api/failovers/") and "id" in params:
+        return str(params["id"]).removeprefix("failover-")  # "platform": outside every tenant scope
     return None
 
 
@@ -244,6 +247,14 @@ READER_REFUSALS = [
     ("GET", f"/api/tenants/{OTHER_TENANT}/recoverability", None, 403, "scoped to other tenants"),
     ("GET", f"/api/tenants/{OTHER_TENANT}/holds", None, 403, "scoped to other tenants"),
     ("GET", f"/api/retention/plan?tenant={OTHER_TENANT}", None, 403, "scoped to other tenants"),
+    ("GET", "/api/retention/runs/retention-20260101", None, 403, "it touches every tenant"),
+    ("GET", f"/api/failovers/failover-{OTHER_TENANT}", None, 403, "scoped to other tenants"),
+    ("GET", "/api/failovers/failover-platform", None, 403, "it touches every tenant"),
+    ("POST", f"/api/failovers/failover-{OTHER_TENANT}/approve", {}, 403, "scoped to other tenants"),
+    ("POST", "/api/failovers/failover-platform/approve", {}, 403, "it touches every tenant"),
+    # The kind is part of the rule: a failover route never decides a recovery, nor the other way round.
+    ("POST", f"/api/failovers/recovery-{SCOPED_TENANT}/approve", {}, 403, "is not a failover"),
+    ("POST", f"/api/recoveries/failover-{SCOPED_TENANT}/reject", {}, 403, "is not a recovery"),
 ]
 
 

@@ -35,7 +35,7 @@ def test_a_validation_on_the_devhost_emits_spans_with_tenant_and_run_ids(stack: 
     assert main(["catalog", "reconcile"]) == 0
     assert main(["validate", "initech", "--backup", stored.backup_id, "--wait", "--json"]) == 0
     capsys.readouterr()
-    run_id = f"validate-initech-{stored.backup_id}"
+    run_id = f"validate-initech-{stored.backup_id}-1"  # the first attempt
     names = {s["name"] for s in _spans(stack) if s["attributes"].get("instance_id") == run_id}
     assert {"restore_into_sandbox", "run_restore_checks", "record_validation"} <= names
     for span in _spans(stack):

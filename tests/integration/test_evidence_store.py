@@ -258,8 +258,10 @@ def test_verify_finds_tampering_from_storage_alone_with_the_index_emptied(
     assert report.problem is not None and (report.problem.seq, report.problem.kind) == expected, report.render()
 
 
-def test_a_truncated_tail_is_found_through_the_index_and_from_storage_alone_only_against_a_published_head(
+def test_a_truncated_tail_is_found_through_the_index_and_from_storage_alone_against_a_published_head(
         store: EvidenceStore, blob_store: BlobStore, fresh: tuple[str, str]) -> None:
+    from continuity.adapters.storage.evidence_store import EvidenceReader
+
     records = [append(store, i) for i in range(5)]
     published = store.head()  # what outgoing events and reports carry as evidence_chain_head
     assert published == records[-1].head  # type: ignore[attr-defined]
@@ -271,16 +273,17 @@ def test_a_truncated_tail_is_found_through_the_index_and_from_storage_alone_only
     assert report.problem is not None and (report.problem.seq, report.problem.kind) == (4, BreakKind.INDEX_MISMATCH)
     assert "deleted from storage" in report.problem.reason
 
-    # An attacker who also deletes the index rows leaves a shorter chain that is intact in itself. The
-    # product cannot tell it from storage alone (the records carry no count and nothing anchors the newest
-    # one): verify passes. What it does guarantee is that it reports the head storage really ends at, so the
-    # truncation shows against any head published before it (an event's evidence_chain_head, a report).
+    # An attacker who also deletes the index rows leaves a shorter chain that is intact in itself, and no
+    # checkpoint lies beyond it yet (the cadence is 100 records): both verifies pass on their own. What catches
+    # it from storage alone is a head published before: --expect-head.
     rewrite_index(fresh[0], keep_through=3)
-    report = store.verify()
-    assert report.ok, report.render()  # the limitation, asserted so that closing it shows up here
+    report = store.verify(checkpoint=False)
+    assert report.ok, report.render()  # the limit without a checkpoint, asserted so that closing it shows up here
     assert report.storage.head == records[2].head  # type: ignore[attr-defined]
-    assert report.storage.records_checked == 3
-    assert report.storage.head.seq < published.seq and report.storage.head != published
+    reader = EvidenceReader(blob_store, store.container)
+    assert reader.verify().ok
+    against = reader.verify(expect_head=published).problem
+    assert against is not None and (against.seq, against.kind) == (4, BreakKind.TRUNCATED)
 
 
 def test_cli_evidence_verify_exits_nonzero_naming_the_broken_record(

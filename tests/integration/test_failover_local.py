@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.local.run_folders import LeftoverNotOurs, create_marked
 from continuity.adapters.postgres.failover_local import FailoverError, LocalFailover
 from continuity.adapters.postgres.routing import RoutingTable
 from continuity.failover.rules import FenceState, promotion_refusal
@@ -16,6 +27,8 @@ from tests.failover_support import Writer, dedicated_stack
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +193,151 @@ def test_synchronous_replication_loses_no_commit_when_primary_crashes_unfenced(f
             conn.execute("alter system reset synchronous_standby_names")
             conn.execute("alter system reset synchronous_commit")
             conn.execute("select pg_reload_conf()")
+
+
+# ---- drills killed and retried: at-least-once delivery of the copy step ---------------------------------
+
+KILL_DRILL = """
+import json, sys
+from continuity.failover import service
+print(json.dumps(service.drill_copy(json.loads(sys.argv[1]))), flush=True)
+"""
+
+
+def stack_env(stack: LocalStack) -> dict[str, str]:
+    """The settings that point the activities at the dedicated stack (its clusters and control database)."""
+    s = stack.settings
+    return {"CONTINUITY_LOCAL_DIR": str(s.base_dir), "CONTINUITY_PRIMARY_PORT": str(s.primary_port),
+            "CONTINUITY_REPLICA_PORT": str(s.replica_port), "CONTINUITY_CONTROL_PORT": str(s.control_port),
+            "CONTINUITY_SANDBOX_PORT": str(s.sandbox_port)}
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that name ``text`` (a drill's folder): none may outlive a drop."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or proc.name == str(os.getpid()):
+            continue
+        try:
+            line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in line and state not in ("Z", "X"):
+            found.append(line)
+    return found
+
+
+def drill_input(run_id: str) -> dict[str, Any]:
+    from continuity.failover.rules import plan_failover
+    from continuity.kernel import settings
+
+    plan = plan_failover(settings.configured_registry(), "platform", "northeurope", True)
+    return {"run_id": run_id, "instance_id": "failover-platform", "plan": plan.to_json()}
+
+
+def killed_at(point: str, inp: dict[str, Any], reached: Callable[[], bool]) -> None:
+    """Run the copy step in a real process held at ``point``, wait until ``reached()``, SIGKILL it (the host)."""
+    env = {**os.environ, "CONTINUITY_FAILOVER_STEP_PAUSE": f"{point}:120", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", KILL_DRILL, json.dumps(inp)], env=env, cwd=ROOT,
+                            start_new_session=True)
+
+    def held() -> bool:
+        assert proc.poll() is None, f"the copy step ended before reaching {point}"
+        return reached()
+
+    try:
+        wait_until(held, timeout=120, what=f"the copy step held at {point}")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # the host only: its children must go by themselves
+        proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def on_dedicated(fstack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> LocalStack:
+    for key, value in stack_env(fstack).items():
+        monkeypatch.setenv(key, value)
+    return fstack
+
+
+def test_drill_copy_killed_mid_copy_is_redone_by_the_next_attempt_and_timed_from_the_first(
+        failover: LocalFailover, on_dedicated: LocalStack) -> None:
+    """The known bug: a drill killed mid-copy failed for good ("exists but is not empty")."""
+    from continuity.failover import service as failover_service
+
+    wait_streaming(failover)
+    run_id = f"drill-kill-{uuid.uuid4().hex[:8]}"
+    root = failover.drill_root() / run_id
+    inp = drill_input(run_id)
+    before = datetime.now(UTC)
+    killed_at("copy.copied", inp, lambda: (root / "data" / "PG_VERSION").exists())
+    assert not (root / "ready").exists(), "the crash left a half-made copy"
+    # pg_basebackup dies with its host (parent-death signal); its forked WAL streamer follows when its pipe closes.
+    wait_until(lambda: processes_mentioning(str(root)) == [], timeout=15, what="pg_basebackup gone with its host")
+    try:
+        result = failover_service.drill_copy(inp)
+        assert result["ok"], result["detail"]
+        assert result["attempts"] == 2
+        assert before <= datetime.fromisoformat(result["started_at"]) < datetime.fromisoformat(
+            result["attempt_started_at"]), "the step's timing must count from its first attempt"
+        copy = failover.get_drill(run_id)
+        assert copy.port == result["data"]["port"]
+        assert failover.promote_drill(run_id)["already_promoted"] is False
+        assert failover.write_probe(copy.dsn(on_dedicated), run_id)["ok"]
+    finally:
+        assert failover.drop_drill(run_id) is True
+    assert not root.exists() and processes_mentioning(str(root)) == []
+
+
+def test_drill_copy_killed_after_starting_is_reused_by_the_next_attempt(failover: LocalFailover,
+                                                                        on_dedicated: LocalStack) -> None:
+    from continuity.failover import service as failover_service
+
+    wait_streaming(failover)
+    run_id = f"drill-kill-{uuid.uuid4().hex[:8]}"
+    root = failover.drill_root() / run_id
+    inp = drill_input(run_id)
+    killed_at("copy", inp, lambda: (root / "ready").exists())  # done, its result never recorded
+    first_port = int((root / "ready").read_text())
+    try:
+        result = failover_service.drill_copy(inp)
+        assert result["ok"] and result["attempts"] == 2
+        assert result["data"]["port"] == first_port, "the running copy was not reused"
+        postmasters = [p for p in processes_mentioning(str(root / "data")) if "postgres" in p and "-D" in p]
+        assert len(postmasters) == 1, postmasters
+    finally:
+        assert failover.drop_drill(run_id) is True
+    assert not root.exists() and processes_mentioning(str(root)) == []
+
+
+def test_drill_folder_not_made_by_this_run_is_refused_and_left_untouched(failover: LocalFailover) -> None:
+    stranger = failover.drill_root() / "not-ours"
+    (stranger / "data").mkdir(parents=True)
+    (stranger / "data" / "keep.txt").write_text("someone's files")
+    others = failover.drill_root() / "another-run"
+    create_marked(others, "someone-else", "copy")
+    try:
+        with pytest.raises(LeftoverNotOurs, match="not-ours exists with no marker.*left untouched"):
+            failover.drill_copy("not-ours")
+        with pytest.raises(LeftoverNotOurs, match="not-ours exists with no marker"):
+            failover.drop_drill("not-ours")
+        with pytest.raises(LeftoverNotOurs, match="the marker of run 'someone-else'"):
+            failover.drill_copy("another-run")
+        assert (stranger / "data" / "keep.txt").read_text() == "someone's files" and others.exists()
+    finally:
+        shutil.rmtree(stranger)
+        shutil.rmtree(others)
+
+
+def test_sweeper_drops_only_stale_marked_drill_copies(failover: LocalFailover) -> None:
+    now = datetime.now(UTC)
+    stale = create_marked(failover.drill_root() / "stale-run", "stale-run", "copy", now - timedelta(hours=7))
+    fresh = create_marked(failover.drill_root() / "fresh-run", "fresh-run", "copy", now)
+    unmarked = failover.drill_root() / "unmarked-old"
+    unmarked.mkdir()
+    try:
+        assert failover.sweep_drills(360, now=now) == ["stale-run"]
+        assert not stale.exists() and fresh.exists() and unmarked.exists()
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+        shutil.rmtree(unmarked, ignore_errors=True)

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.local.run_folders import LeftoverNotOurs, default_root, folder_name
 from continuity.adapters.postgres.tenant_recovery import TenantDatabases, restore_missing_attachments
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.kernel.errors import Conflict
@@ -182,6 +183,8 @@ def test_kill_between_the_two_renames_leaves_the_original_live_and_the_resumed_s
     env = {**os.environ, "CONTINUITY_FAILOVER_STEP_PAUSE": "recovery.swap-mid:60", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, json.dumps(run)], env=env, cwd=ROOT,
                             start_new_session=True)
+    launched = datetime.now(UTC)
+
     def paused_mid_swap() -> bool:  # the swap's transaction has renamed live → pre_recovery and now sleeps
         assert proc.poll() is None, "the swap process ended before reaching its pause"
         with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
@@ -195,6 +198,7 @@ def test_kill_between_the_two_renames_leaves_the_original_live_and_the_resumed_s
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
+    killed = datetime.now(UTC)
     databases = TenantDatabases(stack.dsn("primary"), names, run["marker"])
     # The killed session's transaction is rolled back once the server notices the dead client.
     wait_until(lambda: databases.position()[0] is CutoverPosition.FENCED, timeout=10,
@@ -203,9 +207,114 @@ def test_kill_between_the_two_renames_leaves_the_original_live_and_the_resumed_s
     assert DB in dbs and dbs[DB]["comment"] != run["marker"] and names.pre_recovery not in dbs, "a half swap was left"
     resumed = recovery_service.swap(run)
     assert resumed["ok"] and resumed["data"]["position"] == "SWAPPED"
-    assert recovery_service.reopen(run)["ok"]
+    # The swap's timing counts from its killed first attempt, not from the resumed one.
+    assert resumed["attempts"] == 2
+    assert launched <= datetime.fromisoformat(resumed["started_at"]) <= killed
+    reopened = recovery_service.reopen(run)
+    assert reopened["ok"]
     dbs = database_names(stack, "odoo_rc_int%")
     assert [n for n in dbs if n == DB] == [DB] and dbs[DB]["comment"] == run["marker"]
+    # The tenant was unavailable from the fence (before the killed swap) until the reopen: the crash counts.
+    window = reopened["data"]["unavailable"]
+    since, until = datetime.fromisoformat(window["since"]), datetime.fromisoformat(window["until"])
+    assert since <= launched and until >= killed
+    assert window["seconds"] == round((until - since).total_seconds(), 3) >= (killed - launched).total_seconds()
+    assert recovery_service.reopen(run)["data"]["unavailable"] == window, "a re-run must not move the window"
+
+
+STAGE_SCRIPT = """
+import sys, json
+from continuity.recovery import service as recovery_service
+print(json.dumps(recovery_service.stage(json.loads(sys.argv[1]))), flush=True)
+"""
+
+
+def staged_comment(stack: LocalStack, name: str) -> str | None:
+    with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
+        row = conn.execute("select coalesce(shobj_description(oid, 'pg_database'), '') from pg_database "
+                           "where datname = %s", (name,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def pg_children_naming(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode() if proc.name.isdigit() else ""
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] if line else "X"
+        except OSError:
+            continue
+        if text in line and state not in ("Z", "X") and "pytest" not in line:
+            found.append(line)
+    return found
+
+
+def test_stage_killed_after_its_restore_is_redone_by_the_next_attempt_without_leftovers(
+        world: dict[str, Any], stack: LocalStack) -> None:
+    import json
+
+    run = new_run(world, datetime.now(UTC))
+    names = DatabaseNames.from_json(run["names"])
+    folder = default_root() / folder_name(run["run_id"], "stage")
+    env = {**os.environ, "CONTINUITY_FAILOVER_STEP_PAUSE": "recovery.restored:120", "PYTHONPATH": str(ROOT)}
+    launched = datetime.now(UTC)
+    proc = subprocess.Popen([sys.executable, "-c", STAGE_SCRIPT, json.dumps(run)], env=env, cwd=ROOT,
+                            start_new_session=True)
+
+    def restored_and_held() -> bool:  # restored into the staging database, the dump still in the run's folder
+        assert proc.poll() is None, "the stage step ended before reaching its pause"
+        return staged_comment(stack, names.staged) == run["marker"] and any(folder.glob("*.dump"))
+
+    try:
+        wait_until(restored_and_held, timeout=120, what="the stage step held after its restore")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # the host only
+        proc.wait(timeout=10)
+    killed = datetime.now(UTC)
+    assert any(folder.glob("*.dump")), "the crash left the downloaded dump (tenant data) behind"
+    try:
+        again = recovery_service.stage(run)
+        assert again["ok"], again["detail"]
+        assert again["attempts"] == 2
+        first = datetime.fromisoformat(again["started_at"])
+        assert launched <= first <= killed < datetime.fromisoformat(again["attempt_started_at"])
+        assert again["seconds"] >= (killed - first).total_seconds(), "the killed attempt's time is not counted"
+        assert not folder.exists(), "the run's folder (and the dump in it) outlived the step"
+        assert staged_comment(stack, names.staged) == run["marker"]
+        assert pg_children_naming(names.staged) == []
+        checked = recovery_service.check({**run, "restore": again["data"]["restore"]})
+        assert checked["ok"], checked["detail"]  # the redone staging copy is whole
+    finally:
+        assert recovery_service.cleanup(run)["data"]["dropped"] is True
+    assert staged_comment(stack, names.staged) is None
+
+
+def test_staging_database_this_recovery_did_not_make_is_refused_and_left_untouched(
+        world: dict[str, Any], stack: LocalStack) -> None:
+    from psycopg import sql
+
+    run = new_run(world, datetime.now(UTC))
+    names = DatabaseNames.from_json(run["names"])
+    with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(names.staged)))
+        conn.execute(sql.SQL("comment on database {} is 'someone else''s copy'").format(
+            sql.Identifier(names.staged)))
+    with psycopg.connect(stack.dsn("primary", names.staged), autocommit=True) as conn:
+        conn.execute("create table keep (x int)")
+        conn.execute("insert into keep values (42)")
+    try:
+        with pytest.raises(LeftoverNotOurs, match=f"database {names.staged} exists but is not this recovery's "
+                                                  "staging copy .* left untouched"):
+            recovery_service.stage(run)
+        with pytest.raises(LeftoverNotOurs):
+            recovery_service.cleanup(run)
+        assert not (default_root() / folder_name(run["run_id"], "stage")).exists()
+        with psycopg.connect(stack.dsn("primary", names.staged), autocommit=True) as conn:
+            assert conn.execute("select x from keep").fetchall() == [(42,)]
+        assert staged_comment(stack, names.staged) == "someone else's copy"
+    finally:
+        with psycopg.connect(stack.dsn("primary"), autocommit=True) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(names.staged)))
 
 
 def test_half_made_swap_resumes_forward_or_rolls_back_to_the_original(world: dict[str, Any],

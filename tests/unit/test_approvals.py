@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,10 +14,13 @@ from continuity.approvals.rules import (
     Decision,
     Verdict,
     approval_refusal,
+    binding_refusal,
     decide,
     expire,
+    mac_refusal,
     open_request,
     refusal_error,
+    sign_decision,
     state_at,
 )
 from continuity.kernel.errors import ApprovalRefused, Conflict, ContinuityError
@@ -26,7 +30,7 @@ T0 = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)
 
 
 def person(name: str, *roles: Role) -> Principal:
-    return Principal(name=name, roles=frozenset(roles), source="api-key")
+    return Principal(name=name, roles=frozenset(roles), source="key")
 
 
 def make_request(requested_by: str = "olivia", window: int = 30, acks: tuple[str, ...] = ()) -> ApprovalRequest:
@@ -146,3 +150,68 @@ def test_request_round_trips_through_json() -> None:
     closed = decide(make_request(acks=("replication_lag",)),
                     approve(person("amir", Role.APPROVER), acks=frozenset({"replication_lag"})), T0)
     assert ApprovalRequest.from_json(closed.to_json()) == closed
+
+
+# ---- decisions bound to one run by the approve trigger's MAC ----------------------------------------
+
+KEY = b"0123456789abcdef" * 4
+
+
+def bound_request(run_id: str = "run-b", requested_at: datetime = T0) -> ApprovalRequest:
+    return open_request(request_id="failover-platform", kind="failover", subject="platform", requested_by="olivia",
+                        requested_at=requested_at, window_minutes=30, run_id=run_id, requester_ids=["key:olivia"],
+                        shown={"preflight": [{"check": "replication_lag", "ok": True, "bytes": 0}]})
+
+
+def bound_approval(request: ApprovalRequest, by: Principal | None = None) -> Decision:
+    made = approve(by or person("amir", Role.APPROVER))
+    return sign_decision(KEY, replace(made, instance_id=request.id, run_id=request.run_id, digest=request.digest))
+
+
+def test_the_mac_covers_instance_run_digest_verdict_principal_id_time_and_acknowledgements() -> None:
+    signed = bound_approval(bound_request())
+    assert mac_refusal(KEY, signed) is None
+    for altered in (replace(signed, instance_id="failover-globex"), replace(signed, run_id="run-a"),
+                    replace(signed, digest="0" * 64), replace(signed, verdict=Verdict.REJECT),
+                    replace(signed, by=Principal("amir", frozenset({Role.APPROVER}), "key", id="key:ada")),
+                    replace(signed, at=T0 - timedelta(days=1)), replace(signed, acknowledgements=frozenset({"x"}))):
+        assert (mac_refusal(KEY, altered) or "").startswith("attempted bypass: the decision's MAC does not verify")
+    assert (mac_refusal(b"another key, just as long as the real one..", signed) or "").startswith(
+        "attempted bypass: the decision's MAC does not verify")
+    assert (mac_refusal(KEY, replace(signed, mac="")) or "").startswith("attempted bypass: a decision without a MAC")
+
+
+def test_two_runs_of_one_instance_show_different_digests_and_refuse_each_others_decisions() -> None:
+    run_a, run_b = bound_request("run-a"), bound_request("run-b", T0 + timedelta(minutes=5))
+    assert run_a.digest != run_b.digest and run_a.id == run_b.id
+    from_a = bound_approval(run_a)
+    assert binding_refusal(run_a, from_a) is None
+    assert "replayed from an earlier run" in (binding_refusal(run_b, from_a) or "")
+    # Even a re-started instance given run A's run id is a new request: its time (and so its digest) differs.
+    same_id = bound_request("run-a", T0 + timedelta(minutes=5))
+    assert "preflight digest" in (binding_refusal(same_id, from_a) or "")
+
+
+def test_self_approval_is_judged_by_principal_id_not_by_name() -> None:
+    request = bound_request()
+    namesake = Principal("olivia", frozenset({Role.APPROVER}), "aad", id="aad:t/another-olivia")
+    assert approval_refusal(request, approve(namesake), T0 + timedelta(minutes=1)) is None
+    twin = Principal("liv@example.com", frozenset({Role.APPROVER}), "aad", id="aad:t/o",
+                     linked=frozenset({"key:olivia"}))
+    assert "four-eyes" in (approval_refusal(request, approve(twin), T0 + timedelta(minutes=1)) or "")
+    withdrawal = Decision(id="w", verdict=Verdict.REJECT, by=twin, at=T0 + timedelta(minutes=1))
+    assert approval_refusal(request, withdrawal, T0 + timedelta(minutes=1)) is None
+
+
+def test_local_decision_key_is_created_once_owner_only_and_read_back_the_same(tmp_path) -> None:
+    import stat
+
+    from continuity.adapters.azure.secret_store import DECISION_KEY_SECRET_NAME, LocalSecrets, decision_key
+
+    vault = LocalSecrets(tmp_path / "vault")
+    first = decision_key(vault)
+    assert len(first) >= 64 and decision_key(LocalSecrets(tmp_path / "vault")) == first
+    path = tmp_path / "vault" / DECISION_KEY_SECRET_NAME
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert [p.name for p in path.parent.iterdir()] == [DECISION_KEY_SECRET_NAME], "a temporary file was left"

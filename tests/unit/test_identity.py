@@ -23,6 +23,16 @@ from continuity.kernel.identity import (
 
 KEY_A = "ck_" + "a" * 43
 KEY_B = "ck_" + "b" * 43
+TID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+OID_ADA = "0b6e6c1e-2a77-4d2c-9a57-3f4c1b2a9d01"
+OID_AMIR = "5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+
+
+def ids(oid: str, tid: str = TID, short: bool = False) -> list[dict[str, str]]:
+    if short:
+        return [{"typ": "oid", "val": oid}, {"typ": "tid", "val": tid}]
+    return [{"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": oid},
+            {"typ": "http://schemas.microsoft.com/identity/claims/tenantid", "val": tid}]
 
 
 def users() -> list:
@@ -43,7 +53,8 @@ def test_stored_user_keeps_a_salted_hash_never_the_key() -> None:
 
 def test_api_key_identifies_its_user_with_roles() -> None:
     principal = verify_api_key(KEY_B, users())
-    assert principal == Principal("amir", frozenset({Role.APPROVER}), "api-key")
+    assert principal == Principal("amir", frozenset({Role.APPROVER}), "key")
+    assert principal.id == "key:amir"
 
 
 def test_unknown_api_key_refused_without_echoing_it() -> None:
@@ -84,9 +95,9 @@ def test_namespaced_app_role_accepted() -> None:
 def test_client_principal_gives_name_and_known_roles() -> None:
     header = client_principal([{"typ": "preferred_username", "val": "Amir@Example.com"},
                                {"typ": "roles", "val": "Continuity.Approver"},
-                               {"typ": "roles", "val": "Some.Other.App.Role"}])
+                               {"typ": "roles", "val": "Some.Other.App.Role"}, *ids(OID_AMIR)])
     principal = parse_client_principal(header)
-    assert principal == Principal("amir@example.com", frozenset({Role.APPROVER}), "platform")
+    assert principal == Principal("amir@example.com", frozenset({Role.APPROVER}), "aad", id=f"aad:{TID}/{OID_AMIR}")
 
 
 def test_client_principal_that_is_not_base64_json_refused() -> None:
@@ -111,9 +122,10 @@ def test_client_principal_header_refused_when_platform_auth_is_off() -> None:
 
 
 def test_client_principal_header_trusted_when_platform_auth_is_on() -> None:
-    header = client_principal([{"typ": "preferred_username", "val": "ada"}, {"typ": "roles", "val": "admin"}])
+    header = client_principal([{"typ": "preferred_username", "val": "ada"}, {"typ": "roles", "val": "admin"},
+                               *ids(OID_ADA, short=True)])
     principal = authenticate({"x-ms-client-principal": header}, [], platform_auth=True)
-    assert principal.name == "ada" and principal.has(Role.APPROVER)
+    assert principal.name == "ada" and principal.has(Role.APPROVER) and principal.id == f"aad:{TID}/{OID_ADA}"
 
 
 def test_request_without_credentials_refused() -> None:
@@ -175,7 +187,7 @@ def test_unscoped_key_sees_every_tenant_and_every_role_reads() -> None:
 
 def test_platform_principal_tenant_claims_scope_it() -> None:
     doc = {"claims": [{"typ": "name", "val": "Ann@Example.com"}, {"typ": "roles", "val": "Continuity.Reader"},
-                      {"typ": "continuity_tenant", "val": "globex"}]}
+                      {"typ": "continuity_tenant", "val": "globex"}, *ids(OID_ADA)]}
     principal = parse_client_principal(base64.b64encode(json.dumps(doc).encode()).decode())
     assert principal.tenants == frozenset({"globex"})
     assert principal.has(Role.READER) and not principal.has(Role.OPERATOR)
@@ -184,3 +196,57 @@ def test_platform_principal_tenant_claims_scope_it() -> None:
 def test_empty_tenant_scope_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="a tenant scope names at least one tenant"):
         make_local_user("nobody-scope", [Role.READER], "ck_" + "x" * 40, "salt", "t", [])
+
+
+# ---- identity by immutable id -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("claims", [
+    [{"typ": "preferred_username", "val": "mallory@example.com"}, {"typ": "roles", "val": "admin"}],
+    [{"typ": "preferred_username", "val": "mallory@example.com"}, {"typ": "oid", "val": OID_ADA}],
+    [{"typ": "preferred_username", "val": "mallory@example.com"}, {"typ": "tid", "val": TID}],
+    [{"typ": "name", "val": "mallory"}, {"typ": "oid", "val": "ada"}, {"typ": "tid", "val": TID}],
+])
+def test_platform_principal_without_object_id_and_tenant_id_is_refused_fail_closed(
+        claims: list[dict[str, str]]) -> None:
+    with pytest.raises(Unauthorized, match="no object id and tenant id"):
+        authenticate({"X-MS-CLIENT-PRINCIPAL": client_principal(claims)}, users(), platform_auth=True)
+
+
+def test_platform_principal_is_known_by_oid_and_tid_not_by_its_changing_name() -> None:
+    before = parse_client_principal(client_principal([{"typ": "preferred_username", "val": "ada@old.example"},
+                                                      *ids(OID_ADA)]))
+    after = parse_client_principal(client_principal([{"typ": "preferred_username", "val": "ada@new.example"},
+                                                     *ids(OID_ADA.upper(), short=True)]))
+    other = parse_client_principal(client_principal([{"typ": "preferred_username", "val": "ada@old.example"},
+                                                     *ids(OID_AMIR)]))
+    assert before.id == after.id == f"aad:{TID}/{OID_ADA}"
+    assert before.same_person([after.id]) and not before.same_person([other.id])
+
+
+def test_local_keys_are_off_with_platform_auth_unless_the_setting_allows_them() -> None:
+    with pytest.raises(Unauthorized, match="local API keys are off while platform authentication is on"):
+        authenticate({"X-Continuity-Key": KEY_A}, users(), platform_auth=True)
+    assert authenticate({"X-Continuity-Key": KEY_A}, users(), platform_auth=True, allow_keys=True).id == "key:olivia"
+    assert authenticate({"X-Continuity-Key": KEY_A}, users(), platform_auth=False).id == "key:olivia"
+
+
+def test_a_linked_identity_is_the_same_person_from_either_side() -> None:
+    ada_id = f"aad:{TID}/{OID_ADA}"
+    linked = [make_local_user("ada-local", [Role.OPERATOR], KEY_A, "salt1", "t", links=[ada_id.upper()]),
+              make_local_user("amir", [Role.APPROVER], KEY_B, "salt2", "t")]
+    by_key = verify_api_key(KEY_A, linked)
+    assert by_key.id == "key:ada-local" and by_key.linked == frozenset({ada_id})
+    header = client_principal([{"typ": "preferred_username", "val": "ada@example.com"}, *ids(OID_ADA)])
+    by_platform = authenticate({"X-MS-CLIENT-PRINCIPAL": header}, linked, platform_auth=True)
+    assert by_platform.linked == frozenset({"key:ada-local"})
+    assert by_platform.same_person(by_key.ids) and by_key.same_person(by_platform.ids)
+    assert not verify_api_key(KEY_B, linked).same_person(by_platform.ids)
+    assert LocalUser.from_json(linked[0].to_json()).links == frozenset({ada_id})
+
+
+def test_links_must_be_principal_ids_and_not_the_user_itself() -> None:
+    with pytest.raises(InvalidRequest, match="must be aad:"):
+        make_local_user("ada-local", [Role.OPERATOR], KEY_A, "s", "t", links=["ada@example.com"])
+    with pytest.raises(InvalidRequest, match="cannot link to itself"):
+        make_local_user("ada-local", [Role.OPERATOR], KEY_A, "s", "t", links=["key:ada-local"])

@@ -111,10 +111,10 @@ def test_ledger_totals_differing_from_the_manifest_fail() -> None:
     assert result.status is CheckStatus.FAIL and "the manifest says 3" in result.detail
 
 
-def test_numbering_gap_warns_and_duplicate_fails() -> None:
+def test_numbering_gap_and_duplicate_both_fail() -> None:
     gap = SequenceGap("INV INV/2025/", 2025, 7, 2)
-    warn = rc.check_invoice_numbering([gap], [], 1)
-    assert warn.status is CheckStatus.WARN and "INV INV/2025/ 2025 after 7 (2 missing)" in warn.detail
+    failed = rc.check_invoice_numbering([gap], [], 1)
+    assert failed.status is CheckStatus.FAIL and "INV INV/2025/ 2025 after 7 (2 missing)" in failed.detail
     assert rc.check_invoice_numbering([], ["INV/2025/00001"], 1).status is CheckStatus.FAIL
     assert rc.check_invoice_numbering([], [], 1).status is CheckStatus.PASS
 
@@ -380,7 +380,9 @@ def test_nightly_fans_out_in_batches_of_the_configured_parallelism() -> None:
             return ("task_all", tasks)
 
     ctx = NightlyContext()
-    picked = [{"tenant": f"t{i}", "backup_id": f"2025060{i}T010000Z-abcdef"} for i in range(3)]
+    # The listing activity names each backup's next attempt; t1's first attempt errored, so it gets a second.
+    picked = [{"tenant": f"t{i}", "backup_id": f"2025060{i}T010000Z-abcdef",
+               "run_id": f"validate-t{i}-2025060{i}T010000Z-abcdef-{2 if i == 1 else 1}"} for i in range(3)]
     picked.append({"tenant": "t9", "backup_id": None, "error": "no backup"})
     gen = nightly_validation.build().get_user_function().orchestrator_function(ctx)
     assert gen.send(None)[0] == "sweep_scratch_databases"
@@ -391,8 +393,8 @@ def test_nightly_fans_out_in_batches_of_the_configured_parallelism() -> None:
     with pytest.raises(StopIteration) as done:
         gen.send(outputs[2:])
     summary = done.value.value
-    assert ctx.batches == [["validate-t0-20250600T010000Z-abcdef", "validate-t1-20250601T010000Z-abcdef"],
-                           ["validate-t2-20250602T010000Z-abcdef"]]
+    assert ctx.batches == [["validate-t0-20250600T010000Z-abcdef-1", "validate-t1-20250601T010000Z-abcdef-2"],
+                           ["validate-t2-20250602T010000Z-abcdef-1"]]
     assert (summary["passed"], summary["skipped"], summary["instance_id"]) == (3, 1, "nightly-20250601")
 
 
@@ -412,7 +414,8 @@ def test_nightly_validates_flexible_server_tenants_by_point_in_time_restore() ->
             return ("task_all", tasks)
 
     ctx = NightlyContext()
-    picked = [{"tenant": "local-one", "backup_id": "20250601T010000Z-abcdef"},
+    picked = [{"tenant": "local-one", "backup_id": "20250601T010000Z-abcdef",
+               "run_id": "validate-local-one-20250601T010000Z-abcdef-1"},
               {"tenant": "azure-one", "backup_id": None, "mode": "pitr"}]
     gen = nightly_validation.build().get_user_function().orchestrator_function(ctx)
     gen.send(None)
@@ -421,7 +424,7 @@ def test_nightly_validates_flexible_server_tenants_by_point_in_time_restore() ->
     with pytest.raises(StopIteration):
         gen.send([{"tenant": "local-one", "outcome": "passed"}, {"tenant": "azure-one", "outcome": "passed"}])
     (local_payload, local_id), (pitr_payload, pitr_id) = ctx.started
-    assert local_payload["mode"] == "restore" and local_id == "validate-local-one-20250601T010000Z-abcdef"
+    assert local_payload["mode"] == "restore" and local_id == "validate-local-one-20250601T010000Z-abcdef-1"
     assert pitr_payload["mode"] == "pitr"
     assert pitr_id == f"validate-azure-one-pitr-{ctx.current_utc_datetime:%Y%m%d}"
 

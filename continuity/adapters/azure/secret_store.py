@@ -7,6 +7,9 @@ never logged, never put in an exception message, never returned by ``repr``.
 from __future__ import annotations
 
 import re
+import secrets
+import threading
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -16,9 +19,12 @@ from azure.core.pipeline.transport import HttpTransport
 from azure.keyvault.secrets import SecretClient
 
 from continuity.kernel import settings
-from continuity.kernel.errors import ContinuityError, InvalidRequest, StoreUnavailable
+from continuity.kernel.errors import ConfigError, ContinuityError, InvalidRequest, StoreUnavailable
 
 SECRET_NAME_RE = re.compile(r"^[0-9a-zA-Z-]{1,127}$")  # Key Vault's rule for secret names
+# The HMAC key of approval decisions (only the approve/reject trigger and the verify activity read it).
+DECISION_KEY_SECRET_NAME = "continuity-decision-mac-key"  # noqa: S105 - a name, not a value
+DECISION_KEY_CACHE_SECONDS = 300.0  # a rotated key in Key Vault is picked up within this time
 
 
 class SecretMissing(ContinuityError):
@@ -106,6 +112,15 @@ class LocalSecrets:
 
         write_private(self._path(name), value, private_dir=True)
 
+    def ensure_secret(self, name: str, value: str) -> str:
+        """The secret ``name``, created with ``value`` (owner-only, exclusively) if it does not exist yet."""
+        from continuity.adapters.local.private_files import create_private
+
+        path = self._path(name)
+        if not path.exists():
+            create_private(path, value)
+        return self.get_secret(name)
+
 
 def secret_source() -> SecretSource:
     """Key Vault when CONTINUITY_KEYVAULT_URL is set (managed identity), else the local directory."""
@@ -115,6 +130,43 @@ def secret_source() -> SecretSource:
 
         return KeyVaultSecrets(url, DefaultAzureCredential())
     return LocalSecrets()
+
+
+_key_cache: dict[str, tuple[float, bytes]] = {}
+_key_lock = threading.Lock()
+
+
+def decision_key(source: SecretSource | None = None) -> bytes:
+    """The HMAC-SHA256 key that binds approval decisions to their run (never logged, never in a history).
+
+    Locally it is created on first use, 256 random bits, in an owner-only file of the local secret source
+    (exclusive creation: the trigger and the activity always agree). In Key Vault it must exist: the Function
+    App's identity reads secrets and cannot write them. Key Vault answers are cached for
+    DECISION_KEY_CACHE_SECONDS so an approval does not wait on the vault.
+
+    :raises ConfigError: the key is missing from Key Vault. :raises StoreUnavailable: the vault failed.
+    """
+    store = source or secret_source()
+    if isinstance(store, LocalSecrets):
+        return store.ensure_secret(DECISION_KEY_SECRET_NAME, secrets.token_hex(32)).encode()
+    where = getattr(store, "vault_url", type(store).__name__)
+    now = time.monotonic()
+    with _key_lock:
+        cached = _key_cache.get(where)
+        if cached is not None and now - cached[0] < DECISION_KEY_CACHE_SECONDS:
+            return cached[1]
+    try:
+        key = store.get_secret(DECISION_KEY_SECRET_NAME).encode()
+    except SecretMissing as exc:
+        raise ConfigError(f"the approval decision key {DECISION_KEY_SECRET_NAME} is missing from {where}; create it "
+                          f"once: az keyvault secret set --vault-name ... --name {DECISION_KEY_SECRET_NAME} "
+                          "--value $(openssl rand -hex 32)") from exc
+    if len(key) < 32:
+        raise ConfigError(f"the approval decision key {DECISION_KEY_SECRET_NAME} in {where} is shorter than 32 "
+                          "characters; set 64 random hex digits")
+    with _key_lock:
+        _key_cache[where] = (now, key)
+    return key
 
 
 def seed_local_recovery_credentials(regions: list[str], password: str, source: LocalSecrets | None = None) -> None:

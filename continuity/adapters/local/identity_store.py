@@ -17,16 +17,34 @@ from pathlib import Path
 from continuity.adapters.local.private_files import write_private
 from continuity.kernel import settings
 from continuity.kernel.errors import ConfigError, Conflict, InvalidRequest
-from continuity.kernel.identity import KEY_PREFIX, LocalUser, Principal, Role, make_local_user, validate_user_name
+from continuity.kernel.identity import (
+    KEY_PREFIX,
+    KEY_SOURCE,
+    LocalUser,
+    Principal,
+    Role,
+    linked_ids,
+    make_local_user,
+    validate_user_name,
+)
 
 
 def _local_dir() -> Path:
     return settings.LocalStackSettings.from_env().base_dir
 
 
+def _true(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 def platform_auth_enabled() -> bool:
     """Whether X-MS-CLIENT-PRINCIPAL may be trusted (the platform authenticates before our code runs)."""
-    return settings.get("CONTINUITY_PLATFORM_AUTH").strip().lower() in ("1", "true", "yes", "on")
+    return _true(settings.get("CONTINUITY_PLATFORM_AUTH"))
+
+
+def keys_allowed_with_platform_auth() -> bool:
+    """Whether local API keys still work while platform authentication is on (off unless a setting says so)."""
+    return _true(settings.get("CONTINUITY_LOCAL_USERS_WITH_PLATFORM_AUTH"))
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -64,9 +82,12 @@ class IdentityStore:
         raise InvalidRequest(f"no local user {name!r}; add one with `continuity users add {name} --role ...`")
 
     def add_user(self, name: str, roles: list[Role], *, replace: bool = False, save_key: bool = True,
-                 tenants: list[str] | None = None) -> str:
+                 tenants: list[str] | None = None, links: list[str] | None = None) -> str:
         """Create (or with ``replace``, re-key) a user; returns the new key, which is not stored anywhere
         but the owner-only client keyring (and not even there with ``save_key=False``).
+
+        ``links`` are the principal ids of the same person's other identities (``aad:{tid}/{oid}``): whichever
+        identity requests a failover, none of them may approve it.
 
         :raises Conflict: the user exists and ``replace`` is False.
         """
@@ -75,7 +96,8 @@ class IdentityStore:
         if any(u.name == name for u in users) and not replace:
             raise Conflict(f"local user {name} already exists; use --replace to issue a new key")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        user = make_local_user(name, roles, key, secrets.token_hex(16), datetime.now(UTC).isoformat(), tenants)
+        user = make_local_user(name, roles, key, secrets.token_hex(16), datetime.now(UTC).isoformat(), tenants,
+                               links or ())
         users = [u for u in users if u.name != name] + [user]
         self.base.mkdir(parents=True, exist_ok=True)
         _write_private(self.users_file, json.dumps({"users": [u.to_json() for u in users]}, indent=2) + "\n")
@@ -108,4 +130,5 @@ class IdentityStore:
 
     def principal_for(self, name: str) -> Principal:
         user = self.get_user(name)
-        return Principal(name=user.name, roles=user.roles, source="api-key")
+        return Principal(name=user.name, roles=user.roles, source=KEY_SOURCE, tenants=user.tenants,
+                         id=user.principal_id, linked=linked_ids(user.principal_id, self.list_users()))

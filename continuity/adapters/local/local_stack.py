@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from continuity.adapters.local import processes
 from continuity.adapters.local.processes import live_pid, stop_group
 from continuity.adapters.tools import pgbin
 from continuity.kernel.errors import ContinuityError, PortInUse, ServerUnavailable, ToolMissing
@@ -199,8 +200,9 @@ class LocalStack:
         kwargs: dict[str, Any] = {}
         if self.runs_as_root:
             kwargs = {"user": uid, "group": gid, "extra_groups": []}
-        result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=self._pg_env(),
-                                cwd="/", **kwargs)
+        # pg_ctl, pg_basebackup, initdb: children that die with their host (processes.spawn).
+        result = processes.run(args, text=True, timeout=timeout, env=self._pg_env(), cwd="/",
+                               stdin=subprocess.DEVNULL, **kwargs)
         if check and result.returncode != 0:
             raise ContinuityError(f"{Path(args[0]).name} failed: {(result.stderr or result.stdout).strip()[-800:]}")
         return result

@@ -24,3 +24,26 @@ def write_private(path: Path, text: str, *, private_dir: bool = False) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def create_private(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text`` (mode 600, directory 700) unless it exists; True when this call created it.
+
+    Exclusive and atomic: the text is written to a temporary file that is then hard-linked into place, which
+    fails if another process created ``path`` first. So two processes that race to create a key both end
+    up reading the same one, and nobody ever reads a half-written file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)

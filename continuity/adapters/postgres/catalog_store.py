@@ -272,15 +272,37 @@ class PgCatalogStore:
         assert updated is not None
         return updated
 
+    def entry(self, tenant: str, backup_id: str) -> CatalogEntry | None:
+        with self.session() as session:
+            return session.get_entry(tenant, backup_id)
+
+    def ingest_evidence_seq(self, tenant: str, backup_id: str, manifest_sha256: str) -> int | None:
+        """The evidence record that cataloged this backup with this manifest (None: not found, e.g. rebuilt)."""
+        key = f"catalog.ingested:{tenant}/{backup_id}:{manifest_sha256}"
+        with self._reader() as conn:
+            row = conn.execute("select seq from catalog.evidence_records where idempotency_key = %s",
+                               (key,)).fetchone()
+        return int(row[0]) if row else None
+
     def record_validation(self, *, tenant: str, backup_id: str, run_id: str, started_at: datetime,
                           finished_at: datetime, passed: bool, checks: Any, durations: dict[str, float],
-                          summary: dict[str, Any]) -> CatalogEntry:
-        """Record one validation run (idempotent per run) and move the entry to VALIDATED or FAILED_VALIDATION."""
-        status = BackupStatus.VALIDATED if passed else BackupStatus.FAILED_VALIDATION
+                          summary: dict[str, Any], error: bool = False) -> CatalogEntry:
+        """Record one validation attempt (idempotent per run id) and move the entry accordingly.
+
+        Passed: VALIDATED; failed: FAILED_VALIDATION. An attempt that errored judged nothing: an AVAILABLE
+        backup becomes UNVERIFIED (attempted, not concluded), a judged one keeps its verdict; the attempt is
+        still a row, so the catalog lists every attempt the evidence chain has.
+        """
+        outcome = "error" if error else "passed" if passed else "failed"
         with self.locked(tenant, backup_id) as session:
             entry = session.get_entry(tenant, backup_id)
             if entry is None:
                 raise BackupNotFound(f"tenant {tenant} has no backup {backup_id[:40]!r} in the catalog")
+            if error:
+                status = entry.status if entry.status in (BackupStatus.VALIDATED, BackupStatus.FAILED_VALIDATION) \
+                    else BackupStatus.UNVERIFIED
+            else:
+                status = BackupStatus.VALIDATED if passed else BackupStatus.FAILED_VALIDATION
             check_transition(entry.status, status)
             session.conn.execute(
                 """insert into catalog.validations (tenant, backup_id, run_id, started_at, finished_at, outcome,
@@ -288,13 +310,19 @@ class PgCatalogStore:
                    values (%s, %s, %s, %s, %s, %s, %s, %s)
                    on conflict (run_id, tenant, backup_id) do update set finished_at = excluded.finished_at,
                        outcome = excluded.outcome, checks = excluded.checks, durations = excluded.durations""",
-                (tenant, backup_id, run_id, started_at, finished_at, "passed" if passed else "failed",
-                 Jsonb(checks), Jsonb(durations)))
-            session.conn.execute(
-                "update catalog.backups set status = %s, status_reason = %s, last_validation = %s, updated_at = now() "
-                "where tenant = %s and backup_id = %s",
-                (str(status), f"validation run {run_id}: {'passed' if passed else 'failed'}", Jsonb(summary),
-                 tenant, backup_id))
+                (tenant, backup_id, run_id, started_at, finished_at, outcome, Jsonb(checks), Jsonb(durations)))
+            if error:
+                session.conn.execute(
+                    "update catalog.backups set status = %s, status_reason = %s, updated_at = now() "
+                    "where tenant = %s and backup_id = %s",
+                    (str(status), entry.status_reason if status is entry.status
+                     else f"validation run {run_id} could not conclude: {str(summary.get('reason', ''))[:300]}",
+                     tenant, backup_id))
+            else:
+                session.conn.execute(
+                    "update catalog.backups set status = %s, status_reason = %s, last_validation = %s, "
+                    "updated_at = now() where tenant = %s and backup_id = %s",
+                    (str(status), f"validation run {run_id}: {outcome}", Jsonb(summary), tenant, backup_id))
             updated = session.get_entry(tenant, backup_id)
         assert updated is not None
         return updated
@@ -371,13 +399,15 @@ def manifest_schema_check(raw: Any, path: Path = MANIFEST_SCHEMA_PATH) -> str | 
 # ---- validation runs as the catalog recorded them ------------------------------------------------
 
 
-def validated_run_ids(control_dsn: str | None = None) -> set[str]:
-    """Run ids of validations the catalog has recorded (``validate-{tenant}-{backup_id}``)."""
+def validation_attempts(tenant: str, backup_id: str, control_dsn: str | None = None) -> list[tuple[str, str]]:
+    """(run id, outcome) of every recorded validation attempt of one backup, oldest first."""
     from continuity.adapters.postgres.connection import connect
     from continuity.adapters.postgres.control_db import prepare
 
     with connect(prepare(control_dsn)) as conn:
-        return {str(r[0]) for r in conn.execute("select distinct run_id from catalog.validations")}
+        rows = conn.execute("select run_id, outcome from catalog.validations where tenant = %s and backup_id = %s "
+                            "order by started_at, id", (tenant, backup_id)).fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]
 
 
 def validation_history(tenant: str | None = None, limit: int = 1000,

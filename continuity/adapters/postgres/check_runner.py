@@ -20,7 +20,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from continuity.catalog.manifest import Manifest
+from continuity.adapters.postgres.proofs import table_schemas, tenant_identity
+from continuity.catalog.manifest import Manifest, TenantIdentity
 from continuity.kernel.tenants import Assertion
 from continuity.validation import checks as rc
 from continuity.validation.checks import CheckId, CheckResult, CheckStatus, LedgerFacts, SequenceGap
@@ -58,16 +59,33 @@ def _tagged(check_id: str, fn: Callable[[], CheckResult]) -> Callable[[], CheckR
     return fn
 
 
-def schema_present(conn: psycopg.Connection) -> CheckResult:
+def schema_present(conn: psycopg.Connection, manifest: Manifest | None = None) -> CheckResult:
+    """Expected tables and columns exist; with the manifest's schema proof, the recovery tables' columns,
+    indexes and constraints are the ones recorded at backup time (read as the backup read them)."""
+
     def run() -> CheckResult:
         rows = conn.execute("select table_name, column_name from information_schema.columns "
                             "where table_schema = 'public'").fetchall()
         present: dict[str, list[str]] = {}
         for table, column in rows:
             present.setdefault(str(table), []).append(str(column))
-        return rc.check_schema_present(expected_schema(), present)
+        problems = None
+        if manifest is not None and manifest.tables is not None:
+            actual = {name: proof.model_dump() for name, proof in table_schemas(conn, list(manifest.tables)).items()}
+            problems = rc.schema_proof_problems(manifest.tables, actual)
+        return rc.check_schema_present(expected_schema(), present, problems)
 
     return timed(_tagged(CheckId.SCHEMA_PRESENT, run))
+
+
+def tenant_fingerprint(conn: psycopg.Connection, manifest: Manifest,
+                       established: tuple[str, TenantIdentity] | None) -> CheckResult:
+    """The restored database's uuid and companies against the manifest's and the tenant's last validated backup."""
+
+    def run() -> CheckResult:
+        return rc.check_tenant_fingerprint(manifest.identity, tenant_identity(conn), established)
+
+    return timed(_tagged(CheckId.TENANT_FINGERPRINT, run))
 
 
 def row_counts(conn: psycopg.Connection, expected: Mapping[str, int]) -> CheckResult:
@@ -306,12 +324,14 @@ def run_all(dsn: str, ref: Any, tenant: Any, sample_rate: float, amcheck: tuple[
 
     def database_lane() -> list[CheckResult]:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            return [schema_present(conn), row_counts(conn, manifest.row_counts), invoice_numbering(conn),
+            return [schema_present(conn, manifest),
+                    tenant_fingerprint(conn, manifest, getattr(ref, "established", None)),
+                    row_counts(conn, manifest.row_counts), invoice_numbering(conn),
                     indexes(conn, *amcheck), *assertions(conn, tenant.assertions)]
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         lanes = [pool.submit(lane) for lane in (attachments_lane, ledger_lane, database_lane)]
         found = {r.id: r for lane in lanes for r in lane.result()}
-    order = [CheckId.SCHEMA_PRESENT, CheckId.ROW_COUNTS, CheckId.LEDGER, CheckId.INVOICE_NUMBERING,
-             CheckId.ATTACHMENTS, CheckId.INDEXES]
+    order = [CheckId.SCHEMA_PRESENT, CheckId.TENANT_FINGERPRINT, CheckId.ROW_COUNTS, CheckId.LEDGER,
+             CheckId.INVOICE_NUMBERING, CheckId.ATTACHMENTS, CheckId.INDEXES]
     return [found.pop(c) for c in order] + list(found.values())

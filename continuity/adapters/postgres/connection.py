@@ -34,11 +34,15 @@ def control_dsn(dbname: str = "continuity") -> str:
 
 
 def libpq_env() -> dict[str, str]:
-    """Environment for pg_dump/pg_restore: the local passfile, C locale, no inherited PG* surprises."""
+    """Environment for pg_dump/pg_restore: the local passfile, C locale, UTC, no inherited PG* surprises.
+
+    UTC because a custom-format archive stores its creation time as local wall-clock fields without a zone:
+    pg_dump and pg_restore both in UTC make ``Archive created at`` a UTC time the identity check can compare.
+    """
     from continuity.adapters.local.local_stack import LocalStack
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG") or k == "PG_BIN"}
-    env.update({"PGPASSFILE": str(LocalStack().pgpass), "LC_ALL": "C"})
+    env.update({"PGPASSFILE": str(LocalStack().pgpass), "LC_ALL": "C", "TZ": "UTC"})
     return env
 
 

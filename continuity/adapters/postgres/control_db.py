@@ -166,6 +166,11 @@ alter table catalog.retention_actions
     add column batch    int,
     add column attempts int  not null default 0;
 """),
+    (4, "unverified backups: a validation attempt that errored", """
+alter table catalog.backups drop constraint backups_status_check;
+alter table catalog.backups add constraint backups_status_check check (status in ('pending', 'available',
+    'validated', 'failed_validation', 'unverified', 'rejected', 'missing', 'deleted'));
+"""),
 )
 
 

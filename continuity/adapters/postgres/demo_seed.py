@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from continuity.kernel.errors import Conflict, InvalidRequest
 from continuity.kernel.tenants import Registry, Tenant
 from continuity.validation.odoo.schema import (
     COLUMNS,
+    DATABASE_UUID_INSERT_SQL,
     INDEXES_DDL,
     SEED_MARKER_DDL,
     SEED_MARKER_TABLE,
@@ -171,6 +173,9 @@ def _load(conn: psycopg.Connection, demo: DemoTenant, store: BlobStore, containe
     conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
     for ddl in (*TABLES_DDL, SEED_MARKER_DDL):
         conn.execute(ddl)  # our own constant DDL text
+    # Odoo writes a random uuid when it creates a database; the demo's is derived from the tenant, so a
+    # re-seeded demo tenant is still "the same database" to the validation's identity check.
+    conn.execute(DATABASE_UUID_INSERT_SQL, (str(uuid.uuid5(uuid.NAMESPACE_URL, f"continuity-demo:{tenant.id}")),))
     counts = dict.fromkeys(COLUMNS, 0)
     for table, rows in demo.reference_rows().items():
         counts[table] += _copy(conn, table, rows)

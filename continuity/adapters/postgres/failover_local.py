@@ -14,26 +14,39 @@ fence is then on the new primary whatever ``synchronous_commit`` says. When the 
 unreachable there is no final LSN to wait for, and only ``synchronous_commit = remote_apply`` (or
 ``on``) with ``synchronous_standby_names`` naming the replica guarantees that acknowledged commits
 reached it.
+
+Drill copies live in ``{pg}/drills/{run_id}/``, created already marked (:mod:`continuity.adapters.local.run_folders`,
+step ``copy``) and finished by a ``ready`` file: a re-run after a crash reuses a ready copy and redoes an
+unfinished one; a folder without this run's marker is refused and left alone. README "Crash guarantees" has
+the table of what each step's second attempt does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from continuity.adapters.local.fault_injection import pause_at
 from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.local.processes import kill_processes_naming
+from continuity.adapters.local.run_folders import claim, create_marked, read_marker
 from continuity.adapters.postgres.connection import connect
 from continuity.failover.rules import FenceResult, FenceState, PrimaryObservation, ReplicaObservation, drill_refusal
 from continuity.kernel.errors import ContinuityError, ServerUnavailable
+from continuity.validation.naming import SWEEP_AFTER_MINUTES
 
 logger = logging.getLogger(__name__)
 
+DRILL_STEP = "copy"  # the step whose marker a drill folder carries
+READY_FILE = "ready"  # written last by the copy step: the copy runs and was proved isolated
 PROBE_DDL = ("create table if not exists continuity_write_probe "
              "(id bigserial primary key, run_id text not null, at timestamptz not null default now())")
 
@@ -274,21 +287,39 @@ class LocalFailover:
 
     def drill_copy(self, drill_id: str, source_cluster: str = "replica") -> DrillCopy:
         """Copy the replica into the sandbox area and start the copy as a standby with no upstream,
-        on a unix socket only. Idempotent: an already running copy is reused."""
-        data = self.drill_root() / drill_id / "data"
-        port_file = data.parent / "port"
-        if (data / "PG_VERSION").exists() and port_file.exists():
-            copy = DrillCopy(drill_id, data, self.stack.socket_dir, int(port_file.read_text()))
-            if self._drill_running(copy):
+        on a unix socket only.
+
+        Idempotent under at-least-once delivery (``drill_id`` is the failover run's id): the drill folder is
+        created already marked (run, step ``copy``) and a ``ready`` file is written once the copy runs and
+        proved isolated. A re-run finds the folder and: reuses a ready copy (starting it again if it stopped);
+        stops and deletes an unfinished one (a copy killed mid-``pg_basebackup``, or before its start) and
+        copies again. A folder of that name without this run's marker is refused and left untouched.
+
+        :raises LeftoverNotOurs: the drill folder exists and is not this run's.
+        :raises FailoverError: the started copy is not isolated (it is dropped first).
+        """
+        root = self.drill_root() / drill_id
+        self.sweep_drills(SWEEP_AFTER_MINUTES, keep=drill_id)
+        if root.exists():
+            claim(root, drill_id, DRILL_STEP)
+            copy = self._ready_copy(drill_id)
+            if copy is not None:
+                if not self._drill_running(copy):
+                    self._start_drill(copy)
+                logger.info("drill copy reused", extra={"run_id": drill_id})
                 return copy
-            shutil.rmtree(data.parent)
-        data.parent.mkdir(parents=True, exist_ok=True)
+            logger.warning("dropping an unfinished drill copy of an earlier attempt", extra={"run_id": drill_id})
+            self._discard(root)
+        self.drill_root().mkdir(parents=True, exist_ok=True)
         self.stack._chown(self.drill_root())
-        self.stack._chown(data.parent)
+        create_marked(root, drill_id, DRILL_STEP)
+        self.stack._chown(root)
+        data = root / "data"
         self.stack._run_as_pg([
             str(self.stack.bin_dir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.stack.port(source_cluster)),
             "-U", self.stack.settings.superuser, "-D", str(data), "-X", "stream", "--checkpoint=fast", "--no-sync",
         ], timeout=600)
+        pause_at("copy.copied")  # copied, not configured or started: a kill here leaves a full, unready copy
         port = self._drill_port()
         # The copy carries the replica's config: override it so the copy is isolated and no standby of anyone.
         overrides = {"port": str(port), "listen_addresses": "''",
@@ -301,13 +332,9 @@ class LocalFailover:
         self.stack._chown(auto)
         (data / "standby.signal").touch()
         self.stack._chown(data / "standby.signal")
-        port_file.write_text(str(port))
-        log = data.parent / "postgres.log"
-        log.touch()
-        self.stack._chown(log)
-        self.stack._run_as_pg([str(self.stack.bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "90",
-                               "start"], timeout=120)
+        (root / "port").write_text(str(port))
         copy = DrillCopy(drill_id, data, self.stack.socket_dir, port)
+        self._start_drill(copy)
         with connect(copy.dsn(self.stack)) as conn:
             listen = conn.execute("show listen_addresses").fetchone()
         live = [str(self.stack.dsn("primary")), str(self.stack.dsn("replica"))]
@@ -315,7 +342,38 @@ class LocalFailover:
         if reason:
             self.drop_drill(drill_id)
             raise FailoverError(reason)
+        (root / READY_FILE).write_text(str(port))
         return copy
+
+    def _ready_copy(self, drill_id: str) -> DrillCopy | None:
+        root = self.drill_root() / drill_id
+        ready, data = root / READY_FILE, root / "data"
+        if not ready.exists() or not (data / "PG_VERSION").exists():
+            return None
+        try:
+            port = int(ready.read_text())
+        except ValueError:
+            return None
+        return DrillCopy(drill_id, data, self.stack.socket_dir, port)
+
+    def _start_drill(self, copy: DrillCopy) -> None:
+        log = copy.data_dir.parent / "postgres.log"
+        log.touch()
+        self.stack._chown(log)
+        self.stack._run_as_pg([str(self.stack.bin_dir / "pg_ctl"), "-D", str(copy.data_dir), "-l", str(log), "-w",
+                               "-t", "90", "start"], timeout=120)
+
+    def _discard(self, root: Path) -> None:
+        """Stop a copy's postmaster if one runs there (a start interrupted or left behind), then delete it all."""
+        data = root / "data"
+        if (data / "postmaster.pid").exists():
+            self.stack._run_as_pg([str(self.stack.bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
+                                   "stop"], check=False, timeout=60)
+        left = kill_processes_naming(str(root))  # e.g. a killed attempt's pg_basebackup still writing here
+        if left:
+            logger.warning("killed processes an earlier attempt left in its drill folder",
+                           extra={"pids": left, "folder": str(root)})
+        shutil.rmtree(root, ignore_errors=True)
 
     def _drill_running(self, copy: DrillCopy) -> bool:
         result = self.stack._run_as_pg([str(self.stack.bin_dir / "pg_ctl"), "-D", str(copy.data_dir), "status"],
@@ -323,11 +381,10 @@ class LocalFailover:
         return result.returncode == 0
 
     def get_drill(self, drill_id: str) -> DrillCopy:
-        data = self.drill_root() / drill_id / "data"
-        port_file = data.parent / "port"
-        if not port_file.exists():
+        copy = self._ready_copy(drill_id)
+        if copy is None:
             raise FailoverError(f"no drill copy {drill_id}; the copy step has not run")
-        return DrillCopy(drill_id, data, self.stack.socket_dir, int(port_file.read_text()))
+        return copy
 
     def promote_drill(self, drill_id: str) -> dict[str, Any]:
         copy = self.get_drill(drill_id)
@@ -339,16 +396,43 @@ class LocalFailover:
         return {"already_promoted": False, "seconds": round(time.monotonic() - started, 3)}
 
     def drop_drill(self, drill_id: str) -> bool:
-        """Stop and delete a drill copy; succeeds (False) when it is already gone."""
+        """Stop and delete this run's drill copy; succeeds (False) when it is already gone.
+
+        :raises LeftoverNotOurs: a folder of that name is not this run's (no marker, or another's): untouched.
+        """
         root = self.drill_root() / drill_id
         if not root.exists():
             return False
-        data = root / "data"
-        if (data / "PG_VERSION").exists():
-            self.stack._run_as_pg([str(self.stack.bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w",
-                                   "stop"], check=False, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+        claim(root, drill_id, DRILL_STEP)
+        self._discard(root)
         return True
+
+    def list_drills(self) -> list[str]:
+        """Drill folders this code made (marked), whoever's run they belong to."""
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(p.name for p in self.drill_root().iterdir()
+                          if p.is_dir() and (m := read_marker(p)) is not None and m.names(p.name, DRILL_STEP))
+        return []
+
+    def sweep_drills(self, older_than_minutes: int, keep: str | None = None,
+                     now: datetime | None = None) -> list[str]:
+        """Stop and delete marked drill copies older than ``older_than_minutes`` (runs that crashed and never
+        cleaned up) and half-made folders as old; unmarked folders are never touched."""
+        cutoff = (now or datetime.now(UTC)) - timedelta(minutes=older_than_minutes)
+        swept: list[str] = []
+        for name in self.list_drills():
+            marker = read_marker(self.drill_root() / name)
+            if name != keep and marker is not None and marker.created_at < cutoff:
+                self._discard(self.drill_root() / name)
+                swept.append(name)
+        with contextlib.suppress(FileNotFoundError):
+            for half in self.drill_root().glob(".*.tmp"):
+                if datetime.fromtimestamp(half.stat().st_mtime, UTC) < cutoff:
+                    shutil.rmtree(half, ignore_errors=True)
+                    swept.append(half.name)
+        if swept:
+            logger.warning("swept %d stale drill copies", len(swept), extra={"drills": swept})
+        return swept
 
     # ---- restore the stack (tests, `local up` after a failover) ----------------------------
     def restore_original_roles(self) -> None:

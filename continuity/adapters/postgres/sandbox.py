@@ -208,7 +208,11 @@ class Sandbox:
         password = secrets.token_urlsafe(32)
         role = sql.Identifier(name)
         with self._connect() as conn:
-            conn.execute(sql.SQL("drop role if exists {}").format(role))  # a leftover of a crashed run
+            # At-least-once delivery: the name is unique to one validation run (the orchestrator draws it from
+            # its replay-safe uuid), so a database or role of this name can only be an earlier attempt of this
+            # same step that a host crash interrupted, holding a partial restore. Start it over.
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("drop role if exists {}").format(role))
             conn.execute(sql.SQL(
                 "create role {} login nosuperuser nocreatedb nocreaterole noreplication nobypassrls "
                 "connection limit {} password {}").format(role, sql.Literal(RESTORE_CONNECTION_LIMIT),

@@ -31,6 +31,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from continuity.adapters.local.fault_injection import pause_at
+from continuity.adapters.local.run_folders import LeftoverNotOurs
 from continuity.adapters.postgres.connection import connect
 from continuity.kernel.errors import ContinuityError
 from continuity.recovery.rules import (
@@ -97,16 +98,39 @@ class StagingTarget:
         self._guard(self.names.staged)
         return f"staging database {self.names.staged} beside live {self.names.live}: the live database is not touched"
 
+    def _claim(self, conn: psycopg.Connection, name: str) -> bool:
+        """Whether ``name`` exists; it may only when it carries this recovery's marker.
+
+        :raises LeftoverNotOurs: a database of that name without this recovery's comment: left untouched.
+        """
+        row = conn.execute("select coalesce(shobj_description(oid, 'pg_database'), '') from pg_database "
+                           "where datname = %s", (name,)).fetchone()
+        if row is None:
+            return False
+        if str(row[0]) != self.marker:
+            raise LeftoverNotOurs(f"database {name} exists but is not this recovery's staging copy (its comment is "
+                                  f"{str(row[0])[:120]!r}, not {self.marker!r}): left untouched; drop it yourself if "
+                                  "it is a leftover, or request a new recovery")
+        return True
+
     def create_scratch_database(self, tenant_id: str, now: datetime | None = None, name: str | None = None) -> str:
-        """Create the staging database empty, owned like the live one; a half-restored one (a re-run after a
-        crash) is dropped first. Marked with this recovery's comment."""
+        """Create the staging database empty, owned like the live one, and mark it with this recovery's comment.
+
+        A staging database of an earlier attempt of this recovery (a re-run after a crash: its comment is this
+        recovery's marker) is dropped first; one without that marker is refused and left untouched.
+
+        :raises LeftoverNotOurs: a database of the staging name that this recovery did not make.
+        """
         name = name or self.names.staged
         self._guard(name)
         with connect(self.admin_dsn) as conn:
             row = conn.execute("select pg_get_userbyid(datdba) from pg_database where datname = %s",
                                (self.names.live,)).fetchone()
             owner = str(row[0]) if row else None
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            if self._claim(conn, name):
+                logger.warning("dropping the staging database of an earlier attempt",
+                               extra={"tenant": tenant_id, "database": name})
+                conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
             statement = sql.SQL("create database {} template template0").format(sql.Identifier(name))
             if owner:
                 statement = sql.SQL("create database {} owner {} template template0").format(
@@ -117,10 +141,12 @@ class StagingTarget:
         return name
 
     def drop_scratch_database(self, name: str) -> None:
-        """Drop the staging database; succeeds if it is gone. Refuses every other name."""
+        """Drop the staging database; succeeds if it is gone. Refuses every other name, and a database of the
+        staging name without this recovery's marker."""
         self._guard(name)
         with connect(self.admin_dsn) as conn:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            if self._claim(conn, name):
+                conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
 
     def scratch_dsn(self, dbname: str) -> str:
         return _dsn_with(self.admin_dsn, dbname)
@@ -145,7 +171,9 @@ def restore_keeping_owners(dump: Any, target_dsn: str, jobs: int, deadline_s: fl
     env["PGOPTIONS"] = restore_runner.RESTORE_PGOPTIONS
     args = [pgbin.tool("pg_restore"), *RESTORE_OPTIONS, f"--jobs={max(1, jobs)}", f"--dbname={target_dsn}",
             str(dump)]
-    return restore_runner._run(args, deadline_s, env)
+    outcome = restore_runner._run(args, deadline_s, env)
+    pause_at("recovery.restored")  # restored, the dump still on disk: a kill here leaves both behind
+    return outcome
 
 
 # ---- the cutover ----------------------------------------------------------------------------------
@@ -247,8 +275,12 @@ class TenantDatabases:
         logger.info("cutover action done", extra={"action": str(action), "database": n.live})
         return out
 
-    def drive(self, target: CutoverPosition, forward_only: bool = True) -> dict[str, Any]:
+    def drive(self, target: CutoverPosition, forward_only: bool = True,
+              on_action: Callable[[CutoverAction, str], None] | None = None) -> dict[str, Any]:
         """Act until the cutover stands at ``target`` (or, ``forward_only``, beyond it); idempotent.
+
+        ``on_action(action, "before" | "after")`` is called around each action, so the caller can record
+        durably when the tenant went unavailable (before a fence) and came back (after a reopen).
 
         :raises ContinuityError: the databases are in a state this recovery did not make (nothing changed).
         :raises CutoverStuck: sessions survive termination, or the target is not reached.
@@ -260,7 +292,11 @@ class TenantDatabases:
             if action is None:
                 return {"position": str(position), "detail": why, "actions": actions,
                         "observation": self.observe().to_json()}
+            if on_action is not None:
+                on_action(action, "before")
             actions.append(self.act(action))
+            if on_action is not None:
+                on_action(action, "after")
         position, why = self.position()
         raise CutoverStuck(f"the cutover did not reach {target} after {MAX_CUTOVER_ACTIONS} actions: {why}")
 
@@ -277,10 +313,14 @@ class TenantDatabases:
         return f"{name} kept for forensics (read-only by default)"
 
     def drop_staged(self) -> bool:
-        """Drop the staged copy if it exists under its staging name; returns whether one was dropped."""
-        StagingTarget(self.admin_dsn, self.names, self.marker)._guard(self.names.staged)
+        """Drop the staged copy if it exists under its staging name; returns whether one was dropped.
+
+        :raises LeftoverNotOurs: a database of the staging name without this recovery's marker: untouched.
+        """
+        target = StagingTarget(self.admin_dsn, self.names, self.marker)
+        target._guard(self.names.staged)
         with self._admin() as conn:
-            if self._state(conn, self.names.staged) is None:
+            if not target._claim(conn, self.names.staged):
                 return False
             conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(self.names.staged)))
         return True

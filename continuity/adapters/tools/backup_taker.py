@@ -31,7 +31,9 @@ from typing import IO
 import psycopg
 from azure.core.exceptions import AzureError, ResourceExistsError
 
+from continuity.adapters.local.processes import spawn
 from continuity.adapters.postgres import connection as postgres
+from continuity.adapters.postgres.proofs import identity_and_schema
 from continuity.adapters.storage.blob_store import BlobStore, unavailable
 from continuity.adapters.tools import pgbin
 from continuity.backups.rules import (
@@ -44,7 +46,7 @@ from continuity.backups.rules import (
     check_tenant_id,
     new_backup_id,
 )
-from continuity.catalog.manifest import RECOVERY_TABLES, Attachments, Ledger, Source
+from continuity.catalog.manifest import RECOVERY_TABLES, Attachments, Ledger, Source, TableSchema, TenantIdentity
 from continuity.kernel import settings
 from continuity.kernel.errors import BackupConflict, ContinuityError
 from continuity.kernel.tenants import Registry
@@ -97,6 +99,8 @@ class SnapshotFacts:
     ledger: Ledger
     attachment_count: int
     attachment_bytes: int
+    identity: TenantIdentity | None = None
+    tables: dict[str, TableSchema] | None = None
 
 
 def _snapshot_facts(conn: psycopg.Connection) -> SnapshotFacts:
@@ -132,7 +136,8 @@ def _snapshot_facts(conn: psycopg.Connection) -> SnapshotFacts:
                            "WHERE type = 'binary' AND store_fname IS NOT NULL").fetchone()
         if row:
             attachment_count, attachment_bytes = int(row[0]), int(row[1])
-    return SnapshotFacts(counts, ledger, attachment_count, attachment_bytes)
+    identity, tables = identity_and_schema(conn)
+    return SnapshotFacts(counts, ledger, attachment_count, attachment_bytes, identity, tables)
 
 
 def _server_facts(conn: psycopg.Connection) -> tuple[str, str | None]:
@@ -187,11 +192,10 @@ def take_backup(registry: Registry, tenant_id: str, *, store: BlobStore | None =
 
         written: list[str] = []  # blobs this backup created: the only ones its cleanup may delete
         with tempfile.TemporaryFile() as stderr, ThreadPoolExecutor(max_workers=1) as pool:
-            proc = subprocess.Popen(
+            proc = spawn(
                 [pgbin.tool("pg_dump"), "--format=custom", f"--snapshot={snapshot}", "--no-password",
                  f"--dbname={dsn}"],
                 stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, env=postgres.libpq_env(),
-                start_new_session=True,
             )
             expired = threading.Event()
 
@@ -246,6 +250,7 @@ def take_backup(registry: Registry, tenant_id: str, *, store: BlobStore | None =
                     attachments=Attachments(container=settings.get("CONTINUITY_ATTACHMENT_CONTAINER"),
                                             prefix=tenant.attachments, count=facts.attachment_count,
                                             bytes=facts.attachment_bytes),
+                    identity=facts.identity, tables=facts.tables,
                 )
                 _create(store, container, paths.manifest, manifest.model_dump_json(indent=2).encode(),
                         blob_tags(tenant.id, backup_id), written)

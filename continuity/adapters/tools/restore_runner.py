@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from continuity.adapters.local.processes import spawn
 from continuity.adapters.postgres.connection import libpq_env
 from continuity.adapters.tools import pgbin
 from continuity.catalog.manifest import BACKUP_ID_RE, MANIFEST_FILE, BackupRef, Manifest
@@ -92,8 +93,8 @@ def _run(args: list[str], deadline_s: float, env: dict[str, str]) -> ProcessOutc
     invalid UTF-8 in it must become a reported problem, never a ``UnicodeDecodeError``.
     """
     started = time.monotonic()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
-                            errors="replace", env=env, start_new_session=True, stdin=subprocess.DEVNULL)
+    proc = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                 errors="replace", env=env, stdin=subprocess.DEVNULL)
     try:
         out, err = proc.communicate(timeout=deadline_s)
         timed_out = False
@@ -216,22 +217,33 @@ class StorageBackupSource:
         return BackupRef(tenant=tenant_id, backup_id=backup_id, container=self.container,
                          prefix=manifest_blob.removesuffix(MANIFEST_FILE), manifest=manifest)
 
-    def latest_backup(self, tenant_id: str) -> Any:
+    def newest_backup_id(self, tenant_id: str) -> str:
+        """:raises BackupNotFound: the tenant has no backup with a manifest."""
         manifests = self._manifests(tenant_id)
         if not manifests:
             raise BackupNotFound(f"tenant {tenant_id} has no backup with a manifest in container "
                                  f"{self.container!r}; run `continuity backup {tenant_id}` first")
-        newest = max(manifests)  # backup ids start with their UTC timestamp
-        return self._ref(tenant_id, newest, manifests[newest])
+        return max(manifests)  # backup ids start with their UTC timestamp
 
-    def get_backup(self, tenant_id: str, backup_id: str) -> Any:
+    def manifest_blob(self, tenant_id: str, backup_id: str) -> str:
+        """The manifest's blob name. :raises BackupNotFound: no such backup (or no manifest for it)."""
         if not BACKUP_ID_RE.match(backup_id):
             raise BackupNotFound(f"{backup_id!r} is not a backup id (YYYYMMDDTHHMMSSZ-xxxxxx)")
         manifests = self._manifests(tenant_id)
         if backup_id not in manifests:
             raise BackupNotFound(f"tenant {tenant_id} has no backup {backup_id} with a manifest; "
                                  f"`continuity catalog list` shows what it has")
-        return self._ref(tenant_id, backup_id, manifests[backup_id])
+        return manifests[backup_id]
+
+    def read_manifest(self, name: str) -> bytes:
+        data: bytes = self.blobs.download(self.container, name)
+        return data
+
+    def latest_backup(self, tenant_id: str) -> Any:
+        return self.get_backup(tenant_id, self.newest_backup_id(tenant_id))
+
+    def get_backup(self, tenant_id: str, backup_id: str) -> Any:
+        return self._ref(tenant_id, backup_id, self.manifest_blob(tenant_id, backup_id))
 
     def dump_chunks(self, ref: Any) -> Iterable[bytes]:
         return self.blobs.iter_chunks(ref.container, ref.dump_blob)

@@ -53,6 +53,9 @@ def register(sub: Any) -> None:
         decide.add_argument("--comment", default="")
         decide.add_argument("--ack", action="append", default=[], metavar="RISK",
                             help="acknowledge a preflight risk by name (repeatable)")
+        decide.add_argument("--digest", default=None, metavar="DIGEST",
+                            help="the approval digest `failover status` showed: refused (409) if the request "
+                                 "you decide is no longer the one you read")
         decide.add_argument("--wait", action="store_true", help="wait until the failover ends")
         _common(decide)
         decide.set_defaults(handler=cmd_decide, verdict=verb)
@@ -128,9 +131,12 @@ def _wait(args: argparse.Namespace, instance: str, until: set[str], timeout: flo
 
 def _preflight_lines(body: dict[str, Any]) -> list[str]:
     """Each preflight finding, then the acknowledgements an approval must carry."""
-    acks = (body.get("approval") or {}).get("required_acknowledgements") or []
+    approval = body.get("approval") or {}
+    acks = approval.get("required_acknowledgements") or []
     return ([f"  [{finding['status']:<4}] {finding['detail']}" for finding in body.get("preflight") or []]
-            + ([f"  approval requires --ack {' --ack '.join(acks)}"] if acks else []))
+            + ([f"  approval requires --ack {' --ack '.join(acks)}"] if acks else [])
+            + ([f"  approval digest {approval['digest']} (decide exactly this run with --digest)"]
+               if approval.get("digest") and approval.get("state") == "PENDING" else []))
 
 
 def render(body: dict[str, Any]) -> str:
@@ -153,8 +159,10 @@ def cmd_request(args: argparse.Namespace) -> int:
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    answer = call(args, "POST", f"/api/failovers/{args.id}/{args.verdict}",
-                  {"comment": args.comment, "acknowledge": args.ack})
+    decision: dict[str, Any] = {"comment": args.comment, "acknowledge": args.ack}
+    if args.digest:
+        decision["digest"] = args.digest
+    answer = call(args, "POST", f"/api/failovers/{args.id}/{args.verdict}", decision)
     body = _wait(args, args.id, TERMINAL) if args.wait else answer
     emit(args, body, render(body) if args.wait else f"{args.id}: {args.verdict} accepted ({answer.get('state')})")
     return exit_code(body)

@@ -22,6 +22,9 @@ def register(sub: Any) -> None:
                      help="reader (reads), operator (requests), approver (approves), admin (all); repeatable")
     add.add_argument("--tenant", action="append", default=None, metavar="TENANT",
                      help="limit what the user may see to this tenant; repeatable (default: every tenant)")
+    add.add_argument("--link", action="append", default=None, metavar="PRINCIPAL_ID",
+                     help="another identity of the same person, aad:{tenant id}/{object id}: neither identity may "
+                          "approve what the other requested; repeatable")
     add.add_argument("--replace", action="store_true", help="issue a new key for an existing user")
     add.add_argument("--no-save-key", action="store_true", help="do not keep the key in the local client keyring")
     add.add_argument("--json", action="store_true")
@@ -45,7 +48,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         for tenant in args.tenant:
             registry.get_tenant(tenant)  # an unknown tenant is refused, naming the known ones
     key = store.add_user(args.name, list(roles), replace=args.replace, save_key=not args.no_save_key,
-                         tenants=args.tenant)
+                         tenants=args.tenant, links=args.link)
     saved = "" if args.no_save_key else f"\nkept for `--user {args.name}` in {store.key_file(args.name)}"
     emit(args, {"name": args.name, "roles": [str(r) for r in roles], "key": key},
          f"user {args.name} ({', '.join(str(r) for r in roles)}) created.\n"
@@ -56,7 +59,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from continuity.adapters.local.identity_store import IdentityStore
     users = IdentityStore().list_users()
-    rows = [{"name": u.name, "roles": sorted(str(r) for r in u.roles), "created_at": u.created_at} for u in users]
+    rows = [{"name": u.name, "id": u.principal_id, "roles": sorted(str(r) for r in u.roles),
+             "links": sorted(u.links), "created_at": u.created_at} for u in users]
     text = "\n".join(f"{r['name']:<24} {','.join(r['roles']):<26} {r['created_at']}" for r in rows) or "no local users"
     emit(args, rows, text)
     return 0

@@ -39,6 +39,9 @@ def register(sub: Any) -> None:
     validate.add_argument("--backup", metavar="ID", default=None, help="backup id (default: the newest)")
     validate.add_argument("--sample-rate", type=float, default=1.0, metavar="RATE",
                           help="fraction of attachments whose sha1 is verified (existence is checked for all)")
+    validate.add_argument("--force", action="store_true",
+                          help="validate again even if this backup was judged before (a new attempt; "
+                               "--local always runs a new attempt)")
     _common(validate)
     validate.set_defaults(handler=cmd_validate)
     nightly = sub.add_parser("nightly", help="validate every tenant's newest backup (nightly-YYYYMMDD)")
@@ -110,12 +113,30 @@ def render_report(report: Any) -> str:
 
 
 def validate_local(tenant: str, backup_id: str | None, sample_rate: float) -> dict[str, Any]:
-    from continuity.validation.service import record_report, summary_of, validate
-    from continuity.validation.wiring import local_ports, open_recording, registry_from_settings
+    """One new validation attempt of the backup, in this process, recorded like the devhost's.
+
+    Once the backup is known, every outcome is recorded, a run that could not complete too (an ERROR
+    attempt: the backup becomes ``unverified``, and the evidence chain says why).
+    """
+    from continuity.validation.service import error_report, record_report, summary_of, validate
+    from continuity.validation.wiring import (
+        local_ports,
+        open_recording,
+        plan_attempt,
+        registry_from_settings,
+        resolve_backup_id,
+    )
 
     ports = local_ports(registry_from_settings())
-    _progress(f"validating {tenant} in the sandbox …")
-    report = validate(ports, tenant, backup_id, sample_rate=sample_rate)
+    tenant = ports.registry.get_tenant(tenant).id
+    backup = resolve_backup_id(tenant, backup_id)
+    run_id = plan_attempt(tenant, backup, force=True).run_id
+    _progress(f"validating {tenant} {backup} in the sandbox ({run_id}) …")
+    started = datetime.now(UTC)
+    try:
+        report = validate(ports, tenant, backup, sample_rate=sample_rate, run_id=run_id)
+    except ContinuityError as exc:
+        report = error_report(tenant, backup, run_id, started, datetime.now(UTC), str(exc))
     catalog, evidence, publish = open_recording()
     recorded = record_report(report, catalog=catalog, evidence=evidence, publish=publish)
     return {**summary_of(report), "checks_detail": [c.to_json() for c in report.checks],
@@ -130,6 +151,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         emit(args, result, text)
         return 0 if result["outcome"] == "passed" else 1
     body: dict[str, Any] = {"sample_rate": rate}
+    if args.force:
+        body["force"] = True
     if args.backup:
         body["backup_id"] = args.backup
     started = _post(f"/api/tenants/{args.tenant}/validations", body, args.endpoint, args.user)

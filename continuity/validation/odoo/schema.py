@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 # Columns written by the demo seed, in COPY order; the DDL below declares each of them.
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -275,6 +276,14 @@ TABLES_DDL: tuple[str, ...] = (
 {_AUDIT},
     CONSTRAINT ir_module_module_name_uniq UNIQUE (name)
 )""",
+    # Odoo's system parameters; ``database.uuid`` is written once when Odoo creates the database.
+    f"""CREATE TABLE ir_config_parameter (
+    id serial NOT NULL PRIMARY KEY,
+    key varchar NOT NULL,
+    value text NOT NULL,
+{_AUDIT},
+    CONSTRAINT ir_config_parameter_key_uniq UNIQUE (key)
+)""",
 )
 
 # Added after the bulk load: building indexes once is much faster than maintaining them per row.
@@ -437,6 +446,96 @@ def fold_ledger(moves: Iterable[Sequence[object]]) -> str:
     for row in moves:
         digest.update(("|".join("" if v is None else str(v) for v in row) + "\n").encode())
     return digest.hexdigest()
+
+
+# ---- identity and schema proofs ------------------------------------------------------------------
+# Read at backup time in the dump's snapshot (recorded in the manifest) and again in the restored
+# database; the same SQL and the same folding on both sides, so equal databases give equal proofs.
+
+COMPANIES_SQL = "SELECT id, name FROM public.res_company ORDER BY id"
+# Odoo's per-database uuid (``ir_config_parameter``), made when the database was created and kept by every
+# dump and restore since: two tenants' databases never share it, whatever their rows.
+CONFIG_PARAMETERS_PRESENT_SQL = "SELECT to_regclass('public.ir_config_parameter') IS NOT NULL"
+DATABASE_UUID_SQL = "SELECT value FROM public.ir_config_parameter WHERE key = 'database.uuid'"
+DATABASE_UUID_INSERT_SQL = ("INSERT INTO ir_config_parameter (key, value) VALUES ('database.uuid', %s) "
+                            "ON CONFLICT (key) DO NOTHING")
+# Run first (in a transaction) so that definitions print every name schema-qualified, whatever the
+# connection's search_path: the backup's and the validation's sessions then print the same text.
+PROOF_SEARCH_PATH_SQL = "SET LOCAL search_path TO pg_catalog"
+
+# Column names, types and nullability of each recovery table, in name order.
+TABLE_COLUMNS_SQL = """
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')
+  AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY c.relname, a.attname
+"""
+# Every index of each recovery table, described by structure (method, uniqueness, columns, partial or
+# not) rather than by pg_get_indexdef's text: an expression or predicate printed by one server does not
+# always print back the same after a dump and restore, and a proof must not fail a good backup.
+TABLE_INDEXES_SQL = """
+SELECT t.relname, i.relname,
+  concat_ws(' ', am.amname, CASE WHEN x.indisunique THEN 'unique' END, CASE WHEN x.indisprimary THEN 'primary' END,
+    '(' || (SELECT string_agg(CASE WHEN k.attnum = 0 THEN 'expr' ELSE a.attname END, ',' ORDER BY k.ord)
+            FROM unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+            LEFT JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum) || ')',
+    CASE WHEN x.indpred IS NOT NULL THEN 'partial' END)
+FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
+JOIN pg_am am ON am.oid = i.relam
+WHERE t.relnamespace = 'public'::regnamespace AND t.relname = ANY(%s)
+ORDER BY t.relname, i.relname
+"""
+# Every constraint of each recovery table, by structure: kind, columns, and for a foreign key the table and
+# columns it references and its update/delete actions (a CHECK's expression text is not compared, for the
+# same reason as index expressions).
+TABLE_CONSTRAINTS_SQL = """
+SELECT t.relname, c.conname,
+  concat_ws(' ', c.contype::text,
+    '(' || (SELECT string_agg(a.attname, ',' ORDER BY k.ord) FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+            JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum) || ')',
+    CASE WHEN c.contype = 'f' THEN c.confrelid::regclass::text || '(' ||
+      (SELECT string_agg(a.attname, ',' ORDER BY k.ord) FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, ord)
+       JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum) || ') ' || c.confupdtype::text
+      || c.confdeltype::text END,
+    CASE WHEN NOT c.convalidated THEN 'not valid' END)
+FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid
+WHERE t.relnamespace = 'public'::regnamespace AND t.relname = ANY(%s)
+ORDER BY t.relname, c.conname
+"""
+
+
+def fold_companies(rows: Iterable[Sequence[object]]) -> tuple[str, int]:
+    """(sha256, count) over the companies' ids and names, in id order."""
+    digest = hashlib.sha256()
+    count = 0
+    for company_id, name in rows:
+        digest.update(f"{company_id}|{name}\n".encode())
+        count += 1
+    return digest.hexdigest(), count
+
+
+def _short(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fold_tables(columns: Iterable[Sequence[object]], indexes: Iterable[Sequence[object]],
+                constraints: Iterable[Sequence[object]]) -> dict[str, dict[str, Any]]:
+    """Per table: sha256 of its columns; each index and constraint definition hashed under its name."""
+    cols: dict[str, hashlib._Hash] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for table, name, type_, not_null in columns:
+        cols.setdefault(str(table), hashlib.sha256()).update(f"{name} {type_}{' not null' if not_null else ''}\n"
+                                                             .encode())
+    for table, digest in cols.items():
+        out[table] = {"columns": digest.hexdigest(), "indexes": {}, "constraints": {}}
+    for table, name, definition in indexes:
+        if str(table) in out:
+            out[str(table)]["indexes"][str(name)] = _short(str(definition))
+    for table, name, definition in constraints:
+        if str(table) in out:
+            out[str(table)]["constraints"][str(name)] = _short(str(definition))
+    return out
 
 
 def count_rows_sql(table: str) -> str:
