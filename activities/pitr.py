@@ -30,6 +30,18 @@ def poll_restore_operation(request: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="request")
+def connect_restored_server(request: dict[str, Any]) -> dict[str, Any]:
+    """Public-access source: the restored server's private endpoint, then its DNS registration (one PUT each)."""
+    return pitr_service.connect_restored_server(request)
+
+
+@bp.activity_trigger(input_name="request")
+def delete_restored_endpoint(request: dict[str, Any]) -> dict[str, Any]:
+    """Delete the restored server's private endpoint; succeeds if it is already gone."""
+    return pitr_service.delete_restored_endpoint(request)
+
+
+@bp.activity_trigger(input_name="request")
 def check_restored_server(request: dict[str, Any]) -> dict[str, Any]:
     """The restored server is Ready; then the checks over psycopg (TLS, credentials from the secret store)."""
     return pitr_service.check_restored_server(request)

@@ -269,10 +269,37 @@ def list_functions(app: Any) -> list[Any]:
 # `make run` fails where `func start` and Azure would.
 RESERVED_ROUTE_PREFIXES = ("admin", "runtime")
 RESERVED_ROUTE_MESSAGE = "The specified route conflicts with one or more built in routes."
+# Azure/azure-webjobs-sdk-extensions, src/WebJobs.Extensions/Extensions/Timers/Scheduling/TimerSchedule.cs
+# @ 0c116b248f8a94a9e88acd25db3d9cb2d5d76ea1 (TimerSchedule.Create): the %SETTING%-resolved expression must parse
+# as NCRONTAB with seconds (CronSchedule.TryCreate: CrontabSchedule.ParseOptions IncludingSeconds = true, so six
+# fields) or as a TimeSpan; otherwise the timer's binding fails at startup with this message.
+SCHEDULE_MESSAGE = "The schedule expression was not recognized as a valid cron expression or timespan string."
+
+
+def schedule_refusal(function: IndexedFunction) -> str | None:
+    """Why the host would refuse this timer's schedule (None when it would schedule it).
+
+    A ``%SETTING%`` that is not set is not refused here: the devhost disables that one timer and reports it in
+    ``/admin/host/status`` (tests/e2e/test_devhost_timers.py pins that), as the host leaves it in error.
+    """
+    from devhost.timers import SETTING_REF, Schedule, app_settings
+
+    raw = (function.schedule or "").strip()
+    ref = SETTING_REF.match(raw)
+    if ref and not app_settings().get(ref.group(1)):
+        return None
+    try:
+        Schedule.resolve(raw)
+    except ConfigError as exc:
+        return f"{SCHEDULE_MESSAGE} ({exc})"
+    return None
 
 
 def host_refusal(function: IndexedFunction, earlier: list[IndexedFunction]) -> str | None:
-    """Why the Functions host would refuse this HTTP function (None when it would load it)."""
+    """Why the Functions host would refuse this function (None when it would load it): a timer whose schedule is
+    neither NCRONTAB nor a TimeSpan; an HTTP route in the reserved space or conflicting with an earlier one."""
+    if function.trigger_type == TriggerType.TIMER:
+        return schedule_refusal(function)
     if function.trigger_type != TriggerType.HTTP:
         return None
     route = str(function.trigger.get("route") or function.name).strip("/").lower()
@@ -291,7 +318,8 @@ def host_refusal(function: IndexedFunction, earlier: list[IndexedFunction]) -> s
 
 def index_app(functions: list[Any]) -> list[IndexedFunction]:
     """Index every function of ``list_functions(app)``; what the host refuses (duplicate names, reserved or
-    conflicting routes) is refused here too, naming every function concerned."""
+    conflicting routes, timer schedules that are neither NCRONTAB nor TimeSpan) is refused here too, naming every
+    function concerned."""
     indexed = [index_function(f) for f in functions]
     names = [f.name for f in indexed]
     duplicates = sorted({n for n in names if names.count(n) > 1})

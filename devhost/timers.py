@@ -28,12 +28,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_SETTING_REF = re.compile(r"^%([^%]+)%$")
+SETTING_REF = re.compile(r"^%([^%]+)%$")
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})$")
 
 
 def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def app_settings() -> dict[str, str]:
+    """App settings: the environment (local.settings.json is loaded into it), else the documented local default,
+    the value local.settings.example.json gives every setting."""
+    from continuity.kernel.settings import DEFAULTS
+
+    return {**DEFAULTS, **os.environ}
 
 
 @dataclass(frozen=True)
@@ -47,13 +55,9 @@ class Schedule:
     def resolve(cls, raw: str, environ: dict[str, str] | None = None) -> Schedule:
         """Resolve ``%SETTING%`` and validate; raises :class:`ConfigError` naming the expression."""
         if environ is None:
-            # App settings: the environment (local.settings.json is loaded into it), else the documented
-            # local default, the value local.settings.example.json gives every setting.
-            from continuity.kernel.settings import DEFAULTS
-
-            environ = {**DEFAULTS, **os.environ}
+            environ = app_settings()
         expression = raw.strip()
-        ref = _SETTING_REF.match(expression)
+        ref = SETTING_REF.match(expression)
         if ref:
             name = ref.group(1)
             if not environ.get(name):

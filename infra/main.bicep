@@ -368,6 +368,13 @@ module functionApp 'modules/functionapp.bicep' = {
     vaultUri: keyVault.outputs.vaultUri
     outgoingTopicEndpoint: eventGrid.outputs.outgoingTopicEndpoint
     functionsSubnetId: primaryNetwork.outputs.functionsSubnetId
+    // Point-in-time-restore validation: the primaries are public-access servers (reached through private
+    // endpoints), and Azure restores a public-access source only to public access ("You can't perform PITR across
+    // public and private access", Microsoft Learn, Flexible Server backup and restore, "Restore and networking").
+    // So the restored server gets public access disabled and a private endpoint of its own, made by the app in
+    // the private-endpoints subnet and registered in the privatelink zone, like the primary's.
+    pitrSubnetId: primaryNetwork.outputs.privateEndpointsSubnetId
+    pitrDnsZoneId: postgresZone.outputs.zoneId
     postgresVersion: postgresVersion
     postgresAdminLogin: postgresAdminLogin
     backupContainer: backupContainer

@@ -76,6 +76,18 @@ def pitr_validation(context: df.DurableOrchestrationContext) -> Generator[Any, A
                                    "point_in_time": plan["point_in_time"]})
         decision = yield from await_operation(context, tenant, begun["operation"], float(begun["timeout_s"]),
                                               poll_seconds)
+        if decision[0] == "done" and plan["isolation"].get("mode") == pitr.NetworkMode.PRIVATE_ENDPOINT:
+            # A public-access source restores to public access (disabled): reach it through an endpoint of its own.
+            context.set_custom_status({"stage": "connecting", "server_name": server_name})
+            for step in ("endpoint", "dns"):
+                connected = yield context.call_activity_with_retry(steps.connect_restored_server, RETRY, {
+                    **base, "plan": plan, "step": step})
+                if connected.get("operation"):
+                    decision = yield from await_operation(context, tenant, connected["operation"],
+                                                          float(begun["timeout_s"]), poll_seconds)
+                if decision[0] != "done":
+                    decision = (decision[0], f"private endpoint {step}: {decision[1]}")
+                    break
         restore_seconds = (context.current_utc_datetime - started).total_seconds()
         if decision[0] == "done":
             context.set_custom_status({"stage": "checking", "server_name": server_name})
@@ -89,6 +101,19 @@ def pitr_validation(context: df.DurableOrchestrationContext) -> Generator[Any, A
 
     # Always delete (the finally-equivalent): a server left behind costs money and holds tenant data.
     context.set_custom_status({"stage": "deleting", "server_name": server_name, "error": error or None})
+    endpoint: dict[str, Any] | None = None
+    if plan.get("isolation", {}).get("mode") == pitr.NetworkMode.PRIVATE_ENDPOINT:
+        # The endpoint first: it outlives its server (disconnected) and holds an address in the isolated subnet.
+        try:
+            gone = yield context.call_activity_with_retry(steps.delete_restored_endpoint, RETRY, base)
+            endpoint = {"state": gone["state"]}
+            if gone.get("operation"):
+                outcome = yield from await_operation(context, tenant, gone["operation"], DELETE_TIMEOUT_S,
+                                                     poll_seconds)
+                endpoint = {"state": "deleted"} if outcome[0] == "done" else {
+                    "state": "not confirmed", "reason": f"{outcome[1]}; check that {server_name}-pe is gone"}
+        except Exception as exc:  # noqa: BLE001 - recorded; the server is still deleted below
+            endpoint = {"state": "failed", "reason": _reason(exc)}
     deletion: dict[str, Any]
     try:
         deleted = yield context.call_activity_with_retry(steps.delete_restored_server, RETRY, base)
@@ -100,6 +125,8 @@ def pitr_validation(context: df.DurableOrchestrationContext) -> Generator[Any, A
                 "state": "not confirmed", "reason": f"{outcome[1]}; check that {server_name} is gone"}
     except Exception as exc:  # noqa: BLE001 - recorded; the server must then be deleted by hand
         deletion = {"state": "failed", "reason": _reason(exc)}
+    if endpoint is not None:
+        deletion["endpoint"] = endpoint
 
     record = {**base, "started_at": started.isoformat(), "finished_at": context.current_utc_datetime.isoformat(),
               "point_in_time": plan.get("point_in_time"), "restore_seconds": restore_seconds,

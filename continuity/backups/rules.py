@@ -19,6 +19,7 @@ from continuity.catalog.manifest import (
     Ledger,
     Manifest,
     ManifestFile,
+    OdooInfo,
     Source,
     TableSchema,
     TenantIdentity,
@@ -101,12 +102,14 @@ def blob_tags(tenant: str, backup_id: str, kind: str = KIND_FULL, status: str = 
 def build_manifest(*, tenant: str, backup_id: str, created_at: datetime, completed_at: datetime, source: Source,
                    dump_sha256: str, dump_size: int, row_counts: dict[str, int], ledger: Ledger,
                    attachments: Attachments, identity: TenantIdentity | None = None,
-                   tables: dict[str, TableSchema] | None = None) -> Manifest:
+                   tables: dict[str, TableSchema] | None = None, odoo: OdooInfo | None = None,
+                   warnings: tuple[str, ...] = ()) -> Manifest:
     """The manifest of a completed dump (validated by the model)."""
     return Manifest(
         tenant=tenant, backup_id=backup_id, created_at=created_at, completed_at=completed_at, source=source,
         files=(ManifestFile(name=DUMP_FILE, role="database", sha256=dump_sha256, size=dump_size),),
         row_counts=row_counts, ledger=ledger, attachments=attachments, identity=identity, tables=tables,
+        odoo=odoo, warnings=warnings,
     )
 
 

@@ -87,6 +87,14 @@ class TenantIdentity(_Strict):
     database_uuid: str | None = Field(None, max_length=64)
 
 
+class OdooInfo(_Strict):
+    """The Odoo a backup holds: ``base``'s installed version (e.g. ``17.0.1.3``), its major, installed modules."""
+
+    version: str | None = Field(None, max_length=40)
+    major: int | None = Field(None, ge=1, le=99)
+    modules: tuple[Annotated[str, Field(max_length=128)], ...] = Field((), max_length=5000)
+
+
 class Manifest(_Strict):
     format: Literal["continuity.backup-manifest/1"] = "continuity.backup-manifest/1"
     tenant: Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
@@ -102,6 +110,9 @@ class Manifest(_Strict):
     # Recorded by backups taken since the identity and schema proofs exist; older manifests lack them.
     identity: TenantIdentity | None = None
     tables: dict[str, TableSchema] | None = None
+    odoo: OdooInfo | None = None
+    # What the backup job found worth saying aloud: an empty or non-Odoo database, a fact it could not read.
+    warnings: tuple[Annotated[str, Field(max_length=500)], ...] = Field((), max_length=50)
 
     def file(self, name: str) -> ManifestFile:
         for entry in self.files:

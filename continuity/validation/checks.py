@@ -25,7 +25,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from continuity.catalog.manifest import MANIFEST_MISSING, Anchor, TenantIdentity
+from continuity.catalog.manifest import MANIFEST_MISSING, Anchor, OdooInfo, TenantIdentity
+from continuity.validation.odoo import versions
 
 
 class CheckId(StrEnum):
@@ -77,6 +78,9 @@ class CheckStatus(StrEnum):
     FAIL = "fail"
     WARN = "warn"
     UNAVAILABLE = "unavailable"
+    # The check does not apply to this database (e.g. the ledger when accounting is not installed): neither
+    # a pass nor a failure, and no obstacle to "recoverable within objectives".
+    NOT_APPLICABLE = "not_applicable"
 
 
 @dataclass(frozen=True)
@@ -389,13 +393,55 @@ def check_restore_completed(returncode: int | None, errors: Sequence[str], timed
     return CheckResult(CheckId.RESTORE_COMPLETED, CheckStatus.PASS, "pg_restore finished without errors")
 
 
-def check_schema_present(expected: Mapping[str, Sequence[str]], present: Mapping[str, Sequence[str]],
-                         proof_problems: Sequence[str] | None = None) -> CheckResult:
+NOT_ODOO = "not an Odoo database (no ir_module_module)"
+
+
+def odoo_not_applicable(odoo: OdooInfo | None) -> dict[str, str]:
+    """Checks that do not apply to this database, each with why (``check id -> reason``).
+
+    Not Odoo: every Odoo check. Odoo without the ``account`` module: the ledger and the numbering. Odoo 13
+    and older: the numbering, which their ``ir_sequence`` numbers do not support (sequence_prefix and
+    sequence_number exist from 14, :mod:`continuity.validation.odoo.versions`).
+    """
+    if odoo is None:
+        return {c: f"not applicable: {NOT_ODOO}" for c in (
+            CheckId.TENANT_FINGERPRINT, CheckId.ROW_COUNTS, CheckId.LEDGER, CheckId.INVOICE_NUMBERING,
+            CheckId.ATTACHMENTS, CheckId.INDEXES)}
+    out: dict[str, str] = {}
+    if "account" not in odoo.modules:
+        reason = "not applicable: accounting (module account) is not installed"
+        out[CheckId.LEDGER] = out[CheckId.INVOICE_NUMBERING] = reason
+    elif odoo.major is not None and odoo.major <= 13:
+        out[CheckId.INVOICE_NUMBERING] = (f"not applicable: Odoo {odoo.major} numbers moves through ir_sequence "
+                                          "(no sequence_prefix/sequence_number to find gaps in)")
+    return out
+
+
+def expected_odoo_schema(odoo: OdooInfo | None) -> dict[str, tuple[str, ...]] | str:
+    """The tables and columns recovery needs in this Odoo (:func:`versions.expected_columns`), or why unknown."""
+    if odoo is None:
+        return NOT_ODOO
+    if odoo.major is None:
+        return f"the Odoo version is unknown (base module version {odoo.version!r})"
+    try:
+        return versions.expected_columns(odoo.major, odoo.modules)
+    except ValueError as exc:
+        return str(exc)
+
+
+def check_schema_present(expected: Mapping[str, Sequence[str]] | str, present: Mapping[str, Sequence[str]],
+                         proof_problems: Sequence[str] | None = None, odoo: OdooInfo | None = None) -> CheckResult:
     """Every expected table exists with every expected column, and, when the manifest recorded the recovery
     tables' shape at backup time, each of their columns, indexes and constraints is restored as it was.
 
+    :param expected: :func:`expected_odoo_schema`'s answer: the columns, or why they are unknown.
     :param proof_problems: :func:`schema_proof_problems` of the restore (None: the manifest has no proof).
     """
+    if isinstance(expected, str):
+        # Never a pass, never a failure of the backup: the Odoo checks cannot judge what they cannot describe.
+        return CheckResult(CheckId.SCHEMA_PRESENT, CheckStatus.UNAVAILABLE,
+                           f"{expected}: the Odoo checks do not apply; only the generic checks ran",
+                           data={"odoo_version": odoo.version if odoo else None})
     missing_tables = sorted(t for t in expected if t not in present)
     missing_columns = sorted(f"{t}.{c}" for t, cols in expected.items() if t in present
                              for c in cols if c not in set(present[t]))
@@ -413,9 +459,11 @@ def check_schema_present(expected: Mapping[str, Sequence[str]], present: Mapping
                                  "proof_problems": list(proof_problems or ())[:20]})
     proof = ("; indexes, constraints and columns of the recovery tables as recorded at backup time"
              if proof_problems is not None else "; the manifest records no schema proof to compare with")
+    which = f"Odoo {odoo.major}" if odoo is not None and odoo.major else "Odoo"
     return CheckResult(CheckId.SCHEMA_PRESENT, CheckStatus.PASS,
-                       f"{len(expected)} expected tables present with their columns{proof}",
-                       data={"schema_proof": proof_problems is not None})
+                       f"the {len(expected)} tables recovery needs in {which} are present with their columns{proof}",
+                       data={"schema_proof": proof_problems is not None,
+                             "odoo_version": odoo.version if odoo is not None else None})
 
 
 def check_row_counts(expected: Mapping[str, int], actual: Mapping[str, int | None]) -> CheckResult:
@@ -682,7 +730,9 @@ def decide_verdict(results: Sequence[CheckResult], objectives: Objectives | None
     if not results:
         return Verdict(VerdictStatus.RECOVERABLE_OUTSIDE_OBJECTIVES, "not proven: no check ran", ())
     reasons = []
-    unproven = [r.id for r in results if r.status is not CheckStatus.PASS]
+    unproven = [r.id for r in results if r.status not in (CheckStatus.PASS, CheckStatus.NOT_APPLICABLE)]
+    if any(r.id == CheckId.SCHEMA_PRESENT and r.detail.startswith(NOT_ODOO) for r in results):
+        reasons.append("not an Odoo database: only the generic checks ran")
     if unproven:
         reasons.append(f"check(s) not passed (warn/unavailable): {', '.join(unproven)}")
     rate = sampled_rate(results)

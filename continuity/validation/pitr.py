@@ -8,8 +8,10 @@ the new server is deleted whatever happened. This module decides, without I/O:
 * :func:`choose_restore_point`: an explicit time, or the newest point Azure can restore, inside the
   window ``[earliest restore date, now - RESTORE_LAG]``;
 * :func:`target_server_name`: ``pitr-{tenant}-{yyyymmddhhmm}`` within Azure's server-name rules;
-* :func:`isolation_from` / :func:`isolation_refusal`: the restored server gets no public access and
-  lives in a delegated subnet with a private DNS zone, or the run is refused before anything is created;
+* :func:`isolation_from` / :func:`isolation_refusal` / :func:`restore_network`: how the restored server is
+  isolated, decided by the source's network mode as Azure allows it (a public-access source restores to
+  public access, then gets a private endpoint in the isolated subnet; a VNet-integrated source restores into
+  the isolated delegated subnet), or the run is refused before anything is created;
 * :func:`next_poll`: after one GET of the long-running operation, wait (a durable timer, never a sleep),
   done, failed or timed out;
 * :func:`conclude_pitr`: the verdict over the checks, with the objectives a PITR measures.
@@ -73,22 +75,91 @@ class OperationState(StrEnum):
     CANCELED = "Canceled"
 
 
+class NetworkMode(StrEnum):
+    """How the restored server is reached, fixed by the source's network mode.
+
+    Microsoft Learn, *Backup and restore in Azure Database for PostgreSQL flexible server*, "Restore and
+    networking" (MicrosoftDocs/azure-databases-docs, articles/postgresql/flexible-server/concepts-backup-restore.md
+    @ 8b651bcfc4d2b708cf0e0d9ef554af05a868b542): "If your source server is configured with a *public access*
+    network, you can only restore to public access. If your source server is configured with a *private access*
+    virtual network, you can restore either to the same virtual network or to a different virtual network. You
+    can't perform PITR across public and private access." and, after a restore, "private endpoints ... are not
+    copied over from the original server".
+    """
+
+    # Public-access source (no delegatedSubnetResourceId): restored with public network access disabled, then
+    # reached through a private endpoint of its own in the isolated subnet (DNS: privatelink zone).
+    PRIVATE_ENDPOINT = "private-endpoint"
+    # VNet-integrated source: restored into the isolated delegated subnet with its private DNS zone.
+    DELEGATED_SUBNET = "delegated-subnet"
+
+
+# The private DNS zone of Flexible Server private endpoints (group id postgresqlServer); Microsoft Learn,
+# *Azure Private Endpoint private DNS zone values*: Microsoft.DBforPostgreSQL/flexibleServers ->
+# privatelink.postgres.database.azure.com.
+PRIVATE_LINK_ZONE = "privatelink.postgres.database.azure.com"
+PRIVATE_LINK_GROUP = "postgresqlServer"
+
+
 @dataclass(frozen=True)
 class Isolation:
-    """Where the restored server lives: a delegated subnet and a private DNS zone, no public access."""
+    """Where the restored server lives: the isolated subnet and private DNS zone, and how it is reached there."""
 
     subnet_id: str
     dns_zone_id: str
+    mode: NetworkMode = NetworkMode.DELEGATED_SUBNET
 
     def to_json(self) -> dict[str, str]:
-        return {"subnet_id": self.subnet_id, "dns_zone_id": self.dns_zone_id}
+        return {"subnet_id": self.subnet_id, "dns_zone_id": self.dns_zone_id, "mode": str(self.mode)}
+
+
+def endpoint_name(server_name: str) -> str:
+    """The restored server's private endpoint (created and deleted by the run): ``{server}-pe``."""
+    return f"{server_name}-pe"
+
+
+def _zone_name(dns_zone_id: str) -> str:
+    return dns_zone_id.rsplit("/", 1)[-1].lower()
+
+
+def network_refusal(isolation: Isolation, source_delegated_subnet_id: str | None) -> str | None:
+    """Why the isolated network cannot host a restore of this source, or None when it can."""
+    zone = _zone_name(isolation.dns_zone_id)
+    if isolation.mode is NetworkMode.PRIVATE_ENDPOINT:
+        if zone != PRIVATE_LINK_ZONE:
+            return (f"the source is a public-access server: Azure restores it only to public access, so the restored "
+                    f"server is reached through a private endpoint, whose DNS zone must be {PRIVATE_LINK_ZONE} "
+                    f"(CONTINUITY_PITR_DNS_ZONE_ID names {zone})")
+        return None
+    if zone == PRIVATE_LINK_ZONE:
+        return (f"the source is integrated into a virtual network: Azure restores it only into a delegated subnet "
+                f"with a *.postgres.database.azure.com private DNS zone other than {PRIVATE_LINK_ZONE} "
+                "(CONTINUITY_PITR_DNS_ZONE_ID)")
+    if source_delegated_subnet_id and source_delegated_subnet_id.lower() == isolation.subnet_id.lower():
+        return ("CONTINUITY_PITR_SUBNET_ID is the source server's own subnet: the restored copy must live in an "
+                "isolated subnet, not beside production")
+    return None
+
+
+def restore_network(isolation: Isolation, source_delegated_subnet_id: str | None) -> Isolation:
+    """The isolation for this source: its network mode (read from ARM) decides how the restored server is reached.
+
+    :raises SandboxNotIsolated: the configured network cannot host this source's restore (names why).
+    """
+    mode = NetworkMode.DELEGATED_SUBNET if source_delegated_subnet_id else NetworkMode.PRIVATE_ENDPOINT
+    decided = Isolation(isolation.subnet_id, isolation.dns_zone_id, mode)
+    reason = network_refusal(decided, source_delegated_subnet_id)
+    if reason:
+        raise SandboxNotIsolated(reason)
+    return decided
 
 
 def isolation_refusal(subnet_id: str, dns_zone_id: str) -> str | None:
     """Why a restored server could not be isolated with these settings, or None when it can."""
     if not subnet_id:
-        return ("no delegated subnet for the restored server: set CONTINUITY_PITR_SUBNET_ID to a subnet delegated "
-                "to Microsoft.DBforPostgreSQL/flexibleServers with no route to production")
+        return ("no isolated subnet for the restored server: set CONTINUITY_PITR_SUBNET_ID to a subnet with no "
+                "route to production (for public-access sources it receives the restored server's private endpoint; "
+                "for VNet-integrated sources it is delegated to Microsoft.DBforPostgreSQL/flexibleServers)")
     if not SUBNET_ID_RE.match(subnet_id):
         return (f"CONTINUITY_PITR_SUBNET_ID {subnet_id[:200]!r} is not a subnet resource id "
                 "(/subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.Network/virtualNetworks/<vnet>/"

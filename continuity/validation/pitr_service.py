@@ -52,6 +52,9 @@ def begin_restore_server(request: dict[str, Any]) -> dict[str, Any]:
                                     settings.get("CONTINUITY_PITR_DNS_ZONE_ID"))
     flex = flexible_servers(ref.subscription_id)
     source = flex.get_source_server(server.resource_id or "")
+    # The source's network mode, read from ARM, decides how the restored server is isolated (Azure refuses a
+    # PITR across public and private access).
+    isolation = pitr.restore_network(isolation, source.delegated_subnet_id)
     requested = datetime.fromisoformat(request["point_in_time"]) if request.get("point_in_time") else None
     plan = pitr.plan_restore(tenant_id=tenant.id, source_resource_id=server.resource_id or "",
                              location=source.location or server.region,
@@ -60,11 +63,13 @@ def begin_restore_server(request: dict[str, Any]) -> dict[str, Any]:
     if plan.target_name != request["server_name"]:
         raise InvalidRequest(f"planned server {plan.target_name} differs from the orchestrator's "
                              f"{request['server_name']}")
+    delegated = isolation.mode is pitr.NetworkMode.DELEGATED_SUBNET
     operation = flex.begin_restore_server(plan.source_resource_id, plan.target_name, location=plan.location,
-                                          point_in_time=plan.point_in_time, subnet_id=isolation.subnet_id,
-                                          dns_zone_id=isolation.dns_zone_id)
+                                          point_in_time=plan.point_in_time,
+                                          delegated_subnet_id=isolation.subnet_id if delegated else None,
+                                          dns_zone_id=isolation.dns_zone_id if delegated else None)
     logger.info("point-in-time restore requested", extra={"tenant": tenant.id, "run_id": request["run_id"],
-                                                          "server": plan.target_name,
+                                                          "server": plan.target_name, "network": str(isolation.mode),
                                                           "point_in_time": plan.point_in_time.isoformat()})
     return {"plan": plan.to_json(), "operation": operation.to_json(),
             "poll_seconds": max(pitr.MIN_POLL_SECONDS, settings.get_int("CONTINUITY_PITR_POLL_SECONDS")),
@@ -76,6 +81,38 @@ def poll_restore_operation(request: dict[str, Any]) -> dict[str, Any]:
     _, _, ref = _source(settings.configured_registry(), request["tenant"])
     status = flexible_servers(ref.subscription_id).get_operation_status(Operation.from_json(request["operation"]))
     return status.to_json()
+
+
+def _restored_id(ref: ServerRef, server_name: str) -> str:
+    return (f"/subscriptions/{ref.subscription_id}/resourceGroups/{ref.resource_group}/providers/"
+            f"Microsoft.DBforPostgreSQL/flexibleServers/{server_name}")
+
+
+def connect_restored_server(request: dict[str, Any]) -> dict[str, Any]:
+    """Public-access source: PUT the restored server's private endpoint in the isolated subnet (step
+    ``endpoint``), then its DNS zone group (step ``dns``). Returns the operation to poll, or none."""
+    _, _, ref = _source(settings.configured_registry(), request["tenant"])
+    plan = request["plan"]
+    isolation = plan["isolation"]
+    endpoint = pitr.endpoint_name(request["server_name"])
+    flex = flexible_servers(ref.subscription_id)
+    if request["step"] == "endpoint":
+        operation = flex.begin_create_private_endpoint(
+            ref.resource_group, endpoint, server_resource_id=_restored_id(ref, request["server_name"]),
+            location=plan["location"], subnet_id=isolation["subnet_id"])
+    else:
+        operation = flex.begin_register_endpoint_dns(ref.resource_group, endpoint, dns_zone_id=isolation["dns_zone_id"])
+    logger.info("restored server endpoint requested", extra={"tenant": request["tenant"], "run_id": request["run_id"],
+                                                             "server": request["server_name"], "step": request["step"]})
+    return {"endpoint": endpoint, "operation": operation.to_json() if operation else None}
+
+
+def delete_restored_endpoint(request: dict[str, Any]) -> dict[str, Any]:
+    """Delete the restored server's private endpoint; succeeds if it is gone (or was never made)."""
+    _, _, ref = _source(settings.configured_registry(), request["tenant"])
+    endpoint = pitr.endpoint_name(request["server_name"])
+    operation = flexible_servers(ref.subscription_id).delete_private_endpoint(ref.resource_group, endpoint)
+    return {"state": "accepted" if operation else "gone", "operation": operation.to_json() if operation else None}
 
 
 def check_restored_server(request: dict[str, Any]) -> dict[str, Any]:

@@ -62,9 +62,9 @@ param approvalWindowMinutes int = 30
 param incidentRetryAttempts int = 3
 param incidentFirstRetrySeconds int = 30
 
-@description('Subnet delegated to Microsoft.DBforPostgreSQL/flexibleServers for point-in-time restore validation; empty refuses it.')
+@description('Isolated subnet of point-in-time restore validation; empty refuses it. Public-access sources: where the restored server gets its private endpoint. VNet-integrated sources: a subnet delegated to Microsoft.DBforPostgreSQL/flexibleServers.')
 param pitrSubnetId string = ''
-@description('Private DNS zone (<name>.postgres.database.azure.com) for the restored servers.')
+@description('Private DNS zone of the restored servers: privatelink.postgres.database.azure.com for public-access sources, a <name>.postgres.database.azure.com zone for VNet-integrated ones.')
 param pitrDnsZoneId string = ''
 param pitrPollSeconds int = 30
 param pitrTimeoutMinutes int = 60

@@ -164,6 +164,16 @@ resource flexibleServerOperator 'Microsoft.Authorization/roleDefinitions@2022-04
           'Microsoft.DBforPostgreSQL/locations/azureAsyncOperation/read'
           'Microsoft.Network/virtualNetworks/subnets/join/action'
           'Microsoft.Network/privateDnsZones/join/action'
+          // Point-in-time-restore validation of a public-access primary: the restored server's own private
+          // endpoint (auto-approved by this action on the server) and its DNS zone group, then their deletion.
+          'Microsoft.DBforPostgreSQL/flexibleServers/privateEndpointConnectionsApproval/action'
+          'Microsoft.Network/privateEndpoints/read'
+          'Microsoft.Network/privateEndpoints/write'
+          'Microsoft.Network/privateEndpoints/delete'
+          'Microsoft.Network/privateEndpoints/privateDnsZoneGroups/read'
+          'Microsoft.Network/privateEndpoints/privateDnsZoneGroups/write'
+          'Microsoft.Network/locations/operations/read'
+          'Microsoft.Network/locations/operationResults/read'
         ]
         notActions: []
       }

@@ -119,8 +119,9 @@ def seed_tenant(stack: LocalStack, blobs: BlobStore, database: str, tenant: str,
             conn.execute("insert into ir_attachment (id, name, type, store_fname, checksum, file_size, res_model, "
                          "res_id) values (%s, %s, 'binary', %s, %s, %s, 'account.move', 1)",
                          (n, f"doc{n}.pdf", fname, sha1, len(content)))
-        conn.execute("insert into ir_module_module (id, name, state) values (1, 'base', 'installed'), "
-                     "(2, 'account', 'installed')")
+        conn.execute("insert into ir_module_module (id, name, state, latest_version) values "
+                     "(1, 'base', 'installed', '17.0.1.3'), "
+                     "(2, 'account', 'installed', '17.0.1.2')")
         for ddl in odoo_schema.INDEXES_DDL:
             conn.execute(ddl)
         for ddl in odoo_schema.foreign_keys_ddl():

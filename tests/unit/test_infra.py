@@ -956,3 +956,26 @@ def test_app_identity_exists_and_holds_its_roles_before_the_app_first_starts() -
     roles = next(m for m in main.modules if m.target == "modules/roles.bicep")
     assert "functionApp." not in roles.node.text.decode(), "the roles must not wait for the app"
     assert "roles" in [getattr(d, "text", d) for d in app.body.get("dependsOn", [])], "the app waits for its roles"
+
+
+def test_pitr_validation_gets_an_isolated_network_azure_accepts_for_public_access_primaries() -> None:
+    # The primaries are public-access servers (no delegated subnet). Azure restores such a source only to public
+    # access ("You can't perform PITR across public and private access", Microsoft Learn, Flexible Server backup and
+    # restore), so the restored server is reached through a private endpoint of its own, registered in the
+    # privatelink zone: the app must be given that subnet and zone (main passed none, refusing every run), and its
+    # role must be allowed to make, approve and delete the endpoint.
+    primary = dig(one("Microsoft.DBforPostgreSQL/flexibleServers", "primary").body, "properties", "network")
+    assert "delegatedSubnetResourceId" not in primary
+    main = load(INFRA / "main.bicep")
+    app = next(m for m in main.modules if m.target == "modules/functionapp.bicep")
+    params = dig(app.body, "params")
+    assert params["pitrSubnetId"].text == "primaryNetwork.outputs.privateEndpointsSubnetId"
+    assert params["pitrDnsZoneId"].text == "postgresZone.outputs.zoneId"
+    zone = next(m for m in main.modules if m.name == "postgresZone")
+    assert dig(zone.body, "params", "zoneName") == "privatelink.postgres.database.azure.com"
+    role = one("Microsoft.Authorization/roleDefinitions")
+    actions = set(dig(role.body, "properties", "permissions")[0]["actions"])
+    assert {"Microsoft.DBforPostgreSQL/flexibleServers/privateEndpointConnectionsApproval/action",
+            "Microsoft.Network/privateEndpoints/write", "Microsoft.Network/privateEndpoints/delete",
+            "Microsoft.Network/privateEndpoints/privateDnsZoneGroups/write",
+            "Microsoft.Network/locations/operations/read"} <= actions

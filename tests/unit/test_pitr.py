@@ -70,7 +70,7 @@ def test_every_valid_tenant_id_makes_a_valid_azure_server_name(tenant: str) -> N
 
 
 def test_isolation_refused_without_a_delegated_subnet() -> None:
-    with pytest.raises(SandboxNotIsolated, match="no delegated subnet .*set CONTINUITY_PITR_SUBNET_ID"):
+    with pytest.raises(SandboxNotIsolated, match="no isolated subnet .*set CONTINUITY_PITR_SUBNET_ID"):
         pitr.isolation_from("", DNS_ZONE)
 
 
@@ -97,7 +97,8 @@ def test_plan_carries_point_name_location_and_network() -> None:
     assert plan.to_json() == {"tenant": "acme", "source_resource_id": "/subscriptions/x",
                               "target_name": "pitr-acme-202603010300", "location": "westeurope",
                               "point_in_time": "2026-03-01T02:55:30+00:00",
-                              "isolation": {"subnet_id": SUBNET, "dns_zone_id": DNS_ZONE}}
+                              "isolation": {"subnet_id": SUBNET, "dns_zone_id": DNS_ZONE,
+                                            "mode": "delegated-subnet"}}
 
 
 # ---- polling ----------------------------------------------------------------------------------------
@@ -197,3 +198,30 @@ def test_a_run_that_could_not_complete_is_an_error_with_its_reason_and_no_object
     assert report.outcome == "error" and report.objectives is None
     assert report.verdict.reason == "not validated: point-in-time restore of pitr-acme-202603010300 timed out: " \
                                     "still InProgress"
+
+
+PRIVATELINK = DNS_ZONE.replace("restore.postgres.database.azure.com", "privatelink.postgres.database.azure.com")
+SOURCE_SUBNET = SUBNET.replace("vnet-restore", "vnet-prod")
+
+
+def test_public_access_source_is_reached_through_a_private_endpoint_in_the_privatelink_zone() -> None:
+    decided = pitr.restore_network(pitr.isolation_from(SUBNET, PRIVATELINK), None)
+    assert decided.mode is pitr.NetworkMode.PRIVATE_ENDPOINT
+    assert pitr.endpoint_name("pitr-acme-202603010300") == "pitr-acme-202603010300-pe"
+
+
+def test_public_access_source_refuses_a_zone_other_than_privatelink() -> None:
+    with pytest.raises(SandboxNotIsolated, match="public-access server: Azure restores it only to public access"):
+        pitr.restore_network(pitr.isolation_from(SUBNET, DNS_ZONE), None)
+
+
+def test_vnet_integrated_source_restores_into_the_delegated_subnet() -> None:
+    decided = pitr.restore_network(pitr.isolation_from(SUBNET, DNS_ZONE), SOURCE_SUBNET)
+    assert decided.mode is pitr.NetworkMode.DELEGATED_SUBNET
+
+
+def test_vnet_integrated_source_refuses_the_privatelink_zone_and_its_own_subnet() -> None:
+    with pytest.raises(SandboxNotIsolated, match="integrated into a virtual network"):
+        pitr.restore_network(pitr.isolation_from(SUBNET, PRIVATELINK), SOURCE_SUBNET)
+    with pytest.raises(SandboxNotIsolated, match="the source server's own subnet"):
+        pitr.restore_network(pitr.isolation_from(SUBNET, DNS_ZONE), SUBNET.lower())

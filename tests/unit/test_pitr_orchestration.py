@@ -25,7 +25,15 @@ from devhost.durable.invoke import ActivityFailure, DurableFunctions, run_activi
 from devhost.durable.replay import EpisodeBuilder, InstanceView, Message, context_json
 from tests.app_functions import app_functions
 from tests.azure_transport import FakeTransport, StaticCredential
-from tests.unit.test_pitr_transport import DNS_ZONE, SOURCE_ID, SUB, SUBNET, Arm
+from tests.unit.test_pitr_transport import (
+    DNS_ZONE,
+    PRIVATE_SOURCE,
+    PRIVATELINK_ZONE,
+    SOURCE_ID,
+    SUB,
+    SUBNET,
+    Arm,
+)
 
 FUNCTIONS = DurableFunctions.from_functions(list(app_functions()))
 T0 = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
@@ -122,7 +130,9 @@ def azure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Arm]
     registry.write_text(REGISTRY)
     monkeypatch.setenv("CONTINUITY_TENANTS_FILE", str(registry))
     monkeypatch.setenv("CONTINUITY_PITR_SUBNET_ID", SUBNET)
-    monkeypatch.setenv("CONTINUITY_PITR_DNS_ZONE_ID", DNS_ZONE)
+    # The tenant's server is a public-access one (as infra deploys them): its restore is reached through a private
+    # endpoint registered in the privatelink zone.
+    monkeypatch.setenv("CONTINUITY_PITR_DNS_ZONE_ID", PRIVATELINK_ZONE)
     monkeypatch.setenv("CONTINUITY_PITR_POLL_SECONDS", "30")
     monkeypatch.setenv("CONTINUITY_PITR_TIMEOUT_MINUTES", "60")
 
@@ -155,17 +165,24 @@ def test_restore_is_polled_on_durable_timers_then_checked_deleted_and_recorded(a
     arm = azure(in_progress=3)
     run = drive(arm, {"tenant": "acme"})
     assert run.status == "Completed"
-    assert names(run) == ["begin_restore_server", *["poll_restore_operation"] * 4, "check_restored_server",
+    assert names(run) == ["begin_restore_server", *["poll_restore_operation"] * 4,
+                          "connect_restored_server", "poll_restore_operation",  # its private endpoint
+                          "connect_restored_server", "poll_restore_operation",  # the endpoint's DNS zone group
+                          "check_restored_server",
+                          "delete_restored_endpoint", "poll_restore_operation",
                           "delete_restored_server", "poll_restore_operation", "record_pitr_validation"]
     # Three InProgress answers (Retry-After 15 s < the 30 s setting) -> three 30-second durable timers.
     assert [(fires - created).total_seconds() for created, fires in run.timers] == [30.0, 30.0, 30.0]
     [put] = arm.put_bodies
     assert put["properties"]["createMode"] == "PointInTimeRestore"
-    assert put["properties"]["network"] == {"publicNetworkAccess": "Disabled", "delegatedSubnetResourceId": SUBNET,
-                                            "privateDnsZoneArmResourceId": DNS_ZONE}
+    # A public-access source restores only to public access (disabled), never into a delegated subnet.
+    assert put["properties"]["network"] == {"publicNetworkAccess": "Disabled"}
+    assert [path.rsplit("/", 1)[-1] for path, _ in arm.endpoint_bodies] == [f"{SERVER}-pe", "default"]
+    assert arm.endpoint_bodies[0][1]["properties"]["subnet"] == {"id": SUBNET}
     record = run.result["recorded"]
     assert record["server_name"] == SERVER and record["error"] == ""
-    assert record["deletion"] == {"state": "deleted"} and arm.deleted
+    assert record["deletion"] == {"state": "deleted", "endpoint": {"state": "deleted"}}
+    assert arm.deleted and arm.endpoint_deleted
     assert record["restore_seconds"] >= 90 and [c["id"] for c in record["checks"]] == ["restore_completed", "ledger"]
     assert dt.datetime.fromisoformat(record["point_in_time"]) <= dt.datetime.now(dt.UTC) - pitr.RESTORE_LAG
 
@@ -186,12 +203,13 @@ def test_restore_still_running_at_the_deadline_is_abandoned_deleted_and_recorded
     monkeypatch.setenv("CONTINUITY_PITR_TIMEOUT_MINUTES", "2")
     arm = azure(in_progress=10**6)
     run = drive(arm, {"tenant": "acme"})
-    restore_polls = names(run).index("delete_restored_server")
+    restore_polls = names(run).index("delete_restored_endpoint")  # never made: already gone
     assert names(run)[1:restore_polls] == ["poll_restore_operation"] * 5  # t = 0, 30, 60, 90, 120 s
     assert run.timers[0][1] - run.timers[0][0] == dt.timedelta(seconds=30)
     record = run.result["recorded"]
     assert record["error"].startswith(f"point-in-time restore of {SERVER} timed out: still InProgress after 2 min")
-    assert record["deletion"] == {"state": "deleted"} and "check_restored_server" not in names(run)
+    assert record["deletion"] == {"state": "deleted", "endpoint": {"state": "gone"}}
+    assert "check_restored_server" not in names(run) and "connect_restored_server" not in names(run)
 
 
 def test_refused_restore_request_still_deletes_by_the_orchestrators_name(azure: Callable[..., Arm]) -> None:
@@ -210,9 +228,43 @@ def test_without_an_isolated_network_nothing_is_created(azure: Callable[..., Arm
     monkeypatch.setenv("CONTINUITY_PITR_SUBNET_ID", "")
     run = drive(arm, {"tenant": "acme"})
     assert arm.put_bodies == []
-    assert "SandboxNotIsolated: no delegated subnet" in run.result["recorded"]["error"]
+    assert "SandboxNotIsolated: no isolated subnet" in run.result["recorded"]["error"]
     assert names(run) == ["begin_restore_server", "delete_restored_server", "record_pitr_validation"]
     assert run.result["recorded"]["deletion"] == {"state": "gone"}
+
+
+def test_vnet_integrated_source_restores_into_the_delegated_subnet_with_no_endpoint(
+        azure: Callable[..., Arm], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONTINUITY_PITR_DNS_ZONE_ID", DNS_ZONE)
+    arm = azure(source_network=PRIVATE_SOURCE)
+    run = drive(arm, {"tenant": "acme"})
+    [put] = arm.put_bodies
+    assert put["properties"]["network"] == {"delegatedSubnetResourceId": SUBNET,
+                                            "privateDnsZoneArmResourceId": DNS_ZONE}
+    assert not {"connect_restored_server", "delete_restored_endpoint"} & set(names(run))
+    assert run.result["recorded"]["error"] == "" and run.result["recorded"]["deletion"] == {"state": "deleted"}
+
+
+def test_public_access_source_with_a_delegated_subnet_zone_is_refused_before_any_put(
+        azure: Callable[..., Arm], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Today's main sent a delegated subnet for a public-access source, which Azure refuses ("You can't perform
+    # PITR across public and private access"); now the mismatch is refused here, naming the zone it needs.
+    monkeypatch.setenv("CONTINUITY_PITR_DNS_ZONE_ID", DNS_ZONE)
+    arm = azure(exists=False)
+    run = drive(arm, {"tenant": "acme"})
+    assert arm.put_bodies == [] and arm.endpoint_bodies == []
+    assert ("the source is a public-access server: Azure restores it only to public access"
+            in run.result["recorded"]["error"])
+    assert "privatelink.postgres.database.azure.com" in run.result["recorded"]["error"]
+
+
+def test_endpoint_refused_is_recorded_and_the_restored_server_still_deleted(azure: Callable[..., Arm]) -> None:
+    arm = azure(endpoint_status=400)
+    run = drive(arm, {"tenant": "acme"})
+    record = run.result["recorded"]
+    assert "PrivateEndpointCannotBeCreatedInSubnetThatHasNetworkPoliciesEnabled" in record["error"]
+    assert "check_restored_server" not in names(run) and arm.deleted
+    assert record["deletion"]["state"] == "deleted"
 
 
 def test_explicit_restore_point_outside_the_window_is_refused_before_any_put(azure: Callable[..., Arm]) -> None:

@@ -1,7 +1,9 @@
 """Point-in-time restore to a new Flexible Server through the real management SDK, answered at the HTTP
 transport with ARM's documented shapes: PUT with createMode PointInTimeRestore → 202 + Azure-AsyncOperation,
 one GET per poll (InProgress / Succeeded / Failed with an error body), the final GET of the new server,
-DELETE → 202 / 204, and 404 on delete as success. Nothing here reaches Azure."""
+DELETE → 202 / 204, and 404 on delete as success; for a public-access source, the restored server's private
+endpoint and its DNS zone group (Microsoft.Network PUTs → 201 + Azure-AsyncOperation) and their deletion.
+Nothing here reaches Azure."""
 
 from __future__ import annotations
 
@@ -29,6 +31,21 @@ SUBNET = (f"/subscriptions/{SUB}/resourceGroups/rg-isolated/providers/Microsoft.
           "vnet-restore/subnets/pitr")
 DNS_ZONE = (f"/subscriptions/{SUB}/resourceGroups/rg-isolated/providers/Microsoft.Network/privateDnsZones/"
             "restore.postgres.database.azure.com")
+# A public-access source's restored server is reached through a private endpoint registered in this zone.
+PRIVATELINK_ZONE = (f"/subscriptions/{SUB}/resourceGroups/rg-isolated/providers/Microsoft.Network/privateDnsZones/"
+                    "privatelink.postgres.database.azure.com")
+# A VNet-integrated source's own subnet (production), never the isolated one.
+SOURCE_SUBNET = (f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/virtualNetworks/"
+                 "vnet-prod/subnets/postgres")
+SOURCE_ZONE = (f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/privateDnsZones/"
+               "prod.postgres.database.azure.com")
+NET_OP = "0c5e1f2a-9b7d-4e3c-8a6f-1d2b3c4e5f60"
+NET_ASYNC_URL = (f"https://management.azure.com/subscriptions/{SUB}/providers/Microsoft.Network/locations/westeurope/"
+                 f"operations/{NET_OP}?api-version=2024-05-01")
+# properties.network of each source mode as Servers_Get answers it.
+PUBLIC_SOURCE = {"publicNetworkAccess": "Disabled"}
+PRIVATE_SOURCE = {"publicNetworkAccess": "Disabled", "delegatedSubnetResourceId": SOURCE_SUBNET,
+                  "privateDnsZoneArmResourceId": SOURCE_ZONE}
 OP = "7b2f0b1e-1c5a-4a5e-8a0e-3a1f9f6c2d11"
 ASYNC_URL = (f"https://management.azure.com/subscriptions/{SUB}/providers/Microsoft.DBforPostgreSQL/locations/"
              f"westeurope/azureAsyncOperation/{OP}?api-version=2026-10-01")
@@ -49,8 +66,7 @@ def server_body(name: str, state: str = "Ready", earliest: str = "2026-02-22T03:
             "storage": {"storageSizeGB": 128, "autoGrow": "Disabled", "tier": "P10"},
             "backup": {"backupRetentionDays": 7, "geoRedundantBackup": "Disabled",
                        "earliestRestoreDate": earliest},
-            "network": {"publicNetworkAccess": "Disabled", "delegatedSubnetResourceId": SUBNET,
-                        "privateDnsZoneArmResourceId": DNS_ZONE},
+            "network": {"publicNetworkAccess": "Disabled"},
             **extra,
         },
     }
@@ -61,7 +77,15 @@ class Arm:
 
     def __init__(self, in_progress: int = 1, final: str = "Succeeded", put_status: int = 202,
                  delete: str = "accepted", target: str = TARGET,
-                 earliest: str = "2026-02-22T03:00:00.1234567+00:00", exists: bool = True) -> None:
+                 earliest: str = "2026-02-22T03:00:00.1234567+00:00", exists: bool = True,
+                 source_network: dict[str, Any] | None = None, endpoint_status: int = 201,
+                 network_final: str = "Succeeded") -> None:
+        self.source_network = PUBLIC_SOURCE if source_network is None else source_network
+        self.endpoint_status = endpoint_status  # the private endpoint PUT's answer
+        self.network_final = network_final  # what Microsoft.Network's async operations end in
+        self.endpoint_bodies: list[tuple[str, dict[str, Any]]] = []  # (path, body) of every Microsoft.Network PUT
+        self.endpoint_exists = False
+        self.endpoint_deleted = False
         self.target = target
         self.exists = exists  # False: no server until a PUT is accepted (a DELETE before then is a 404)
         self.earliest = earliest
@@ -76,7 +100,13 @@ class Arm:
     def __call__(self, request: requests.PreparedRequest) -> Reply:
         path = urlparse(request.url).path
         if request.method == "GET" and path.endswith("/flexibleServers/weu-primary"):
-            return Reply(200, server_body("weu-primary", earliest=self.earliest))
+            return Reply(200, server_body("weu-primary", earliest=self.earliest, network=self.source_network))
+        if "/providers/Microsoft.Network/privateEndpoints/" in path:
+            return self.network(request, path)
+        if request.method == "GET" and "/providers/Microsoft.Network/locations/" in path:
+            return Reply(200, {"status": self.network_final, **({"error": {
+                "code": "PrivateEndpointCreationFailed", "message": "Subnet is full."}}
+                if self.network_final == "Failed" else {})})
         if request.method == "PUT" and path.endswith(f"/flexibleServers/{self.target}"):
             self.put_bodies.append(json.loads(request.body or b"{}"))
             if self.put_status in (200, 201):  # the spec's other success answers (Servers_Create: 200, 201, 202)
@@ -118,6 +148,31 @@ class Arm:
         return Reply(404, {"error": {"code": "ResourceNotFound", "message": f"no route for {request.method} {path}"}})
 
 
+    def network(self, request: requests.PreparedRequest, path: str) -> Reply:
+        """Microsoft.Network 2024-05-01: PrivateEndpoints_CreateOrUpdate / PrivateDnsZoneGroups_CreateOrUpdate
+        (200/201 + Azure-AsyncOperation), PrivateEndpoints_Delete (202 + Azure-AsyncOperation, 204, or 404)."""
+        if f"/privateEndpoints/{self.target}-pe" not in path:
+            return Reply(404, {"error": {"code": "ResourceNotFound", "message": f"no endpoint at {path}"}})
+        async_header = {"Azure-AsyncOperation": NET_ASYNC_URL, "Retry-After": "10"}
+        if request.method == "PUT":
+            self.endpoint_bodies.append((path, json.loads(request.body or b"{}")))
+            if path.endswith("/privateDnsZoneGroups/default"):
+                return Reply(201, {"name": "default", "properties": {"provisioningState": "Updating"}}, async_header)
+            if self.endpoint_status not in (200, 201):
+                return Reply(self.endpoint_status, {"error": {
+                    "code": "PrivateEndpointCannotBeCreatedInSubnetThatHasNetworkPoliciesEnabled",
+                    "message": "Private endpoint cannot be created in this subnet."}})
+            self.endpoint_exists = True
+            return Reply(self.endpoint_status, {"name": f"{self.target}-pe",
+                                                "properties": {"provisioningState": "Updating"}}, async_header)
+        if request.method == "DELETE":
+            if not self.endpoint_exists:
+                return Reply(204, None)
+            self.endpoint_deleted = True
+            return Reply(202, None, async_header)
+        return Reply(405, {"error": {"code": "MethodNotAllowed", "message": request.method or ""}})
+
+
 def servers(arm: Arm) -> tuple[FlexibleServers, FakeTransport]:
     fake = FakeTransport(arm)
     flex = FlexibleServers(StaticCredential(), SUB, transport=fake.transport, polling_interval=0)
@@ -125,28 +180,47 @@ def servers(arm: Arm) -> tuple[FlexibleServers, FakeTransport]:
     return flex, fake
 
 
-def begin(flex: FlexibleServers) -> Operation:
+def begin(flex: FlexibleServers, *, delegated: bool = False) -> Operation:
+    """Restore a public-access source (default) or, with ``delegated``, a VNet-integrated one into SUBNET."""
     return flex.begin_restore_server(SOURCE_ID, TARGET, location="westeurope", point_in_time=POINT,
-                                     subnet_id=SUBNET, dns_zone_id=DNS_ZONE)
+                                     delegated_subnet_id=SUBNET if delegated else None,
+                                     dns_zone_id=DNS_ZONE if delegated else None)
 
 
-def test_source_server_read_for_location_earliest_restore_point_and_login() -> None:
+def test_source_server_read_for_location_earliest_restore_point_login_and_network_mode() -> None:
     flex, _ = servers(Arm())
     source = flex.get_source_server(SOURCE_ID)
     assert (source.location, source.administrator_login, source.version) == ("West Europe", "continuity", "16")
     assert source.earliest_restore is not None and source.earliest_restore.isoformat().startswith("2026-02-22T03:00")
+    assert (source.delegated_subnet_id, source.public_network_access) == (None, "Disabled")
+    vnet_source = servers(Arm(source_network=PRIVATE_SOURCE))[0].get_source_server(SOURCE_ID)
+    assert vnet_source.delegated_subnet_id == SOURCE_SUBNET
 
 
-def test_restore_puts_point_in_time_restore_into_the_isolated_network_and_returns_the_async_operation() -> None:
+def test_public_access_source_is_restored_to_public_access_disabled_with_no_subnet() -> None:
+    # "If your source server is configured with a public access network, you can only restore to public access":
+    # the body names no delegated subnet and no private DNS zone (which Azure refuses for such a source).
     arm = Arm()
     flex, fake = servers(arm)
     operation = begin(flex)
     assert operation == Operation(TARGET, ASYNC_URL, 15.0)
     assert arm.put_bodies == [{"location": "westeurope", "properties": {
         "createMode": "PointInTimeRestore", "sourceServerResourceId": SOURCE_ID,
+        "pointInTimeUTC": "2026-03-01T02:55:00Z", "network": {"publicNetworkAccess": "Disabled"}}}]
+    assert len(fake.requests) == 1, "begin must not poll: the orchestrator does, on durable timers"
+
+
+def test_vnet_integrated_source_is_restored_into_the_isolated_delegated_subnet() -> None:
+    # Network.publicNetworkAccess "is only supported for servers that are not integrated into a virtual network":
+    # a delegated-subnet restore does not send it.
+    arm = Arm(source_network=PRIVATE_SOURCE)
+    flex, fake = servers(arm)
+    operation = begin(flex, delegated=True)
+    assert operation == Operation(TARGET, ASYNC_URL, 15.0)
+    assert arm.put_bodies == [{"location": "westeurope", "properties": {
+        "createMode": "PointInTimeRestore", "sourceServerResourceId": SOURCE_ID,
         "pointInTimeUTC": "2026-03-01T02:55:00Z",
-        "network": {"publicNetworkAccess": "Disabled", "delegatedSubnetResourceId": SUBNET,
-                    "privateDnsZoneArmResourceId": DNS_ZONE}}}]
+        "network": {"delegatedSubnetResourceId": SUBNET, "privateDnsZoneArmResourceId": DNS_ZONE}}}]
     put = fake.requests[0]
     assert put.method == "PUT" and "api-version=2026-10-01" in (put.url or "")
     assert urlparse(put.url).path.endswith(f"/resourceGroups/{RG}/providers/Microsoft.DBforPostgreSQL/"
@@ -250,4 +324,60 @@ def test_delete_refuses_a_name_that_is_not_a_server_name() -> None:
     flex, fake = servers(Arm())
     with pytest.raises(InvalidRequest, match="is not a Flexible Server name"):
         flex.delete_server(RG, "../weu-primary")
+    assert fake.requests == []
+
+
+TARGET_ID = SOURCE_ID.replace("weu-primary", TARGET)
+ENDPOINT_PATH = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/privateEndpoints/{TARGET}-pe"
+
+
+def test_private_endpoint_of_the_restored_server_is_put_in_the_isolated_subnet_then_polled() -> None:
+    arm = Arm()
+    flex, fake = servers(arm)
+    operation = flex.begin_create_private_endpoint(RG, f"{TARGET}-pe", server_resource_id=TARGET_ID,
+                                                   location="westeurope", subnet_id=SUBNET)
+    assert operation == Operation(f"{TARGET}-pe", NET_ASYNC_URL, 10.0)
+    [(path, body)] = arm.endpoint_bodies
+    assert path == ENDPOINT_PATH and "api-version=2024-05-01" in (fake.requests[0].url or "")
+    assert body == {"location": "westeurope", "properties": {
+        "subnet": {"id": SUBNET},
+        "privateLinkServiceConnections": [{"name": f"{TARGET}-pe", "properties": {
+            "privateLinkServiceId": TARGET_ID, "groupIds": ["postgresqlServer"]}}]}}
+    assert fake.requests[0].headers["Authorization"] == "Bearer test-token"
+    assert flex.get_operation_status(operation).status == "Succeeded"
+
+
+def test_private_endpoint_is_registered_in_the_privatelink_zone() -> None:
+    arm = Arm()
+    flex, _ = servers(arm)
+    operation = flex.begin_register_endpoint_dns(RG, f"{TARGET}-pe", dns_zone_id=PRIVATELINK_ZONE)
+    assert operation is not None and operation.status_url == NET_ASYNC_URL
+    [(path, body)] = arm.endpoint_bodies
+    assert path == f"{ENDPOINT_PATH}/privateDnsZoneGroups/default"
+    assert body == {"properties": {"privateDnsZoneConfigs": [{
+        "name": "privatelink-postgres-database-azure-com", "properties": {"privateDnsZoneId": PRIVATELINK_ZONE}}]}}
+
+
+def test_refused_private_endpoint_raises_restore_refused_with_arms_code() -> None:
+    flex, _ = servers(Arm(endpoint_status=400))
+    with pytest.raises(RestoreRefused, match=f"to create private endpoint {TARGET}-pe: HTTP 400 "
+                                             "PrivateEndpointCannotBeCreatedInSubnetThatHasNetworkPoliciesEnabled"):
+        flex.begin_create_private_endpoint(RG, f"{TARGET}-pe", server_resource_id=TARGET_ID, location="westeurope",
+                                           subnet_id=SUBNET)
+
+
+def test_private_endpoint_deletion_is_polled_and_one_never_made_is_already_gone() -> None:
+    arm = Arm()
+    flex, _ = servers(arm)
+    assert flex.delete_private_endpoint(RG, f"{TARGET}-pe") is None  # never created: 204
+    flex.begin_create_private_endpoint(RG, f"{TARGET}-pe", server_resource_id=TARGET_ID, location="westeurope",
+                                       subnet_id=SUBNET)
+    operation = flex.delete_private_endpoint(RG, f"{TARGET}-pe")
+    assert operation is not None and operation.status_url == NET_ASYNC_URL and arm.endpoint_deleted
+
+
+def test_endpoint_calls_refuse_a_name_that_is_not_a_restored_servers_endpoint() -> None:
+    flex, fake = servers(Arm())
+    with pytest.raises(InvalidRequest, match="is not a restored server's endpoint name"):
+        flex.delete_private_endpoint(RG, "../weu-primary")
     assert fake.requests == []

@@ -130,6 +130,10 @@ class SourceServer:
     earliest_restore: datetime | None
     administrator_login: str | None
     version: str | None
+    # Its network mode as ARM reports it (``properties.network``): a delegated subnet means private access
+    # (VNet-integrated); none means public access (reached, here, through private endpoints).
+    delegated_subnet_id: str | None = None
+    public_network_access: str | None = None
 
 
 @dataclass(frozen=True)
@@ -200,15 +204,32 @@ class _Initial:
         return Operation(server_name, url, _retry_after(self.headers)) if url else None
 
 
-def _restore_body(location: str, source_resource_id: str, point_in_time: datetime, subnet_id: str,
-                  dns_zone_id: str) -> Any:
+def _restore_body(location: str, source_resource_id: str, point_in_time: datetime,
+                  delegated_subnet_id: str | None, dns_zone_id: str | None) -> Any:
+    """The Servers_Create body of a point-in-time restore, in the source's network mode.
+
+    Public-access source (no delegated subnet): only ``publicNetworkAccess: Disabled``. Azure restores such a
+    source only to public access (see :class:`continuity.validation.pitr.NetworkMode`); Azure's own CLI sends
+    the source's ``network`` unchanged for it (Azure/azure-cli, src/azure-cli/azure/cli/command_modules/
+    postgresql/commands/custom_commands.py @ 03ee58cefb54a92fd1afb01aa5bdca6a98f766a4, flexible_server_restore:
+    ``parameters.network = source_server_object.network``), which for our primaries is exactly this.
+    VNet-integrated source: the isolated delegated subnet and its private DNS zone, and no publicNetworkAccess
+    (REST spec 2026-10-01, Network.publicNetworkAccess: "only supported for servers that are not integrated into
+    a virtual network").
+    """
     from azure.mgmt.postgresqlflexibleservers.models import Network, ServerProperties
 
+    network = (Network(delegated_subnet_resource_id=delegated_subnet_id, private_dns_zone_arm_resource_id=dns_zone_id)
+               if delegated_subnet_id else Network(public_network_access="Disabled"))
     return Server(location=location, properties=ServerProperties(
         create_mode="PointInTimeRestore", source_server_resource_id=source_resource_id,
-        point_in_time_utc=point_in_time,
-        network=Network(public_network_access="Disabled", delegated_subnet_resource_id=subnet_id,
-                        private_dns_zone_arm_resource_id=dns_zone_id)))
+        point_in_time_utc=point_in_time, network=network))
+
+
+# Microsoft.Network REST API version of the private endpoint calls (the same as infra/modules/private-endpoint.bicep).
+NETWORK_API_VERSION = "2024-05-01"
+# Flexible Server's private-link sub-resource (group id) and the zone its endpoints register in.
+POSTGRES_GROUP_ID = "postgresqlServer"
 
 
 SERVER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
@@ -308,21 +329,27 @@ class FlexibleServers:
             raise ServerUnavailable(f"cannot read Flexible Server {ref.name}: {_describe(exc)}") from exc
         props = server.properties
         backup = props.backup if props else None
+        network = props.network if props else None
         return SourceServer(name=ref.name, location=str(server.location or ""),
                             earliest_restore=backup.earliest_restore_date if backup else None,
                             administrator_login=props.administrator_login if props else None,
-                            version=_text(props.version) if props else None)
+                            version=_text(props.version) if props else None,
+                            delegated_subnet_id=(network.delegated_subnet_resource_id or None) if network else None,
+                            public_network_access=_text(network.public_network_access) if network else None)
 
     def begin_restore_server(self, source_resource_id: str, target_name: str, *, location: str,
-                             point_in_time: datetime, subnet_id: str, dns_zone_id: str) -> Operation:
-        """PUT a new server ``target_name`` restored from the source at ``point_in_time`` into the isolated
-        network (delegated subnet, private DNS zone, public access disabled). Returns the operation to poll.
+                             point_in_time: datetime, delegated_subnet_id: str | None = None,
+                             dns_zone_id: str | None = None) -> Operation:
+        """PUT a new server ``target_name`` restored from the source at ``point_in_time``: into the isolated
+        delegated subnet when ``delegated_subnet_id`` is given (VNet-integrated source), else with public network
+        access disabled (public-access source; reached afterwards through :meth:`begin_create_private_endpoint`).
+        Returns the operation to poll.
 
         :raises RestoreRefused: ARM refused the PUT (its code and message), or answered without a polling URL.
         """
         ref = ServerRef.parse(source_resource_id)
         hook = _Initial()
-        body = _restore_body(location, source_resource_id, point_in_time, subnet_id, dns_zone_id)
+        body = _restore_body(location, source_resource_id, point_in_time, delegated_subnet_id, dns_zone_id)
         try:
             self.client.servers.begin_create_or_update(ref.resource_group, target_name, body, polling=False,
                                                        raw_response_hook=hook)
@@ -393,6 +420,95 @@ class FlexibleServers:
                               fqdn=props.fully_qualified_domain_name if props else None,
                               administrator_login=props.administrator_login if props else None,
                               storage_gb=storage.storage_size_gb if storage else None)
+
+    # ---- the restored server's private endpoint (public-access sources) ----
+    #
+    # A public-access source restores only to public access, and "private endpoints are not carried over", so the
+    # restored server (public network access disabled) is reached through an endpoint of its own in the isolated
+    # subnet, registered in the privatelink zone. Microsoft.Network has no SDK in this app: the calls go through the
+    # same ARM pipeline (bearer token, retries) as raw requests, shaped as REST spec Microsoft.Network 2024-05-01
+    # PrivateEndpoints_CreateOrUpdate / PrivateDnsZoneGroups_CreateOrUpdate / PrivateEndpoints_Delete.
+
+    def _arm_url(self, path: str) -> str:
+        base = str(self.client._config.base_url).rstrip("/")
+        return f"{base}{path}?api-version={NETWORK_API_VERSION}"
+
+    def _endpoint_path(self, resource_group: str, endpoint: str) -> str:
+        if not SERVER_NAME_RE.match(endpoint.removesuffix("-pe")) or not endpoint.endswith("-pe"):
+            raise InvalidRequest(f"{endpoint[:80]!r} is not a restored server's endpoint name (<server>-pe)")
+        return (f"/subscriptions/{self.client._config.subscription_id}/resourceGroups/{resource_group}"
+                f"/providers/Microsoft.Network/privateEndpoints/{endpoint}")
+
+    def _send(self, method: str, url: str, body: dict[str, Any] | None, what: str) -> Any:
+        from azure.core.rest import HttpRequest
+
+        try:
+            return self.client.send_request(HttpRequest(method, url, json=body))
+        except AzureError as exc:
+            raise ServerUnavailable(f"ARM did not answer {what}: {_describe(exc)}") from exc
+
+    @staticmethod
+    def _refused(response: Any) -> str:
+        try:
+            error = (response.json() or {}).get("error") or {}
+        except ValueError:
+            error = {}
+        return f"HTTP {response.status_code} {error.get('code', '')}: {error.get('message', '')}".strip(": ")
+
+    def _put(self, url: str, body: dict[str, Any], name: str, what: str) -> Operation | None:
+        response = self._send("PUT", url, body, what)
+        if response.status_code not in (200, 201, 202):
+            raise RestoreRefused(f"Azure refused {what}: {self._refused(response)}")
+        operation = _Initial()
+        operation.headers = dict(response.headers)
+        found = operation.operation(name)
+        if found is None and response.status_code == 202:
+            raise RestoreRefused(f"Azure accepted {what} without an Azure-AsyncOperation or Location header")
+        return found  # None: 200/201 with nothing to poll, the resource is already there
+
+    def begin_create_private_endpoint(self, resource_group: str, endpoint: str, *, server_resource_id: str,
+                                      location: str, subnet_id: str) -> Operation | None:
+        """PUT the restored server's private endpoint in the isolated subnet (auto-approved: the caller holds
+        ``Microsoft.DBforPostgreSQL/flexibleServers/privateEndpointConnectionsApproval/action``).
+
+        :returns: the operation to poll, or None when ARM answered without one (already provisioned).
+        :raises RestoreRefused: ARM refused the PUT (its code and message).
+        """
+        body = {"location": location, "properties": {
+            "subnet": {"id": subnet_id},
+            "privateLinkServiceConnections": [{"name": endpoint, "properties": {
+                "privateLinkServiceId": server_resource_id, "groupIds": [POSTGRES_GROUP_ID]}}]}}
+        return self._put(self._arm_url(self._endpoint_path(resource_group, endpoint)), body, endpoint,
+                         f"to create private endpoint {endpoint}")
+
+    def begin_register_endpoint_dns(self, resource_group: str, endpoint: str, *, dns_zone_id: str) -> Operation | None:
+        """PUT the endpoint's DNS zone group, so ``<server>.postgres.database.azure.com`` resolves to its private IP.
+
+        :raises RestoreRefused: ARM refused the PUT (its code and message).
+        """
+        zone = dns_zone_id.rsplit("/", 1)[-1]
+        body = {"properties": {"privateDnsZoneConfigs": [
+            {"name": zone.replace(".", "-"), "properties": {"privateDnsZoneId": dns_zone_id}}]}}
+        url = self._arm_url(self._endpoint_path(resource_group, endpoint) + "/privateDnsZoneGroups/default")
+        return self._put(url, body, endpoint, f"to register private endpoint {endpoint} in {zone}")
+
+    def delete_private_endpoint(self, resource_group: str, endpoint: str) -> Operation | None:
+        """Start deleting the endpoint (its DNS records go with its zone group); succeeds if it is already gone.
+
+        :returns: the deletion to poll (202), or None (200, 204, 404).
+        :raises ServerUnavailable: ARM refused or did not answer.
+        """
+        url = self._arm_url(self._endpoint_path(resource_group, endpoint))
+        response = self._send("DELETE", url, None, f"to delete private endpoint {endpoint}")
+        if response.status_code in (200, 204, 404):
+            return None
+        if response.status_code != 202:
+            raise ServerUnavailable(f"Azure refused to delete private endpoint {endpoint}: {self._refused(response)}; "
+                                    f"delete it by hand (az network private-endpoint delete -g {resource_group} "
+                                    f"-n {endpoint})")
+        operation = _Initial()
+        operation.headers = dict(response.headers)
+        return operation.operation(endpoint)
 
     def delete_server(self, resource_group: str, name: str) -> Operation | None:
         """Start deleting server ``name``; succeeds if it is already gone.

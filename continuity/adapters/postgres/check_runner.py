@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from continuity.adapters.postgres.proofs import table_schemas, tenant_identity
-from continuity.catalog.manifest import Manifest, TenantIdentity
+from continuity.adapters.postgres.proofs import odoo_facts, table_schemas, tenant_identity
+from continuity.catalog.manifest import Manifest, OdooInfo, TenantIdentity
 from continuity.kernel.tenants import Assertion
 from continuity.validation import checks as rc
 from continuity.validation.checks import CheckId, CheckResult, CheckStatus, LedgerFacts, SequenceGap
@@ -59,7 +59,8 @@ def _tagged(check_id: str, fn: Callable[[], CheckResult]) -> Callable[[], CheckR
     return fn
 
 
-def schema_present(conn: psycopg.Connection, manifest: Manifest | None = None) -> CheckResult:
+def schema_present(conn: psycopg.Connection, manifest: Manifest | None = None,
+                   odoo: OdooInfo | None = None) -> CheckResult:
     """Expected tables and columns exist; with the manifest's schema proof, the recovery tables' columns,
     indexes and constraints are the ones recorded at backup time (read as the backup read them)."""
 
@@ -73,7 +74,8 @@ def schema_present(conn: psycopg.Connection, manifest: Manifest | None = None) -
         if manifest is not None and manifest.tables is not None:
             actual = {name: proof.model_dump() for name, proof in table_schemas(conn, list(manifest.tables)).items()}
             problems = rc.schema_proof_problems(manifest.tables, actual)
-        return rc.check_schema_present(expected_schema(), present, problems)
+        expected = rc.expected_odoo_schema(odoo) if odoo is not None or manifest is not None else expected_schema()
+        return rc.check_schema_present(expected, present, problems, odoo)
 
     return timed(_tagged(CheckId.SCHEMA_PRESENT, run))
 
@@ -142,8 +144,8 @@ def ledger(conn: psycopg.Connection, manifest: Manifest) -> CheckResult:
         )
         result = rc.check_ledger(facts, manifest.ledger.posted_moves, manifest.ledger.posted_lines,
                                  manifest.ledger.debit_total, manifest.ledger.credit_total)
-        kind = odoo_schema.move_type_column(conn.execute(odoo_schema.MOVE_TYPE_COLUMN_SQL).fetchone())
-        fingerprint = odoo_schema.fold_ledger(conn.execute(odoo_schema.ledger_moves_sql(kind)))
+        shape = odoo_schema.ledger_shape(conn.execute(odoo_schema.LEDGER_SHAPE_SQL).fetchall())
+        fingerprint = odoo_schema.fold_ledger(conn.execute(odoo_schema.ledger_moves_for(shape)))
         if fingerprint != manifest.ledger.fingerprint:
             problem = (f"ledger fingerprint {fingerprint[:12]}… differs from the manifest's "
                        f"{manifest.ledger.fingerprint[:12]}…: posted entries changed between backup and restore")
@@ -310,24 +312,40 @@ def run_all(dsn: str, ref: Any, tenant: Any, sample_rate: float, amcheck: tuple[
     :param tenant: the :class:`continuity.kernel.tenants.Tenant` (attachment prefix, assertions).
     """
     manifest: Manifest = ref.manifest
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        odoo = odoo_facts(conn)  # the restored database says which Odoo it is, not the manifest
+    skip = rc.odoo_not_applicable(odoo)
+
+    def applicable(check_id: str, run: Callable[[], list[CheckResult]]) -> list[CheckResult]:
+        if check_id in skip:
+            return [CheckResult(check_id, CheckStatus.NOT_APPLICABLE, skip[check_id])]
+        return run()
 
     def attachments_lane() -> list[CheckResult]:
         if attachment_store is None:
             return [CheckResult(CheckId.ATTACHMENTS, CheckStatus.UNAVAILABLE,
                                 "attachments not verified: no attachment store configured")]
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            return [attachments(conn, attachment_store, tenant.attachments, sample_rate, ref.backup_id)]
+
+        def run() -> list[CheckResult]:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                return [attachments(conn, attachment_store, tenant.attachments, sample_rate, ref.backup_id)]
+        return applicable(CheckId.ATTACHMENTS, run)
 
     def ledger_lane() -> list[CheckResult]:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            return [ledger(conn, manifest)]
+        def run() -> list[CheckResult]:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                return [ledger(conn, manifest)]
+        return applicable(CheckId.LEDGER, run)
 
     def database_lane() -> list[CheckResult]:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            return [schema_present(conn, manifest),
-                    tenant_fingerprint(conn, manifest, getattr(ref, "established", None)),
-                    row_counts(conn, manifest.row_counts), invoice_numbering(conn),
-                    indexes(conn, *amcheck), *assertions(conn, tenant.assertions)]
+            return [schema_present(conn, manifest, odoo),
+                    *applicable(CheckId.TENANT_FINGERPRINT, lambda: [
+                        tenant_fingerprint(conn, manifest, getattr(ref, "established", None))]),
+                    *applicable(CheckId.ROW_COUNTS, lambda: [row_counts(conn, manifest.row_counts)]),
+                    *applicable(CheckId.INVOICE_NUMBERING, lambda: [invoice_numbering(conn)]),
+                    *applicable(CheckId.INDEXES, lambda: [indexes(conn, *amcheck)]),
+                    *assertions(conn, tenant.assertions)]
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         lanes = [pool.submit(lane) for lane in (attachments_lane, ledger_lane, database_lane)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import psycopg
 
-from continuity.catalog.manifest import RECOVERY_TABLES, TableSchema, TenantIdentity
+from continuity.catalog.manifest import RECOVERY_TABLES, OdooInfo, TableSchema, TenantIdentity
 from continuity.validation.odoo.schema import (
     COMPANIES_SQL,
     CONFIG_PARAMETERS_PRESENT_SQL,
@@ -21,6 +21,18 @@ from continuity.validation.odoo.schema import (
     fold_companies,
     fold_tables,
 )
+from continuity.validation.odoo.versions import DETECT_SQL, odoo_major
+
+
+def odoo_facts(conn: psycopg.Connection) -> OdooInfo | None:
+    """The Odoo version and installed modules (``ir_module_module``); None when the database is not Odoo."""
+    present = conn.execute(DETECT_SQL["has_module_table"]).fetchone()
+    if not present or not present[0]:
+        return None
+    row = conn.execute(DETECT_SQL["base_version"]).fetchone()
+    version = str(row[0])[:40] if row and row[0] else None
+    modules = tuple(str(name)[:128] for (name,) in conn.execute(DETECT_SQL["installed_modules"]).fetchall())
+    return OdooInfo(version=version, major=odoo_major(version), modules=modules[:5000])
 
 
 def tenant_identity(conn: psycopg.Connection) -> TenantIdentity | None:

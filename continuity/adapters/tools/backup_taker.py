@@ -23,17 +23,18 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO
+from typing import IO, TypeVar
 
 import psycopg
 from azure.core.exceptions import AzureError, ResourceExistsError
 
 from continuity.adapters.local.processes import spawn
 from continuity.adapters.postgres import connection as postgres
-from continuity.adapters.postgres.proofs import identity_and_schema
+from continuity.adapters.postgres.proofs import odoo_facts, table_schemas, tenant_identity
 from continuity.adapters.storage.blob_store import BlobStore, unavailable
 from continuity.adapters.tools import pgbin
 from continuity.backups.rules import (
@@ -46,22 +47,31 @@ from continuity.backups.rules import (
     check_tenant_id,
     new_backup_id,
 )
-from continuity.catalog.manifest import RECOVERY_TABLES, Attachments, Ledger, Source, TableSchema, TenantIdentity
+from continuity.catalog.manifest import (
+    RECOVERY_TABLES,
+    Attachments,
+    Ledger,
+    OdooInfo,
+    Source,
+    TableSchema,
+    TenantIdentity,
+)
 from continuity.kernel import settings
 from continuity.kernel.errors import BackupConflict, ContinuityError
 from continuity.kernel.tenants import Registry
 from continuity.validation.odoo.schema import (
+    LEDGER_SHAPE_SQL,
     LEDGER_TABLES,
     LEDGER_TABLES_PRESENT_SQL,
     LEDGER_TOTALS_SQL,
-    MOVE_TYPE_COLUMN_SQL,
     count_rows_sql,
     fold_ledger,
-    ledger_moves_sql,
-    move_type_column,
+    ledger_moves_for,
+    ledger_shape,
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHUNK = 4 * 1024 * 1024
 
@@ -101,43 +111,75 @@ class SnapshotFacts:
     attachment_bytes: int
     identity: TenantIdentity | None = None
     tables: dict[str, TableSchema] | None = None
+    odoo: OdooInfo | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def _isolated(conn: psycopg.Connection, what: str, read: Callable[[], T], default: T, warnings: list[str]) -> T:
+    """Run one fact query in a savepoint: a query this database cannot answer (an Odoo version or a module
+    we did not foresee) is a warning in the manifest, never an aborted snapshot transaction, which pg_dump,
+    reading the same exported snapshot, would then fail to import."""
+    try:
+        with conn.transaction():
+            return read()
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        warnings.append(f"{what} could not be read: {first}")
+        return default
 
 
 def _snapshot_facts(conn: psycopg.Connection) -> SnapshotFacts:
-    """Row counts, ledger fingerprint and filestore size, read in the dump's snapshot."""
+    """Row counts, ledger fingerprint, filestore size, Odoo version and proofs, read in the dump's snapshot."""
+    warnings: list[str] = []
+    tables = conn.execute("SELECT count(*) FROM pg_class WHERE relkind IN ('r', 'p') "
+                          "AND relnamespace = 'public'::regnamespace").fetchone()
+    if not tables or not tables[0]:
+        warnings.append("the database holds no tables: this backup restores an empty database")
     present = {
         name for (name,) in conn.execute(
             "SELECT t.name FROM unnest(%s::text[]) AS t(name) WHERE to_regclass('public.' || t.name) IS NOT NULL",
             (list(RECOVERY_TABLES),)).fetchall()
     }
+    odoo = _isolated(conn, "the Odoo version and modules", lambda: odoo_facts(conn), None, warnings)
+    if odoo is None and tables and tables[0]:
+        warnings.append("not an Odoo database (no ir_module_module): only generic checks can validate it")
+    elif odoo is not None and "account" not in odoo.modules:
+        warnings.append("accounting (module account) is not installed: the backup has no ledger to prove")
     counts: dict[str, int] = {}
     for table in RECOVERY_TABLES:
         if table in present:
-            row = conn.execute(count_rows_sql(table)).fetchone()
-            counts[table] = int(row[0]) if row else 0
+            def count(table: str = table) -> int:
+                row = conn.execute(count_rows_sql(table)).fetchone()
+                return int(row[0]) if row else 0
+            counts[table] = _isolated(conn, f"the row count of {table}", count, 0, warnings)
+    # Not an Odoo accounting database: an empty ledger, honestly fingerprinted as empty.
+    empty = Ledger(fingerprint=fold_ledger(()), posted_moves=0, posted_lines=0, debit_total="0", credit_total="0")
     ledger_present = conn.execute(LEDGER_TABLES_PRESENT_SQL, (list(LEDGER_TABLES),)).fetchone()
+    ledger = empty
     if ledger_present and ledger_present[0] == len(LEDGER_TABLES):
-        totals = conn.execute(LEDGER_TOTALS_SQL).fetchone()
-        assert totals is not None
-        kind = move_type_column(conn.execute(MOVE_TYPE_COLUMN_SQL).fetchone())  # Odoo <= 13 calls it `type`
-        with conn.cursor(name="ledger_moves") as cur:
-            cur.itersize = 20_000
-            cur.execute(ledger_moves_sql(kind))
-            fingerprint = fold_ledger(cur)
-        ledger = Ledger(fingerprint=fingerprint, posted_moves=int(totals[0]), posted_lines=int(totals[1]),
-                        debit_total=str(totals[2]), credit_total=str(totals[3]))
-    else:
-        # Not an Odoo accounting database: an empty ledger, honestly fingerprinted as empty.
-        ledger = Ledger(fingerprint=fold_ledger(()), posted_moves=0, posted_lines=0, debit_total="0",
-                        credit_total="0")
+        def read_ledger() -> Ledger:
+            totals = conn.execute(LEDGER_TOTALS_SQL).fetchone()
+            assert totals is not None
+            shape = ledger_shape(conn.execute(LEDGER_SHAPE_SQL).fetchall())  # Odoo 13 `type`, 12 none, 18 jsonb
+            with conn.cursor(name="ledger_moves") as cur:
+                cur.itersize = 20_000
+                cur.execute(ledger_moves_for(shape))
+                fingerprint = fold_ledger(cur)
+            return Ledger(fingerprint=fingerprint, posted_moves=int(totals[0]), posted_lines=int(totals[1]),
+                          debit_total=str(totals[2]), credit_total=str(totals[3]))
+        ledger = _isolated(conn, "the posted ledger", read_ledger, empty, warnings)
     attachment_count = attachment_bytes = 0
     if "ir_attachment" in present:
-        row = conn.execute("SELECT count(*), COALESCE(sum(file_size), 0) FROM ir_attachment "
-                           "WHERE type = 'binary' AND store_fname IS NOT NULL").fetchone()
-        if row:
-            attachment_count, attachment_bytes = int(row[0]), int(row[1])
-    identity, tables = identity_and_schema(conn)
-    return SnapshotFacts(counts, ledger, attachment_count, attachment_bytes, identity, tables)
+        def read_attachments() -> tuple[int, int]:
+            row = conn.execute("SELECT count(*), COALESCE(sum(file_size), 0) FROM ir_attachment "
+                               "WHERE type = 'binary' AND store_fname IS NOT NULL").fetchone()
+            return (int(row[0]), int(row[1])) if row else (0, 0)
+        attachment_count, attachment_bytes = _isolated(conn, "the filestore size", read_attachments, (0, 0),
+                                                       warnings)
+    identity = _isolated(conn, "the tenant fingerprint", lambda: tenant_identity(conn), None, warnings)
+    tables_proof = _isolated(conn, "the schema proof", lambda: table_schemas(conn), None, warnings)
+    return SnapshotFacts(counts, ledger, attachment_count, attachment_bytes, identity, tables_proof, odoo,
+                         tuple(warnings))
 
 
 def _server_facts(conn: psycopg.Connection) -> tuple[str, str | None]:
@@ -250,7 +292,7 @@ def take_backup(registry: Registry, tenant_id: str, *, store: BlobStore | None =
                     attachments=Attachments(container=settings.get("CONTINUITY_ATTACHMENT_CONTAINER"),
                                             prefix=tenant.attachments, count=facts.attachment_count,
                                             bytes=facts.attachment_bytes),
-                    identity=facts.identity, tables=facts.tables,
+                    identity=facts.identity, tables=facts.tables, odoo=facts.odoo, warnings=facts.warnings,
                 )
                 _create(store, container, paths.manifest, manifest.model_dump_json(indent=2).encode(),
                         blob_tags(tenant.id, backup_id), written)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 # Columns written by the demo seed, in COPY order; the DDL below declares each of them.
@@ -148,6 +149,8 @@ TABLES_DDL: tuple[str, ...] = (
     code varchar(5) NOT NULL,
     type varchar NOT NULL,
     active bool,
+    restrict_mode_hash_table bool,
+    secure_sequence_id int4,
     sequence int4,
     default_account_id int4,
     suspense_account_id int4,
@@ -170,6 +173,8 @@ TABLES_DDL: tuple[str, ...] = (
     partner_id int4,
     commercial_partner_id int4,
     currency_id int4 NOT NULL,
+    inalterable_hash varchar,
+    secure_sequence_number int4,
     sequence_prefix varchar,
     sequence_number int4,
     invoice_date date,
@@ -395,6 +400,15 @@ WHERE m.state = 'posted'
 # The move's kind: ``move_type`` since Odoo 14 (addons/account/models/account_move.py); Odoo 13 and older
 # called the same selection ``type``. Both exist in no released version; ``move_type`` wins if they did.
 MOVE_TYPE_COLUMNS = ("move_type", "type")
+ACCOUNT_CODE_COLUMNS = ("code", "code_store")
+# Which names this database uses for the move's kind (Odoo 14+ ``move_type``, 13 ``type``, 12 none: invoices
+# lived in account_invoice) and the account's code (``code``, or 18's company-dependent jsonb ``code_store``);
+# see :mod:`continuity.validation.odoo.versions` for the sources.
+LEDGER_SHAPE_SQL = """
+SELECT table_name, column_name FROM information_schema.columns
+WHERE table_schema = 'public' AND ((table_name = 'account_move' AND column_name IN ('move_type', 'type'))
+   OR (table_name = 'account_account' AND column_name IN ('code', 'code_store')))
+"""
 MOVE_TYPE_COLUMN_SQL = """
 SELECT column_name FROM information_schema.columns
 WHERE table_schema = 'public' AND table_name = 'account_move' AND column_name IN ('move_type', 'type')
@@ -402,18 +416,37 @@ ORDER BY column_name = 'move_type' DESC LIMIT 1
 """
 
 
-def ledger_moves_sql(move_type_column: str = "move_type") -> str:
+@dataclass(frozen=True)
+class LedgerShape:
+    move_type_column: str | None = "move_type"
+    account_code_column: str = "code"
+
+
+def ledger_shape(rows: Iterable[Sequence[object]]) -> LedgerShape:
+    """The :class:`LedgerShape` from the rows of :data:`LEDGER_SHAPE_SQL`."""
+    found = {(str(t), str(c)) for t, c in rows}
+    kind = next((c for c in MOVE_TYPE_COLUMNS if ("account_move", c) in found), None)
+    code = next((c for c in ACCOUNT_CODE_COLUMNS if ("account_account", c) in found), "code")
+    return LedgerShape(kind, code)
+
+
+def ledger_moves_sql(move_type_column: str | None = "move_type", account_code_column: str = "code") -> str:
     """One row per posted move, in id order: the move's identity and a sha256 over its lines.
 
-    :param move_type_column: the database's name for the move's kind (see :data:`MOVE_TYPE_COLUMNS`); the
-        fingerprint is the same whatever the name, so an Odoo 13 ledger is fingerprinted like a later one.
+    :param move_type_column: the database's name for the move's kind (see :data:`MOVE_TYPE_COLUMNS`), None
+        where moves have none (Odoo 12); the fingerprint is the same whatever the name.
+    :param account_code_column: ``code``, or Odoo 18's ``code_store`` (jsonb, folded as its text).
     """
-    if move_type_column not in MOVE_TYPE_COLUMNS:
+    if move_type_column is not None and move_type_column not in MOVE_TYPE_COLUMNS:
         raise ValueError(f"not an Odoo move kind column: {move_type_column!r}")
+    if account_code_column not in ACCOUNT_CODE_COLUMNS:
+        raise ValueError(f"not an Odoo account code column: {account_code_column!r}")
+    kind = f"m.{move_type_column}" if move_type_column else "NULL"
     return f"""
-SELECT m.id, COALESCE(m.name, ''), m.date::text, m.{move_type_column}, m.journal_id,
-       encode(sha256(convert_to(string_agg(concat_ws('|', l.id, a.code, l.partner_id, l.debit::text,
-                                                      l.credit::text, l.amount_currency::text, l.currency_id),
+SELECT m.id, COALESCE(m.name, ''), m.date::text, {kind}, m.journal_id,
+       encode(sha256(convert_to(string_agg(concat_ws('|', l.id, a.{account_code_column}::text, l.partner_id,
+                                                      l.debit::text, l.credit::text, l.amount_currency::text,
+                                                      l.currency_id),
                                             E'\\n' ORDER BY l.id), 'UTF8')), 'hex')
 FROM account_move m
 JOIN account_move_line l ON l.move_id = m.id
@@ -435,6 +468,10 @@ SELECT count(*) FROM unnest(%s::text[]) AS t(name) WHERE to_regclass('public.' |
 def move_type_column(found: Sequence[object] | None) -> str:
     """The column :data:`MOVE_TYPE_COLUMN_SQL` found (``move_type`` when it found none: a later query names it)."""
     return str(found[0]) if found else "move_type"
+
+
+def ledger_moves_for(shape: LedgerShape) -> str:
+    return ledger_moves_sql(shape.move_type_column, shape.account_code_column)
 
 
 def fold_ledger(moves: Iterable[Sequence[object]]) -> str:
