@@ -3,7 +3,8 @@
 :mod:`continuity.validation.odoo.versions` says which tables and columns recovery needs in each Odoo (with
 the Odoo sources it was read from). These fixtures create exactly those, typed as Odoo types them, plus the
 few columns the finance queries also read, and fill them with a small balanced ledger: the smallest database
-each version's checks accept. Variants break one thing each (unbalanced, gapped, without accounting).
+each version's checks accept. Variants break one thing each (unbalanced, gapped, without accounting, a
+three-decimal currency's sub-cent imbalance).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _type(column: str) -> str:
 
 def build(conn: psycopg.Connection, major: int, tenant: str, blobs: BlobStore, *, accounting: bool = True,
           variant: str = "good", version: str | None = None) -> None:
-    """Create and fill an Odoo ``major`` database (``variant``: good, unbalanced, gapped)."""
+    """Create and fill an Odoo ``major`` database (``variant``: good, unbalanced, gapped, millesimal)."""
     modules = ["base", "account"] if accounting else ["base"]
     expected = versions.expected_columns(max(12, min(major, 18)), modules)
     for table, columns in expected.items():
@@ -59,8 +60,10 @@ def build(conn: psycopg.Connection, major: int, tenant: str, blobs: BlobStore, *
     conn.execute("INSERT INTO res_partner (id, name) VALUES (1, 'Company partner'), (2, 'Customer')")
     currency = ["id", "name", "rounding"] + (["decimal_places"] if "decimal_places" in expected["res_currency"]
                                              else [])
-    conn.execute(f"INSERT INTO res_currency ({', '.join(currency)}) VALUES (1, 'EUR', 0.01"
-                 + (", 2)" if len(currency) == 4 else ")"))
+    # A three-decimal currency (as KWD or TND) for the "millesimal" variant: cents would hide its imbalance.
+    rounding, places = ("0.001", 3) if variant == "millesimal" else ("0.01", 2)
+    conn.execute(f"INSERT INTO res_currency ({', '.join(currency)}) VALUES (1, 'EUR', {rounding}"
+                 + (f", {places})" if len(currency) == 4 else ")"))
     conn.execute("INSERT INTO res_company (id, name, partner_id, currency_id) VALUES (1, %s, 1, 1)",
                  (f"{tenant} SA",))
     content = f"{tenant} invoice scan".encode() * 20
@@ -98,6 +101,8 @@ def _ledger(conn: psycopg.Connection, major: int, expected: dict[str, tuple[str,
         for line, (account, debit, credit) in enumerate(((1, amount, 0), (2, 0, amount)), start=1):
             if variant == "unbalanced" and n == 2 and line == 1:
                 debit += 7
+            if variant == "millesimal" and n == 2 and line == 1:
+                debit = amount + 0.004  # type: ignore[assignment]  # less than a cent, four of the currency's units
             row: dict[str, object] = {"id": n * 10 + line, "move_id": n, "account_id": account, "debit": debit,
                                       "credit": credit, "balance": debit - credit, "company_id": 1,
                                       "journal_id": 1, "date": "2025-03-01", "partner_id": 2,

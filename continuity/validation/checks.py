@@ -570,11 +570,18 @@ def check_invoice_numbering(gaps: Sequence[SequenceGap], duplicates: Sequence[st
 
 
 def check_attachments(total: int, missing: Sequence[str], hashed: int, mismatched: Sequence[str],
-                      sample_rate: float) -> CheckResult:
-    """Every stored attachment exists in the attachment store; the hashed ones match their sha1."""
+                      sample_rate: float, unreferenced: Sequence[str] = ()) -> CheckResult:
+    """Every stored attachment exists in the attachment store; the hashed ones match their sha1.
+
+    The filestore's accounts are reported whole: referenced and present, referenced and missing, sha1
+    mismatches, and files in the store that no attachment references (orphans: not a restore problem, but
+    tenant data outside the database's knowledge, so they are counted and named).
+    """
     data = {"total": total, "missing": len(missing), "hashed": hashed, "mismatched": len(mismatched),
-            "sample_rate": sample_rate}
+            "sample_rate": sample_rate, "present": total - len(missing), "unreferenced": len(unreferenced)}
     rate_text = "all" if sample_rate >= 1.0 else f"a {sample_rate:.0%} sample"
+    orphans = (f"; {len(unreferenced)} file(s) in the store are referenced by no attachment "
+               f"(e.g. {_examples(unreferenced, 3)})") if unreferenced else ""
     problems = []
     if missing:
         problems.append(f"{len(missing)} of {total} attachment file(s) missing from the store "
@@ -584,11 +591,11 @@ def check_attachments(total: int, missing: Sequence[str], hashed: int, mismatche
                         f"(e.g. {_examples(mismatched, 3)})")
     if problems:
         return CheckResult(CheckId.ATTACHMENTS, CheckStatus.FAIL,
-                           "; ".join(problems) + "; restore the files from the attachment store's versions",
+                           "; ".join(problems) + "; restore the files from the attachment store's versions" + orphans,
                            data=data)
     return CheckResult(CheckId.ATTACHMENTS, CheckStatus.PASS,
-                       f"{total} attachment file(s) present; sha1 verified on {rate_text} ({hashed} file(s))",
-                       data=data)
+                       f"{total} attachment file(s) present; sha1 verified on {rate_text} ({hashed} file(s))"
+                       + orphans, data=data)
 
 
 def check_indexes(available: bool, why_unavailable: str, checked: int, corrupt: Mapping[str, str]) -> CheckResult:

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.stack
 
 MAJORS = tuple(range(12, 19))
 TENANTS = (*(f"ov-{m}-{v}" for m in MAJORS for v in ("good", "unbalanced")),
-           *(f"ov-{m}-gapped" for m in range(14, 19)), "ov-17-noattach", "ov-17-noacct", "ov-plain", "ov-9-good")
+           *(f"ov-{m}-gapped" for m in range(14, 19)), "ov-17-noattach", "ov-17-noacct", "ov-plain", "ov-9-good",
+           "ov-17-millesimal")
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +108,25 @@ def test_a_gap_in_posted_numbers_fails_the_numbering_from_odoo_14(
     assert "INV INV/2025/ 2025 after 3 (1 missing)" in status(report, CheckId.INVOICE_NUMBERING)[1]
 
 
+def test_a_sub_cent_imbalance_in_a_three_decimal_currency_fails_the_ledger(
+        stack: LocalStack, blob_store: BlobStore, registry: Registry, sandbox: Sandbox) -> None:
+    _, backup_id = backed_up(stack, blob_store, registry, "ov-17-millesimal", 17, "millesimal")
+    report = validated(registry, blob_store, "ov-17-millesimal", backup_id)
+    assert report.failed_checks == [CheckId.LEDGER], report.to_json()
+    assert "1 posted move(s) unbalanced (e.g. INV/2025/0002)" in status(report, CheckId.LEDGER)[1]
+
+
 def test_a_missing_attachment_fails_the_attachment_check(
         stack: LocalStack, blob_store: BlobStore, registry: Registry, sandbox: Sandbox) -> None:
     _, backup_id = backed_up(stack, blob_store, registry, "ov-17-noattach", 17, "noattach")
     for name in blob_store.list_names("attachments", prefix="ov-17-noattach/"):
         blob_store.container("attachments").delete_blob(name)
+    blob_store.upload("attachments", "ov-17-noattach/ff/orphan", b"a file no attachment references")
     report = validated(registry, blob_store, "ov-17-noattach", backup_id)
     assert report.failed_checks == [CheckId.ATTACHMENTS], report.to_json()
+    attachments = next(c for c in report.checks if c.id == CheckId.ATTACHMENTS)
+    assert (attachments.data["present"], attachments.data["missing"], attachments.data["unreferenced"]) == (0, 1, 1)
+    assert "1 file(s) in the store are referenced by no attachment (e.g. ff/orphan)" in attachments.detail
 
 
 def test_a_database_without_accounting_validates_with_ledger_and_numbering_not_applicable(

@@ -105,22 +105,33 @@ def row_counts(conn: psycopg.Connection, expected: Mapping[str, int]) -> CheckRe
     return timed(_tagged(CheckId.ROW_COUNTS, run))
 
 
+# A move (and a company's trial balance) is unbalanced when its debit - credit does not round to zero in the
+# company currency's rounding, as Odoo's float_is_zero(precision_rounding=currency.rounding) judges it: a
+# three-decimal currency (rounding 0.001) shows an imbalance of 0.004 that rounding to cents would hide.
 UNBALANCED_SQL = """
 select coalesce(m.name, m.id::text), count(*) over ()
 from account_move m join account_move_line l on l.move_id = m.id
+left join res_company c on c.id = m.company_id
+left join res_currency cur on cur.id = c.currency_id
 where m.state = 'posted'
 group by m.id, m.name
-having round(coalesce(sum(l.debit), 0) - coalesce(sum(l.credit), 0), 2) <> 0
+having round((coalesce(sum(l.debit), 0) - coalesce(sum(l.credit), 0))
+             / coalesce(nullif(min(cur.rounding), 0), 0.01)) <> 0
 order by m.id
 limit 5
 """
+
 COMPANY_IMBALANCE_SQL = """
 select coalesce(l.company_id::text, 'none'), (coalesce(sum(l.debit), 0) - coalesce(sum(l.credit), 0))::text
 from account_move_line l join account_move m on m.id = l.move_id
+left join res_company c on c.id = l.company_id
+left join res_currency cur on cur.id = c.currency_id
 where m.state = 'posted'
 group by l.company_id
-having round(coalesce(sum(l.debit), 0) - coalesce(sum(l.credit), 0), 2) <> 0
+having round((coalesce(sum(l.debit), 0) - coalesce(sum(l.credit), 0))
+             / coalesce(nullif(min(cur.rounding), 0), 0.01)) <> 0
 """
+
 DANGLING_SQL = """
 select
   (select count(*) from account_move_line l where not exists (select 1 from account_move m where m.id = l.move_id)),
@@ -230,7 +241,8 @@ def attachments(conn: psycopg.Connection, store: AttachmentStore, prefix: str, s
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             mismatched = sorted(n for n in pool.map(mismatch, to_hash) if n is not None)
-        return rc.check_attachments(len(expected), missing, len(to_hash), mismatched, sample_rate)
+        unreferenced = sorted(name for name in present if name not in expected)
+        return rc.check_attachments(len(expected), missing, len(to_hash), mismatched, sample_rate, unreferenced)
 
     return timed(_tagged(CheckId.ATTACHMENTS, run))
 
