@@ -20,6 +20,7 @@ from continuity.cli.commands import (
     failover,
     hold,
     local,
+    odoo_backup,
     recover,
     retention,
     trigger,
@@ -29,7 +30,8 @@ from continuity.cli.commands import (
 from continuity.kernel import settings
 from continuity.kernel.errors import ContinuityError
 
-AREAS = (local, demo, backup, catalog, evidence, trigger, validate, users, failover, retention, hold, recover)
+AREAS = (local, demo, backup, catalog, evidence, trigger, validate, users, failover, retention, hold, recover,
+         odoo_backup)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,50 @@
+"""``continuity import odoo-backup TENANT FILE``: bring an Odoo database-manager zip (or a plain dump.sql) in."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from continuity.cli.output import emit
+
+
+def register(sub: Any) -> None:
+    area = sub.add_parser("import", help="bring a backup made elsewhere in")
+    kinds = area.add_subparsers(dest="kind", required=True, metavar="KIND")
+    odoo = kinds.add_parser("odoo-backup", help="an Odoo database-manager zip (dump.sql + filestore/ + "
+                                                "manifest.json) or a plain dump.sql, into the tenant's new database")
+    odoo.add_argument("tenant", metavar="TENANT")
+    odoo.add_argument("file", metavar="FILE", type=Path)
+    odoo.add_argument("--no-validate", action="store_true", help="load only: no backup and validation after")
+    odoo.add_argument("--json", action="store_true")
+    odoo.set_defaults(handler=cmd_import_odoo)
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [f"{result['tenant']}: loaded {result['tables']} tables into {result['database']}, "
+             f"{result['filestore_files']} filestore file(s), in {result['seconds']}s"]
+    odoo = result.get("odoo_manifest") or {}
+    if odoo:
+        lines.append(f"  Odoo {odoo.get('version')} (PostgreSQL {odoo.get('pg_version')}, "
+                     f"{odoo.get('modules')} modules)")
+    for what, count in sorted((result.get("dropped_lines") or {}).items()):
+        lines.append(f"  dropped {count} line(s): {what}")
+    validation = result.get("validation")
+    if validation:
+        lines.append(f"  backup {result['backup_id']}: {validation['outcome']} — {validation['reason']}")
+    return "\n".join(lines)
+
+
+def cmd_import_odoo(args: argparse.Namespace) -> int:
+    from continuity.odoo_backup.service import import_odoo_backup
+
+    def progress(message: str) -> None:
+        if sys.stderr.isatty():
+            print(message, file=sys.stderr)
+
+    result = import_odoo_backup(args.tenant, args.file, validate=not args.no_validate, progress=progress).to_json()
+    emit(args, result, render(result))
+    validation = result.get("validation")
+    return 0 if validation is None or validation["outcome"] == "passed" else 1
