@@ -35,6 +35,29 @@ def dedicated_settings(port_base: int, name: str = "failover", offset: int = 40)
                    azurite_queue_port=base.azurite_queue_port, azurite_table_port=base.azurite_table_port)
 
 
+TENANT_DBS = ("odoo_acme_finance", "odoo_globex", "odoo_initech")
+
+
+@contextlib.contextmanager
+def failover_stack(port_base: int, name: str, offset: int) -> Iterator[LocalStack]:
+    """A dedicated stack whose primary holds the tenants' databases (a company each), its replica rebuilt and the
+    recovery credentials seeded: what a failover (or a drill) needs to run end to end."""
+    from continuity.adapters.azure.secret_store import LocalSecrets, seed_local_recovery_credentials
+    from continuity.adapters.postgres.connection import ensure_database
+
+    with dedicated_stack(port_base, name, offset=offset) as local:
+        for db in TENANT_DBS:
+            ensure_database(local.dsn("primary"), db)
+            with psycopg.connect(local.dsn("primary", db), autocommit=True) as conn:
+                conn.execute("create table if not exists res_company (id serial primary key, name text)")
+                conn.execute("insert into res_company (name) select 'Main' "
+                             "where not exists (select 1 from res_company)")
+        local.rebuild_replica()
+        seed_local_recovery_credentials(["northeurope"], local.superuser_password(),
+                                        LocalSecrets(local.base / "secrets" / "vault"))
+        yield local
+
+
 @contextlib.contextmanager
 def dedicated_stack(port_base: int, name: str = "failover", offset: int = 40,
                     keep: bool = False) -> Iterator[LocalStack]:

@@ -10,36 +10,24 @@ from typing import Any
 import psycopg
 import pytest
 
-from continuity.adapters.azure.secret_store import LocalSecrets, seed_local_recovery_credentials
 from continuity.adapters.local.identity_store import IdentityStore
 from continuity.adapters.local.local_stack import LocalStack
-from continuity.adapters.postgres.connection import ensure_database
 from continuity.adapters.postgres.failover_local import LocalFailover
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.adapters.storage.evidence_store import EvidenceStore
 from continuity.kernel.identity import Role
 from tests.conftest import PORT_BASE
-from tests.failover_support import Host, Writer, dedicated_stack
+from tests.failover_support import Host, Writer, failover_stack
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.devhost]
 
 DEVHOST_PORT = PORT_BASE + 81  # +72..+79 serve the devhost tests
-TENANT_DBS = ("odoo_acme_finance", "odoo_globex", "odoo_initech")
 
 
 @pytest.fixture(scope="module")
 def fstack(stack: LocalStack) -> Iterator[LocalStack]:
-    with dedicated_stack(PORT_BASE, "failover-e2e", offset=44) as local:
-        for db in TENANT_DBS:
-            ensure_database(local.dsn("primary"), db)
-            with psycopg.connect(local.dsn("primary", db), autocommit=True) as conn:
-                conn.execute("create table if not exists res_company (id serial primary key, name text)")
-                conn.execute("insert into res_company (name) select 'Main' "
-                             "where not exists (select 1 from res_company)")
-        local.rebuild_replica()
-        seed_local_recovery_credentials(["northeurope"], local.superuser_password(),
-                                        LocalSecrets(local.base / "secrets" / "vault"))
+    with failover_stack(PORT_BASE, "failover-e2e", offset=44) as local:
         yield local
 
 

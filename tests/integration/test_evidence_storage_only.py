@@ -8,7 +8,6 @@ import os
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,21 +36,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CLI = str(PROJECT_ROOT / ".venv" / "bin" / "continuity")
 NOBODY_LISTENS = int(os.environ.get("CONTINUITY_TEST_PORT_BASE", "26400")) + 98
 BOGUS_DSN = f"host=127.0.0.1 port={NOBODY_LISTENS} user=nobody dbname=nothing connect_timeout=2"
-
-
-@pytest.fixture
-def fresh(stack: LocalStack, blob_store: BlobStore) -> Iterator[tuple[str, str]]:
-    """A control database and an evidence container of its own, so each test starts an empty chain."""
-    suffix = uuid.uuid4().hex[:10]
-    dbname, container = f"ev_{suffix}", f"evidence-{suffix}"
-    ensure_database(stack.dsn("control"), dbname)
-    dsn = stack.dsn("control", dbname)
-    migrate(dsn)
-    blob_store.ensure_containers([container])
-    yield dsn, container
-    blob_store.container(container).delete_container()
-    with connect(stack.dsn("control")) as conn:
-        conn.execute(f"drop database if exists {dbname} with (force)")
 
 
 @pytest.fixture

@@ -6,16 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
 
-from continuity.adapters.local.local_stack import LocalStack
-from continuity.adapters.postgres.connection import connect, ensure_database
-from continuity.adapters.postgres.control_db import migrate
+from continuity.adapters.postgres.connection import connect
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.adapters.storage.evidence_store import EvidenceStore
 from continuity.evidence.chain import (
@@ -29,21 +25,6 @@ from continuity.evidence.chain import (
 
 pytestmark = pytest.mark.stack
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture
-def fresh(stack: LocalStack, blob_store: BlobStore) -> Iterator[tuple[str, str]]:
-    """A control database and an evidence container of its own, so each test starts an empty chain."""
-    suffix = uuid.uuid4().hex[:10]
-    dbname, container = f"ev_{suffix}", f"evidence-{suffix}"
-    ensure_database(stack.dsn("control"), dbname)
-    dsn = stack.dsn("control", dbname)
-    migrate(dsn)
-    blob_store.ensure_containers([container])
-    yield dsn, container
-    blob_store.container(container).delete_container()
-    with connect(stack.dsn("control")) as conn:
-        conn.execute(f"drop database if exists {dbname} with (force)")
 
 
 @pytest.fixture
