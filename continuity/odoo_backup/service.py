@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -32,6 +33,7 @@ from typing import IO, Any
 
 from continuity.kernel.errors import ContinuityError
 from continuity.kernel.tenants import Registry
+from continuity.odoo_backup.rules import FILESTORE_RE as _FILESTORE_RE
 from continuity.odoo_backup.rules import (
     ImportRefused,
     LineAction,
@@ -45,6 +47,8 @@ from continuity.validation import toc
 
 logger = logging.getLogger(__name__)
 
+# A filestore file's name inside the store: ``xx/<sha1>``.
+FILESTORE_KEY = re.compile(_FILESTORE_RE.pattern.removeprefix("^filestore/"))
 # The definitions of a dump (everything but COPY data) are held in memory to be judged before loading.
 MAX_DEFINITIONS_BYTES = 64 * 1024 * 1024
 
@@ -317,3 +321,109 @@ def _back_up_and_validate(registry: Registry, tenant_id: str, blobs: Any, result
                    validation={"run_id": report.run_id, "outcome": str(report.outcome),
                                "verdict": str(report.verdict.status), "reason": report.verdict.reason,
                                "failed_checks": report.failed_checks})
+
+
+# ---- export ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    tenant: str
+    backup_id: str
+    path: str
+    odoo_manifest: dict[str, Any]
+    filestore_files: int
+    missing_files: int
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tenant": self.tenant, "backup_id": self.backup_id, "path": self.path,
+                "odoo_manifest": self.odoo_manifest, "filestore_files": self.filestore_files,
+                "missing_files": self.missing_files, "bytes": self.bytes}
+
+
+def odoo_dump_manifest(db_name: str, base_version: str | None, server_version_num: int,
+                       modules: dict[str, str | None]) -> dict[str, Any]:
+    """``manifest.json`` as Odoo's ``dump_db_manifest`` (``odoo/service/db.py``) writes it, so Odoo's database
+    manager restores the zip: ``version``/``major_version`` are the series (``17.0``), ``version_info`` its tuple."""
+    parts = (base_version or "0.0").replace("saas~", "").split(".")
+    major, minor = (int(parts[0]) if parts[0].isdigit() else 0), (int(parts[1]) if parts[1:] and parts[1].isdigit()
+                                                                 else 0)
+    series = f"{major}.{minor}"
+    pg_major, pg_minor = divmod(server_version_num // 100, 100)
+    return {"odoo_dump": "1", "db_name": db_name, "version": series, "version_info": [major, minor, 0, "final", 0],
+            "major_version": series, "pg_version": f"{pg_major}.{pg_minor}",
+            "modules": {name: version for name, version in sorted(modules.items())}}
+
+
+def export_odoo_backup(tenant_id: str, path: Path, backup_id: str | None = None, *, registry: Registry | None = None,
+                       blobs: Any = None, progress: Callable[[str], None] = lambda _m: None) -> ExportResult:
+    """Write the tenant's backup as the zip Odoo's database manager restores: ``dump.sql`` (plain, no owners),
+    ``manifest.json`` and ``filestore/``.
+
+    The backup is restored into the sandbox first, through the validation's own pipeline (anchored checksum,
+    identity, the archive policy, the unprivileged restore role), so only a backup that restores is exported;
+    the scratch database is always dropped.
+
+    :raises OdooImportFailed: the backup does not restore, or pg_dump fails (no file is left).
+    """
+    import secrets
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from continuity.adapters.storage.blob_store import BlobStore
+    from continuity.adapters.tools.sql_loader import dump_plain
+    from continuity.kernel import settings
+    from continuity.validation import service as validation
+    from continuity.validation.naming import scratch_database_name
+    from continuity.validation.wiring import local_ports
+
+    registry = registry or settings.configured_registry()
+    tenant = registry.get_tenant(tenant_id)
+    blobs = blobs or BlobStore()
+    ports = local_ports(registry, blobs=blobs)
+    ref = validation.pick_backup(ports.source, tenant.id, backup_id)
+    scratch = scratch_database_name(tenant.id, datetime.now(UTC), secrets.token_hex(3))
+    container = settings.get("CONTINUITY_ATTACHMENT_CONTAINER")
+    progress(f"restoring {ref.backup_id} into the sandbox …")
+    try:
+        step = validation.restore_into_sandbox(ports, ref, scratch)
+        if not step.restored:
+            why = next((c.detail for c in step.checks if str(c.status) == "fail"), "the restore did not complete")
+            raise OdooImportFailed(f"backup {ref.backup_id} does not restore ({why}); nothing exported")
+        dsn = ports.sandbox.restore_dsn(scratch)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            version_row = conn.execute("select latest_version from ir_module_module where name = 'base'").fetchone()
+            modules = {str(n): (str(v) if v else None) for n, v in conn.execute(
+                "select name, latest_version from ir_module_module where state = 'installed'").fetchall()}
+            files = [str(r[0]) for r in conn.execute(
+                "select distinct store_fname from ir_attachment where type = 'binary' and store_fname is not null "
+                "and store_fname <> '' order by 1").fetchall()]
+            server_version = int(conn.info.server_version)
+        manifest = odoo_dump_manifest(tenant.database, str(version_row[0]) if version_row and version_row[0]
+                                      else None, server_version, modules)
+        progress(f"writing {path.name} …")
+        missing = written = 0
+        try:
+            with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+                with archive.open("dump.sql", "w", force_zip64=True) as out:
+                    dumped = dump_plain(dsn, out)
+                if not dumped.ok:
+                    raise OdooImportFailed(f"pg_dump of the restored backup failed: {dumped.error}")
+                archive.writestr("manifest.json", json.dumps(manifest, indent=4))
+                for name in files:
+                    if not FILESTORE_KEY.match(name):
+                        missing += 1
+                        continue
+                    try:
+                        archive.writestr(f"filestore/{name}", blobs.download(container, tenant.attachments + name))
+                        written += 1
+                    except ContinuityError:
+                        missing += 1  # the attachment check of a validation names these
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    finally:
+        ports.sandbox.drop_scratch_database(scratch)
+    return ExportResult(tenant.id, ref.backup_id, str(path), manifest, written, missing, path.stat().st_size)

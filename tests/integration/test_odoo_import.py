@@ -24,7 +24,12 @@ from continuity.adapters.postgres.connection import ensure_database, libpq_env
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.adapters.tools import pgbin
 from continuity.kernel.tenants import Registry
-from continuity.odoo_backup.service import OdooImportFailed, OdooImportRefused, import_odoo_backup
+from continuity.odoo_backup.service import (
+    OdooImportFailed,
+    OdooImportRefused,
+    export_odoo_backup,
+    import_odoo_backup,
+)
 from tests.integration.test_restore_validation import make_registry
 from tests.odoo_fixtures import build
 
@@ -32,7 +37,7 @@ pytestmark = pytest.mark.stack
 
 SOURCE_DB = "odoo_import_source"
 SOURCE_TENANT = "elsewhere"
-TENANTS = ("oi-good", "oi-refused", "oi-failed")
+TENANTS = ("oi-good", "oi-refused", "oi-failed", "oi-round", "oi-again")
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +102,28 @@ def test_an_odoo_17_database_manager_zip_is_loaded_backed_up_and_validated(
     assert result.validation["verdict"] == "recoverable", result.validation["reason"]
     with psycopg.connect(stack.dsn("primary", registry.get_tenant("oi-good").database)) as conn:
         assert conn.execute("select count(*) from account_move where state = 'posted'").fetchone() == (8,)
+
+
+def test_the_imported_backup_exports_as_odoos_zip_and_re_imports_validated(
+        tmp_path: Path, stack: LocalStack, blob_store: BlobStore, registry: Registry,
+        plain_dump: tuple[str, dict[str, bytes]]) -> None:
+    sql, files = plain_dump
+    first = import_odoo_backup("oi-round", odoo_zip(tmp_path / "in.zip", sql, files), registry=registry,
+                               blobs=blob_store)
+    exported = export_odoo_backup("oi-round", tmp_path / "out.zip", first.backup_id, registry=registry,
+                                  blobs=blob_store)
+    assert (exported.filestore_files, exported.missing_files) == (len(files), 0)
+    with zipfile.ZipFile(tmp_path / "out.zip") as archive:
+        names = set(archive.namelist())
+        manifest = json.loads(archive.read("manifest.json"))
+        dump = archive.read("dump.sql").decode()
+    assert names == {"dump.sql", "manifest.json", *(f"filestore/{k}" for k in files)}
+    assert (manifest["odoo_dump"], manifest["version"], manifest["major_version"]) == ("1", "17.0", "17.0")
+    assert manifest["version_info"][:2] == [17, 0] and manifest["modules"]["account"] == "17.0.1.3"
+    assert manifest["pg_version"].startswith("15.") and "OWNER TO" not in dump
+    again = import_odoo_backup("oi-again", tmp_path / "out.zip", registry=registry, blobs=blob_store)
+    assert again.validation is not None and again.validation["verdict"] == "recoverable", again.validation
+    assert again.dropped.get("foreign owner", 0) == 0 and again.filestore_files == len(files)
 
 
 def refused(tmp_path: Path, stack: LocalStack, blob_store: BlobStore, registry: Registry, file: Path,
