@@ -42,7 +42,7 @@ def _type(column: str) -> str:
 
 def build(conn: psycopg.Connection, major: int, tenant: str, blobs: BlobStore, *, accounting: bool = True,
           variant: str = "good", version: str | None = None) -> None:
-    """Create and fill an Odoo ``major`` database (``variant``: good, unbalanced, gapped, millesimal)."""
+    """Create and fill an Odoo ``major`` database (``variant``: good, unbalanced, gapped, millesimal, continuing)."""
     modules = ["base", "account"] if accounting else ["base"]
     expected = versions.expected_columns(max(12, min(major, 18)), modules)
     for table, columns in expected.items():
@@ -89,12 +89,15 @@ def _ledger(conn: psycopg.Connection, major: int, expected: dict[str, tuple[str,
     for n in range(1, MOVES + 1):
         if variant == "gapped" and n == 4:
             continue  # a posted invoice missing from the middle of its sequence
-        values: dict[str, object] = {"id": n, "name": f"INV/2025/{n:04d}", "date": "2025-03-01", "state": "posted",
+        # "continuing": a sequence that never resets (INV/00001 on through the years), moves over two years.
+        prefix = "INV/" if variant == "continuing" else "INV/2025/"
+        day = f"{2024 + n % 2}-03-01" if variant == "continuing" else "2025-03-01"
+        values: dict[str, object] = {"id": n, "name": f"{prefix}{n:04d}", "date": day, "state": "posted",
                                      "journal_id": 1, "company_id": 1}
         if kind:
             values[kind] = "out_invoice"
         if "sequence_prefix" in move_cols:
-            values.update(sequence_prefix="INV/2025/", sequence_number=n)
+            values.update(sequence_prefix=prefix, sequence_number=n)
         conn.execute(f"INSERT INTO account_move ({', '.join(values)}) VALUES ({', '.join(['%s'] * len(values))})",
                      list(values.values()))
         amount = 100 + n

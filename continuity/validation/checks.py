@@ -399,9 +399,7 @@ NOT_ODOO = "not an Odoo database (no ir_module_module)"
 def odoo_not_applicable(odoo: OdooInfo | None) -> dict[str, str]:
     """Checks that do not apply to this database, each with why (``check id -> reason``).
 
-    Not Odoo: every Odoo check. Odoo without the ``account`` module: the ledger and the numbering. Odoo 13
-    and older: the numbering, which their ``ir_sequence`` numbers do not support (sequence_prefix and
-    sequence_number exist from 14, :mod:`continuity.validation.odoo.versions`).
+    Not Odoo: every Odoo check. Odoo without the ``account`` module: the ledger and the numbering.
     """
     if odoo is None:
         return {c: f"not applicable: {NOT_ODOO}" for c in (
@@ -411,9 +409,6 @@ def odoo_not_applicable(odoo: OdooInfo | None) -> dict[str, str]:
     if "account" not in odoo.modules:
         reason = "not applicable: accounting (module account) is not installed"
         out[CheckId.LEDGER] = out[CheckId.INVOICE_NUMBERING] = reason
-    elif odoo.major is not None and odoo.major <= 13:
-        out[CheckId.INVOICE_NUMBERING] = (f"not applicable: Odoo {odoo.major} numbers moves through ir_sequence "
-                                          "(no sequence_prefix/sequence_number to find gaps in)")
     return out
 
 

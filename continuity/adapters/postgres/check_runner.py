@@ -167,8 +167,10 @@ def ledger(conn: psycopg.Connection, manifest: Manifest) -> CheckResult:
     return timed(_tagged(CheckId.LEDGER, run))
 
 
-# Per journal, sequence prefix and year: the numbers used, each with the one before it. Odoo keeps a
-# cancelled move's number, so numbers of posted and cancelled moves together must be gapless.
+# Per journal and sequence prefix: the numbers used, each with the one before it. Odoo keeps a cancelled
+# move's number, so numbers of posted and cancelled moves together must be gapless. The prefix is the
+# sequence (sequence.mixin): it carries the year or fiscal period when the journal's numbering resets
+# (INV/2025/), and nothing when it never does (INV/), so a never-resetting sequence is one run across years.
 GAPS_SQL = """
 with posted as (
   select m.journal_id, coalesce(j.code, m.journal_id::text) as journal, m.sequence_prefix,
@@ -177,17 +179,17 @@ with posted as (
   where m.state in ('posted', 'cancel') and m.sequence_number is not null and m.sequence_prefix is not null
 ), ordered as (
   select journal, sequence_prefix, year, n, lag(n) over w as prev, row_number() over w as rn
-  from posted window w as (partition by journal_id, sequence_prefix, year order by n)
+  from posted window w as (partition by journal_id, sequence_prefix order by n)
 )
 select journal, sequence_prefix, year, coalesce(prev, 0) as after, n - coalesce(prev, 0) - 1 as missing,
-       (select count(distinct (journal_id, sequence_prefix, year)) from posted) as sequences
+       (select count(distinct (journal_id, sequence_prefix)) from posted) as sequences
 from ordered
 where (prev is null and n > 1) or (prev is not null and n - prev > 1)
 order by journal, year, n
 limit 50
 """
 SEQUENCES_SQL = """
-select count(distinct (journal_id, sequence_prefix, extract(year from date)))
+select count(distinct (journal_id, sequence_prefix))
 from account_move where state in ('posted', 'cancel') and sequence_number is not null
   and sequence_prefix is not null
 """
@@ -199,11 +201,27 @@ order by m.name limit 10
 """
 
 
-def invoice_numbering(conn: psycopg.Connection) -> CheckResult:
+# Odoo 13 and older number moves from ir_sequence and keep no sequence_prefix/sequence_number: the number is the
+# name's trailing digits, the sequence its journal and the name before them (which holds the year or the
+# fiscal period, as the journal's sequence pattern made it), as sequence.mixin splits names from Odoo 14.
+NAME_NUMBERS = """
+  select m.journal_id, coalesce(j.code, m.journal_id::text) as journal,
+         substring(m.name from '^(.*?)[0-9]+$') as sequence_prefix, extract(year from m.date)::int as year,
+         substring(m.name from '([0-9]+)$')::bigint as n
+  from account_move m left join account_journal j on j.id = m.journal_id
+  where m.state in ('posted', 'cancel') and m.name ~ '[0-9]+$' and m.name <> '/'
+"""
+NAME_GAPS_SQL = GAPS_SQL.replace(GAPS_SQL[GAPS_SQL.index("with posted as ("):GAPS_SQL.index("), ordered as")],
+                                 f"with posted as ({NAME_NUMBERS}")
+NAME_SEQUENCES_SQL = f"select count(distinct (journal_id, sequence_prefix)) from ({NAME_NUMBERS}) p"
+
+
+def invoice_numbering(conn: psycopg.Connection, by_name: bool = False) -> CheckResult:
+    """Gaps and duplicates in posted numbers; ``by_name`` for Odoo <= 13 (numbers read from the names)."""
     def run() -> CheckResult:
         gaps = [SequenceGap(f"{r[0]} {r[1]}".strip(), int(r[2]), int(r[3]), int(r[4]))
-                for r in conn.execute(GAPS_SQL).fetchall()]
-        sequences_row = conn.execute(SEQUENCES_SQL).fetchone()
+                for r in conn.execute(NAME_GAPS_SQL if by_name else GAPS_SQL).fetchall()]
+        sequences_row = conn.execute(NAME_SEQUENCES_SQL if by_name else SEQUENCES_SQL).fetchone()
         duplicates = [str(r[0]) for r in conn.execute(DUPLICATES_SQL).fetchall()]
         return rc.check_invoice_numbering(gaps, duplicates, int(sequences_row[0]) if sequences_row else 0)
 
@@ -355,7 +373,8 @@ def run_all(dsn: str, ref: Any, tenant: Any, sample_rate: float, amcheck: tuple[
                     *applicable(CheckId.TENANT_FINGERPRINT, lambda: [
                         tenant_fingerprint(conn, manifest, getattr(ref, "established", None))]),
                     *applicable(CheckId.ROW_COUNTS, lambda: [row_counts(conn, manifest.row_counts)]),
-                    *applicable(CheckId.INVOICE_NUMBERING, lambda: [invoice_numbering(conn)]),
+                    *applicable(CheckId.INVOICE_NUMBERING, lambda: [invoice_numbering(
+                        conn, by_name=odoo is not None and odoo.major is not None and odoo.major <= 13)]),
                     *applicable(CheckId.INDEXES, lambda: [indexes(conn, *amcheck)]),
                     *assertions(conn, tenant.assertions)]
 
