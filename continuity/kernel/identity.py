@@ -59,8 +59,10 @@ IMPLIED: dict[Role, frozenset[Role]] = {
     Role.APPROVER: frozenset({Role.APPROVER, Role.READER}),
     Role.ADMIN: frozenset({Role.ADMIN, Role.OPERATOR, Role.APPROVER, Role.READER}),
 }
-# Claim carrying a platform principal's tenant scope (one claim per tenant id); absent means every tenant.
+# Claim carrying a platform principal's tenant scope: one claim per tenant id, or the value "*" for every tenant.
+# Absent means no tenant at all (fail closed): a directory that forgot to assign the scope grants nothing.
 TENANT_CLAIM_TYPE = "continuity_tenant"
+EVERY_TENANT = "*"
 # The immutable ids of an Entra ID principal: object id and directory (tenant) id, long and short claim names.
 OID_CLAIM_TYPES = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
 TID_CLAIM_TYPES = ("http://schemas.microsoft.com/identity/claims/tenantid", "tid")
@@ -300,7 +302,7 @@ def parse_client_principal(header_value: str) -> Principal:
                 continue  # an unrelated app role of the directory
     scoped = frozenset(val.strip() for typ, val in claims if typ == TENANT_CLAIM_TYPE and val.strip())
     return Principal(name=name.strip().lower(), roles=frozenset(roles), source=PLATFORM_SOURCE,
-                     tenants=scoped or None, id=platform_principal_id(tid, oid))
+                     tenants=None if EVERY_TENANT in scoped else scoped, id=platform_principal_id(tid, oid))
 
 
 def authenticate(headers: Mapping[str, str], users: Iterable[LocalUser], platform_auth: bool,

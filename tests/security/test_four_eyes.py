@@ -39,9 +39,11 @@ RUN = uuid.uuid4().hex[:8]  # forged decision ids of this session (evidence outl
 OID_PAT = "0b6e6c1e-2a77-4d2c-9a57-3f4c1b2a9d01"
 
 
-def client_principal(name: str, roles: list[str], oid: str | None = OID_PAT, tid: str | None = TID) -> str:
-    """An App Service Authentication header, as the platform would put it on a request."""
+def client_principal(name: str, roles: list[str], oid: str | None = OID_PAT, tid: str | None = TID,
+                     tenants: tuple[str, ...] = ("*",)) -> str:
+    """An App Service Authentication header, as the platform would put it on a request (scope "*": every tenant)."""
     claims = [{"typ": "preferred_username", "val": name}] + [{"typ": "roles", "val": r} for r in roles]
+    claims += [{"typ": "continuity_tenant", "val": t} for t in tenants]
     if oid is not None:
         claims.append({"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": oid})
     if tid is not None:

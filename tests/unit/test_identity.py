@@ -95,9 +95,18 @@ def test_namespaced_app_role_accepted() -> None:
 def test_client_principal_gives_name_and_known_roles() -> None:
     header = client_principal([{"typ": "preferred_username", "val": "Amir@Example.com"},
                                {"typ": "roles", "val": "Continuity.Approver"},
-                               {"typ": "roles", "val": "Some.Other.App.Role"}, *ids(OID_AMIR)])
+                               {"typ": "roles", "val": "Some.Other.App.Role"}, *ids(OID_AMIR),
+                               {"typ": "continuity_tenant", "val": "*"}])
     principal = parse_client_principal(header)
     assert principal == Principal("amir@example.com", frozenset({Role.APPROVER}), "aad", id=f"aad:{TID}/{OID_AMIR}")
+
+
+def test_a_platform_principal_without_a_tenant_scope_claim_sees_no_tenant() -> None:
+    """Fail closed (issue 21 item 8): a directory that assigned no scope grants nothing, not everything."""
+    header = client_principal([{"typ": "preferred_username", "val": "new@example.com"},
+                               {"typ": "roles", "val": "Continuity.Admin"}, *ids(OID_AMIR)])
+    principal = parse_client_principal(header)
+    assert principal.tenants == frozenset() and not principal.sees("acme-finance")
 
 
 def test_client_principal_that_is_not_base64_json_refused() -> None:
