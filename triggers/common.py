@@ -18,7 +18,7 @@ import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
 from continuity.kernel import settings
-from continuity.kernel.errors import ContinuityError, InvalidRequest
+from continuity.kernel.errors import ContinuityError, Forbidden, InvalidRequest, Unauthorized
 from continuity.kernel.identity import Principal, Role, require_role, require_tenant
 
 logger = logging.getLogger(__name__)
@@ -95,11 +95,41 @@ def authorize(req: func.HttpRequest, role: Role, action: str, tenant: str | None
     """
     from continuity.approvals.service import authenticate_headers
 
-    principal = authenticate_headers(dict(req.headers))
-    require_role(principal, role, action)
-    if tenant is not None:
-        require_tenant(principal, tenant)
+    principal: Principal | None = None
+    try:
+        principal = authenticate_headers(dict(req.headers))
+        require_role(principal, role, action)
+        if tenant is not None:
+            require_tenant(principal, tenant)
+    except (Unauthorized, Forbidden) as exc:
+        _record_access_refusal(req, action, principal, exc)
+        raise
     return principal
+
+
+def _record_access_refusal(req: func.HttpRequest, action: str, principal: Principal | None,
+                           exc: ContinuityError) -> None:
+    """Evidence of a refused request (``access.refused``): who, which route, why; nothing was done.
+
+    Throttled by its idempotency key, one record per route, caller and reason per minute, so a flood of
+    refused requests (an unauthenticated one needs no credential) cannot flood the chain. A failure to
+    record never turns the refusal into a 500.
+    """
+    from datetime import UTC, datetime
+
+    from continuity.approvals import service as approval_service
+
+    who = principal.id if principal is not None else "anonymous"
+    route = req.route_params.get("__route__") or req.url.split("?", 1)[0].split("/api/", 1)[-1][:200]
+    digest = hashlib.sha256(f"{route}|{who}|{exc.code}|{exc}".encode()).hexdigest()[:24]
+    try:
+        approval_service.record(
+            actor=(principal.name if principal is not None else "anonymous")[:100], action="access.refused",
+            subject=f"route/{route}", data={"method": req.method, "action": action[:200], "code": exc.code,
+                                            "reason": str(exc)[:500], "principal_id": who, "executed": False},
+            idempotency_key=f"access.refused:{digest}:{datetime.now(UTC):%Y%m%d%H%M}")
+    except ContinuityError as failed:
+        logger.warning("access refusal not recorded: %s", failed)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")

@@ -125,3 +125,24 @@ def _instances(stack: Any, prefix: str) -> list[str]:
                            {"x-functions-key": keys["masterKey"]})
     assert status == 200, rows
     return sorted(r["instanceId"] for r in rows)
+
+
+def test_every_refusal_is_recorded_in_evidence_and_a_flood_records_once_a_minute(
+        stack: Any, reader: Caller, function_key_only: Caller) -> None:
+    from continuity.adapters.postgres.control_db import prepare
+    from continuity.adapters.storage.blob_store import BlobStore
+    from continuity.adapters.storage.evidence_store import EvidenceStore
+
+    evidence = EvidenceStore(prepare(), BlobStore())
+    route = f"route/tenants/{OTHER}/recoverability"
+    before = evidence.head().seq
+    for _ in range(3):
+        assert call(stack, "GET", f"/api/tenants/{OTHER}/recoverability", reader)[0] == 403
+    assert call(stack, "GET", f"/api/tenants/{OTHER}/recoverability", function_key_only)[0] == 401
+    refusals = [r for r in evidence.records(subject=route) if r.action == "access.refused" and r.seq > before]
+    by_scope = [r for r in refusals if r.data["code"] == "forbidden" and r.data["principal_id"] != "anonymous"]
+    anonymous = [r for r in refusals if r.data["principal_id"] == "anonymous"]
+    assert by_scope and anonymous, [r.data for r in refusals]
+    assert "scoped to other tenants" in by_scope[-1].data["reason"] and by_scope[-1].data["executed"] is False
+    # Three identical refusals within the minute: at most two records (the minute may turn between them).
+    assert len(by_scope) <= 2
