@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CONTINUITY := $(BIN)/continuity
 PYTEST_ARGS ?=
 
-.PHONY: run test setup venv node pg lint unit integration bench clean down status infra-check
+.PHONY: run test setup venv node pg browser lint unit integration bench clean down status infra-check
 
 setup: venv node pg
 
@@ -41,12 +41,17 @@ run: setup
 	@echo "report written to report.html; evidence chain:"
 	$(CONTINUITY) evidence verify
 
+# Debian's Chromium and ChromeDriver for the page tests (tests/e2e/test_pages.py), installed when missing (as root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && apt-get install -y -q --no-install-recommends chromium chromium-driver)
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy continuity devhost triggers orchestrations activities function_app.py
 	$(BIN)/lint-imports
 
-test: setup lint
+test: setup browser lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv

@@ -24,7 +24,7 @@ from orchestrations import failover as failover_orchestration
 from orchestrations import retention as retention_orchestration
 from triggers import catalog as catalog_triggers
 from triggers import failover as failover_triggers
-from triggers import health, incidents, openapi
+from triggers import health, incidents, openapi, pages
 from triggers import recovery as recovery_triggers
 from triggers import retention as retention_triggers
 from triggers import validation as validation_triggers
@@ -37,6 +37,7 @@ app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (
     health.bp,
     openapi.bp,
+    pages.bp,
     approval_activities.bp,
     catalog_triggers.bp, catalog_ingest.bp, catalog_activities.bp,
     incidents.bp, backup_incident.bp, incident_activities.bp,

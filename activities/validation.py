@@ -59,6 +59,7 @@ def run_restore_checks(request: dict[str, Any]) -> list[dict[str, Any]]:
                         run_id=request.get("run_id"), instance_id=request.get("run_id")):
         checks = validation.run_restore_checks(ports, ref, step, float(request.get("sample_rate",
                                                                                   validation.DEFAULT_SAMPLE_RATE)))
+    wiring.pause_at("validation.checks")  # checked, the result not delivered: the redelivery checks again
     return [c.to_json() for c in checks]
 
 
@@ -81,6 +82,7 @@ def record_validation(request: dict[str, Any]) -> dict[str, Any]:
     with telemetry.span("record_validation", tenant=report.tenant, backup_id=report.backup_id,
                         run_id=report.run_id, instance_id=report.run_id, outcome=str(report.outcome)):
         recorded = validation.record_report(report, catalog=catalog, evidence=evidence, publish=publish)
+    wiring.pause_at("validation.record")  # recorded, the result not delivered: the redelivery records once
     _measure(report)
     logger.info("validation recorded", extra={"tenant": report.tenant, "backup_id": report.backup_id,
                                               "run_id": report.run_id, "outcome": str(report.outcome)})

@@ -2,7 +2,8 @@
 
 Test devhost ports, offsets from the base: +71 the stack's own devhost (function_app); +72..+79 the devhost
 shell tests (sample app); +81 failover e2e; +82 durable conformance; +83 durable crash; +85 tenant recovery
-e2e; +98 a port nobody listens on.
+e2e; +86 the chaos suite (its clusters on +56..+59); +89 the page tests (their clusters on +60..+63);
++98 a port nobody listens on.
 
 Tests never share the `make run` stack: they use ``.local/test-<base>`` and ports offset from
 ``CONTINUITY_TEST_PORT_BASE`` (default 26400), so a developer's running stack is untouched.
@@ -36,6 +37,13 @@ TEST_ENV = {
 os.environ.update(TEST_ENV)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """The chaos suite's seed, printed first so a failing run can be replayed (tests/chaos)."""
+    from tests.chaos.support import SEED
+
+    return f"chaos seed: {SEED} (replay: CONTINUITY_CHAOS_SEED={SEED} pytest tests/chaos)"
 
 
 @pytest.fixture(scope="session")

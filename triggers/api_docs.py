@@ -37,6 +37,7 @@ class Operation:
     query: dict[str, dict[str, Any]] = field(default_factory=dict)
     path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     auth: str = "function"
+    media: str = "application/json"  # of its success responses; "text/html" for pages (errors may be either)
 
 
 _OPERATIONS: list[Operation] = []
@@ -46,14 +47,19 @@ def document(path: str, method: str, summary: str, operation_id: str, *,
              request: type[BaseModel] | dict[str, Any] | None = None,
              responses: dict[int, type[BaseModel] | dict[str, Any] | None] | None = None,
              query: dict[str, dict[str, Any]] | None = None,
-             path_params: dict[str, dict[str, Any]] | None = None, auth: str = "function") -> None:
-    """Declare one route's contract; errors (4xx/5xx) are added with the shared error shape."""
+             path_params: dict[str, dict[str, Any]] | None = None, auth: str = "function",
+             media: str = "application/json") -> None:
+    """Declare one route's contract; errors (4xx/5xx) are added with the shared error shape.
+
+    ``media="text/html"`` declares a page: its successes are HTML, and its errors are HTML pages when the
+    function answers them, or the shared JSON error when the host refuses the request before it runs.
+    """
     for op in _OPERATIONS:
         if op.path == path and op.method == method.upper():
             return  # module re-imported: already documented
     _OPERATIONS.append(Operation(path=path, method=method.upper(), summary=summary, operation_id=operation_id,
                                  request=request, responses=responses or {200: None}, query=query or {},
-                                 path_params=path_params or {}, auth=auth))
+                                 path_params=path_params or {}, auth=auth, media=media))
 
 
 def operations() -> list[Operation]:
@@ -91,8 +97,11 @@ def build_document(title: str = "continuity recovery control plane", version: st
         responses: dict[str, Any] = {}
         for status, body in op.responses.items():
             responses[str(status)] = {"description": "success" if status < 300 else "see body",
-                                      "content": {"application/json": {"schema": _schema(body, components)}}}
-        error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+                                      "content": {op.media: {"schema": _schema(body, components)}}}
+        error_content: dict[str, Any] = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        if op.media != "application/json":
+            error_content[op.media] = {"schema": {"type": "string"}}
+        error = {"content": error_content}
         for code, text in (("400", "invalid request"), ("401", "missing or wrong key"),
                              ("404", "not found"), ("413", "body too large"), ("500", "internal error")):
             responses.setdefault(code, {"description": text, **error})

@@ -223,6 +223,7 @@ def check(inp: dict[str, Any]) -> dict[str, Any]:
         step = validation.RestoreStep.from_json(inp["restore"])
         started = _now()
         checks = validation.run_restore_checks(ports, ref, step, float(inp.get("sample_rate", 1.0)))
+        target.remove_check_extensions(names.staged)  # the staged copy goes live as the backup made it
         report = validation.conclude(reg, tenant.id, ref.backup_id, ref.created_at, inp["run_id"], started, _now(),
                                      step, checks)
         facts = data_loss_facts(target.scratch_dsn(tenant.database), target.scratch_dsn(names.staged),

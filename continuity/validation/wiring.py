@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from continuity.adapters.azure.event_publisher import EventPublisher
+from continuity.adapters.local.fault_injection import pause_at
 from continuity.adapters.local.run_folders import open_run_folder, sweep_run_folders
 from continuity.adapters.postgres import check_runner
 from continuity.adapters.postgres.catalog_store import PgCatalogStore, validation_attempts, validation_history
@@ -41,11 +42,12 @@ from continuity.kernel.errors import BackupNotFound, BackupNotValidatable, Conti
 from continuity.kernel.events import EventType, make_event
 from continuity.kernel.tenants import Registry, ServerKind
 from continuity.validation import service as validation
+from continuity.validation.estate import EstateRow, estate_row, sort_rows
 from continuity.validation.naming import next_attempt, run_id_for
 from continuity.validation.service import ValidationPorts
 from continuity.validation.service import recoverability as standing
 
-__all__ = ["validation_attempts", "validation_history"]
+__all__ = ["pause_at", "validation_attempts", "validation_history"]
 
 
 class AnchoredBackupSource:
@@ -195,6 +197,24 @@ def recoverability(tenant_id: str, control_dsn: str | None = None) -> dict[str, 
                     datetime.now(UTC))
 
 
+def estate(visible: Collection[str] | None = None, control_dsn: str | None = None) -> list[EstateRow]:
+    """Every registered tenant's standing now (``visible``: only these tenants), worst first.
+
+    One catalog query for the whole estate (:meth:`PgCatalogStore.standings`), judged per tenant by the same
+    :func:`continuity.validation.service.recoverability` as ``GET /api/tenants/{t}/recoverability``, at one ``now``.
+    """
+    registry = registry_from_settings()
+    tenants = [t for t in registry.list_tenants() if visible is None or t.id in visible]
+    found = PgCatalogStore(prepare(control_dsn)).standings([t.id for t in tenants]) if tenants else {}
+    now = datetime.now(UTC)
+    rows = []
+    for tenant in tenants:
+        newest, last = found.get(tenant.id, (None, None))
+        rows.append(estate_row(standing(tenant.id, registry.rto_minutes(tenant), registry.rpo_minutes(tenant),
+                                        newest, last, now), name=tenant.name, tier=tenant.tier))
+    return sort_rows(rows)
+
+
 def staging_ports(registry: Registry, target: StagingTarget, blobs: Any | None = None) -> ValidationPorts:
     """The validation's ports with a tenant's staging database as the restore target (tenant recovery)."""
     return replace(local_ports(registry, blobs=blobs, sandbox=target), restore=restore_keeping_owners)
@@ -264,11 +284,29 @@ def restore_in_run_folder(ports: ValidationPorts, ref: BackupRef, scratch_databa
     """Step 1 with the dump landing in the run's own folder: an attempt killed mid-restore leaves its file there,
     and the next attempt of the same run (or the nightly sweep) removes it, never another run's."""
     folder = open_run_folder(run_id, "restore_into_sandbox")
+
+    def download(chunks: Iterable[bytes]) -> Any:
+        return download_with_hash(_pausing_after_first(chunks, "validation.downloading"), directory=folder.path)
+
+    def restore_after_pause(dump: Any, dsn: str, jobs: int, deadline: float) -> Any:
+        pause_at("validation.restoring")  # the dump landed and the scratch database exists, pg_restore not begun
+        return ports.restore(dump, dsn, jobs, deadline)
+
     try:
-        return validation.restore_into_sandbox(
-            replace(ports, download=partial(download_with_hash, directory=folder.path)), ref, scratch_database, jobs)
+        step = validation.restore_into_sandbox(replace(ports, download=download, restore=restore_after_pause), ref,
+                                               scratch_database, jobs)
     finally:
         folder.remove()
+    pause_at("validation.restore")  # restored and its folder gone, the result not delivered yet
+    return step
+
+
+def _pausing_after_first(chunks: Iterable[bytes], point: str) -> Iterator[bytes]:
+    """``chunks`` with a fault-injection pause once the first one is handed on (a dump half landed on disk)."""
+    for number, chunk in enumerate(chunks):
+        yield chunk
+        if number == 0:
+            pause_at(point)
 
 
 def drop_scratch_database(name: str) -> None:

@@ -76,6 +76,9 @@ ACCESS: dict[tuple[str, str], Access] = {
     ("GET", "/api/recoveries/{id}"): Access("function", Role.READER, scoped=True),
     ("POST", "/api/recoveries/{id}/approve"): Access("function", Role.APPROVER, scoped=True),
     ("POST", "/api/recoveries/{id}/reject"): Access("function", Role.APPROVER, scoped=True),
+    # Pages (HTML): a reader; a scoped caller is served, and sees only its tenants' rows and requests.
+    ("GET", "/api/dashboard"): Access("function", Role.READER),
+    ("GET", "/api/approvals"): Access("function", Role.READER),
 }
 
 

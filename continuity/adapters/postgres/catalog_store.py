@@ -226,6 +226,27 @@ class PgCatalogStore:
         next_cursor = encode_cursor(items[-1]) if len(rows) > query.limit else None
         return items, next_cursor
 
+    def standings(self, tenants: Sequence[str]) -> dict[str, tuple[tuple[str, datetime] | None, dict[str, Any] | None]]:
+        """Per tenant, in one query: its newest backup (id, created_at) and the newest backup's last validation
+        summary, the same two facts :func:`continuity.validation.wiring.recoverability` reads one tenant at a
+        time. A tenant without backups maps to ``(None, None)``; both lookups walk ``backups_tenant_created``."""
+        sql = """
+            select t.tenant, n.backup_id, n.created_at, v.last_validation
+            from unnest(%s::text[]) as t(tenant)
+            left join lateral (select b.backup_id, b.created_at from catalog.backups b where b.tenant = t.tenant
+                               order by b.created_at desc, b.backup_id desc limit 1) n on true
+            left join lateral (select b.last_validation from catalog.backups b
+                               where b.tenant = t.tenant and b.last_validation is not null
+                               order by b.created_at desc, b.backup_id desc limit 1) v on true"""
+        with self._reader() as conn:
+            rows = conn.execute(sql, (list(tenants),)).fetchall()
+        out: dict[str, tuple[tuple[str, datetime] | None, dict[str, Any] | None]] = {}
+        for tenant, backup_id, created_at, last in rows:
+            last = json.loads(last) if isinstance(last, str) else last
+            out[str(tenant)] = ((str(backup_id), created_at) if backup_id is not None else None,
+                                dict(last) if last else None)
+        return out
+
     def iter_entries(self, statuses: Sequence[BackupStatus] | None = None) -> Iterator[CatalogEntry]:
         """Every entry (optionally of some statuses), streamed with a server-side cursor."""
         with connect(self.dsn, autocommit=False) as conn, conn.cursor(name="iter_entries", row_factory=dict_row) as cur:

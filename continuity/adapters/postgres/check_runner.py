@@ -304,6 +304,16 @@ def prepare_assertion_role(conn: psycopg.Connection) -> None:
     conn.execute(sql.SQL("grant select on all tables in schema public to {}").format(sql.Identifier(ASSERTION_ROLE)))
 
 
+def revoke_assertion_role(conn: psycopg.Connection) -> None:
+    """Take back what :func:`prepare_assertion_role` granted in this database (a database that goes, or is,
+    live keeps no grant of the checks' role)."""
+    exists = conn.execute("select 1 from pg_roles where rolname = %s", (ASSERTION_ROLE,)).fetchone()
+    if exists:
+        role = sql.Identifier(ASSERTION_ROLE)
+        conn.execute(sql.SQL("revoke all on all tables in schema public from {}").format(role))
+        conn.execute(sql.SQL("revoke usage on schema public from {}").format(role))
+
+
 def assertions(conn: psycopg.Connection, items: Sequence[Assertion],
                timeout_ms: int = ASSERTION_TIMEOUT_MS) -> list[CheckResult]:
     """Run each tenant assertion read-only, as a read-only role, with a statement timeout."""

@@ -151,6 +151,23 @@ class StagingTarget:
     def scratch_dsn(self, dbname: str) -> str:
         return _dsn_with(self.admin_dsn, dbname)
 
+    def remove_check_extensions(self, name: str) -> None:
+        """Drop what the checks installed in the staging database: amcheck (the ``indexes`` check) and the read
+        grants of the tenant-assertion role (``check_runner.prepare_assertion_role``), which must not follow
+        the database into production.
+
+        The staging database goes live: left there, amcheck would be in every later backup of the tenant,
+        and the next nightly's ``archive_safe`` refuses a dump creating amcheck as hostile. A restored dump
+        never holds amcheck itself (``archive_safe`` refused it before the restore), so dropping it removes
+        only what the checks added. Idempotent: a re-run after a crash drops what is there.
+        """
+        from continuity.adapters.postgres.check_runner import revoke_assertion_role
+
+        self._guard(name)
+        with connect(self.scratch_dsn(name)) as conn:
+            conn.execute("drop extension if exists amcheck")
+            revoke_assertion_role(conn)
+
     def database_size(self, name: str) -> int:
         with connect(self.admin_dsn) as conn:
             row = conn.execute("select pg_database_size(%s)", (name,)).fetchone()
@@ -370,14 +387,18 @@ def smoke(live_dsn: str, marker: str, manifest: Any, assertions: Iterable[Any]) 
     """Read-only smoke queries on the live database after the swap: it is the recovered copy (its marker),
     its schema is whole, the tenant's assertions hold; the ledger against the manifest is reported."""
     from continuity.adapters.postgres import check_runner
+    from continuity.adapters.postgres.proofs import odoo_facts
 
     with psycopg.connect(live_dsn, autocommit=True, connect_timeout=10) as conn:
         row = conn.execute("select coalesce(shobj_description(oid, 'pg_database'), '') from pg_database "
                            "where datname = current_database()").fetchone()
         is_recovered = bool(row and str(row[0]).startswith(marker))
-        schema = check_runner.schema_present(conn)
+        schema = check_runner.schema_present(conn, manifest, odoo_facts(conn))
         ledger = check_runner.ledger(conn, manifest)
-        asserted = check_runner.assertions(conn, tuple(assertions))
+        try:
+            asserted = check_runner.assertions(conn, tuple(assertions))
+        finally:
+            check_runner.revoke_assertion_role(conn)  # live: the checks' role keeps no grant here
     checks = [schema, *asserted]
     failed = [c.id for c in checks if str(c.status) == "fail"]
     ok = is_recovered and not failed
