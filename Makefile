@@ -44,7 +44,7 @@ run: setup
 # Debian's Chromium and ChromeDriver for the page tests (tests/e2e/test_pages.py), installed when missing (as root).
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		(apt-get update -q && apt-get install -y -q --no-install-recommends chromium chromium-driver)
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver)
 
 lint: venv
 	$(BIN)/ruff check .
