@@ -159,6 +159,20 @@ def test_seed_at_another_scale_is_refused_without_force_and_force_rebuilds(
     assert again.status == "rebuilt" and again.row_counts == rebuilt.row_counts
 
 
+def test_a_demo_database_of_an_older_generator_is_rebuilt_without_force(
+        stack: LocalStack, blob_store: BlobStore, fresh_tenant: tuple[Registry, Tenant]) -> None:
+    """A developer's stack seeded before the demo schema changed follows it on the next `make run`."""
+    registry, tenant = fresh_tenant
+    seed_tenant(registry, tenant, 1, store=blob_store)
+    with psycopg.connect(stack.dsn("primary", tenant.database), autocommit=True) as conn:
+        conn.execute("update continuity_demo_seed set generator = generator - 1")
+        conn.execute("drop table ir_config_parameter")  # as the older schema had none
+    rebuilt = seed_tenant(registry, tenant, 1, store=blob_store)
+    assert rebuilt.status == "rebuilt"
+    assert query(stack, tenant.database, "select count(*) from ir_config_parameter where key = 'database.uuid'") \
+        == [(1,)]
+
+
 def test_seed_refuses_a_database_that_holds_other_tables_even_with_force(
         stack: LocalStack, blob_store: BlobStore, fresh_tenant: tuple[Registry, Tenant]) -> None:
     registry, tenant = fresh_tenant

@@ -102,8 +102,11 @@ def seed_tenant(registry: Registry, tenant: Tenant, scale: int, *, force: bool =
         if existing is None and _user_tables(conn):
             raise Conflict(f"database {tenant.database!r} of tenant {tenant.id} holds tables that are not demo data; "
                            "refusing to seed over it (point the tenant at an empty database)")
+    # A demo database made by an older generator is ours (its marker says so) and out of date: rebuilt, as if
+    # --force had been given, so a developer's stack follows the demo schema without a `make clean`.
+    outdated = existing is not None and existing["scale"] == scale and existing["generator"] != GENERATOR_VERSION
     if existing is not None:
-        if not force:
+        if not force and not outdated:
             raise Conflict(f"tenant {tenant.id} is already seeded at scale {existing['scale']} "
                            f"(generator {existing['generator']}); re-run with --scale {existing['scale']}, "
                            "or add --force to drop and rebuild its demo database")
