@@ -27,7 +27,10 @@ MAX_RATIO = 200
 MAX_TOTAL_BYTES = 256 * 1024**3
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_MEMBERS = 2_000_000
-FILESTORE_RE = re.compile(r"^filestore/([0-9a-f]{2}/[0-9a-f]{40})$")
+# A filestore file's key, as Odoo names it (``xx/<sha1>``), and where the database-manager zip holds it.
+FILESTORE_KEY = r"[0-9a-f]{2}/[0-9a-f]{40}"
+FILESTORE_KEY_RE = re.compile(f"^{FILESTORE_KEY}$")
+FILESTORE_RE = re.compile(f"^filestore/({FILESTORE_KEY})$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.@+-]+(?:/[A-Za-z0-9_.@+-]+)*/?$")
 
 

@@ -23,18 +23,17 @@ import hashlib
 import io
 import json
 import logging
-import re
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from continuity.kernel.errors import ContinuityError
 from continuity.kernel.tenants import Registry
-from continuity.odoo_backup.rules import FILESTORE_RE as _FILESTORE_RE
 from continuity.odoo_backup.rules import (
+    FILESTORE_KEY_RE,
     ImportRefused,
     LineAction,
     LineReader,
@@ -47,8 +46,6 @@ from continuity.validation import toc
 
 logger = logging.getLogger(__name__)
 
-# A filestore file's name inside the store: ``xx/<sha1>``.
-FILESTORE_KEY = re.compile(_FILESTORE_RE.pattern.removeprefix("^filestore/"))
 # The definitions of a dump (everything but COPY data) are held in memory to be judged before loading.
 MAX_DEFINITIONS_BYTES = 64 * 1024 * 1024
 
@@ -74,9 +71,7 @@ class Source:
     def open_dump(self) -> AbstractContextManager[IO[bytes]]:
         if self.plan is None:
             return self.path.open("rb")
-        archive = zipfile.ZipFile(self.path)
-        member = archive.open(self.plan.dump)
-        return _closing_both(member, archive)
+        return _zip_member(self.path, self.plan.dump)
 
     def filestore(self) -> Iterator[tuple[str, bytes]]:
         if self.plan is None:
@@ -86,16 +81,10 @@ class Source:
                 yield key, archive.read(name)
 
 
-class _closing_both(AbstractContextManager[IO[bytes]]):  # noqa: N801 - a context helper, named as one
-    def __init__(self, member: IO[bytes], archive: zipfile.ZipFile) -> None:
-        self.member, self.archive = member, archive
-
-    def __enter__(self) -> IO[bytes]:
-        return self.member
-
-    def __exit__(self, *exc: object) -> None:
-        self.member.close()
-        self.archive.close()
+@contextmanager
+def _zip_member(path: Path, name: str) -> Iterator[IO[bytes]]:
+    with zipfile.ZipFile(path) as archive, archive.open(name) as member:
+        yield member
 
 
 def open_source(path: Path) -> Source:
@@ -413,7 +402,7 @@ def export_odoo_backup(tenant_id: str, path: Path, backup_id: str | None = None,
                     raise OdooImportFailed(f"pg_dump of the restored backup failed: {dumped.error}")
                 archive.writestr("manifest.json", json.dumps(manifest, indent=4))
                 for name in files:
-                    if not FILESTORE_KEY.match(name):
+                    if not FILESTORE_KEY_RE.match(name):
                         missing += 1
                         continue
                     try:

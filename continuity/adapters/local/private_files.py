@@ -7,11 +7,8 @@ import tempfile
 from pathlib import Path
 
 
-def write_private(path: Path, text: str, *, private_dir: bool = False) -> None:
-    """Replace ``path`` with ``text`` atomically, mode 600; with ``private_dir`` its directory becomes 700.
-
-    A reader never sees a half-written file, and a failed write leaves no temporary file behind.
-    """
+def _staged(path: Path, text: str, private_dir: bool) -> str:
+    """``text`` in a new mode-600 temporary file beside ``path`` (its directory created, 700 if asked); its name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if private_dir:
         os.chmod(path.parent, 0o700)
@@ -20,6 +17,19 @@ def write_private(path: Path, text: str, *, private_dir: bool = False) -> None:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_private(path: Path, text: str, *, private_dir: bool = False) -> None:
+    """Replace ``path`` with ``text`` atomically, mode 600; with ``private_dir`` its directory becomes 700.
+
+    A reader never sees a half-written file, and a failed write leaves no temporary file behind.
+    """
+    tmp = _staged(path, text, private_dir)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -33,13 +43,8 @@ def create_private(path: Path, text: str) -> bool:
     fails if another process created ``path`` first. So two processes that race to create a key both end
     up reading the same one, and nobody ever reads a half-written file.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = _staged(path, text, private_dir=True)
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
         try:
             os.link(tmp, path)
         except FileExistsError:
