@@ -13,7 +13,9 @@ ENV AzureWebJobsScriptRoot=/home/site/wwwroot \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # The PostgreSQL project's apt repository (packaged by Debian's PostgreSQL maintainers) carries every
-# supported major for the base image's Debian release; Debian's own archive carries only one.
+# supported major for the base image's Debian release; Debian's own archive carries only one. The server
+# binaries rewind a server we run to a point in time in a throwaway cluster (continuity.pitr); libpq-dev and
+# gcc build psycopg2, Barman's driver (requirements-barman.txt), then gcc goes.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl gnupg \
  && install -d /usr/share/postgresql-common/pgdg \
@@ -23,11 +25,13 @@ RUN apt-get update \
       > /etc/apt/sources.list.d/pgdg.list \
  && apt-get update \
  && apt-get install -y --no-install-recommends postgresql-client-${PG_MAJOR} \
+      postgresql-${PG_MAJOR} libpq-dev gcc \
  && apt-get purge -y --auto-remove curl gnupg \
  && rm -rf /var/lib/apt/lists/* \
  && "${PG_BIN}/pg_restore" --version
 
-COPY requirements.txt /tmp/requirements.txt
-RUN pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt
+COPY requirements.txt requirements-barman.txt /tmp/
+RUN pip install -r /tmp/requirements.txt && rm /tmp/requirements.txt /tmp/requirements-barman.txt \
+ && apt-get purge -y --auto-remove gcc && barman-cloud-restore --version
 
 COPY . /home/site/wwwroot

@@ -12,7 +12,10 @@ PYTEST_ARGS ?=
 setup: venv node pg
 
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.stamp: requirements.txt requirements-barman.txt requirements-dev.txt pyproject.toml
+	@# psycopg2 (Barman's driver) builds from source: libpq's headers and pg_config, a compiler (as root).
+	@command -v pg_config >/dev/null && command -v gcc >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libpq-dev gcc python3-dev python3-venv)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .

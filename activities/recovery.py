@@ -17,6 +17,11 @@ def record_recovery_evidence(inp: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="inp")
+def rewind_tenant(inp: dict[str, Any]) -> dict[str, Any]:
+    return recovery_service.rewind(inp)
+
+
+@bp.activity_trigger(input_name="inp")
 def confirm_recovery_backup(inp: dict[str, Any]) -> dict[str, Any]:
     return recovery_service.confirm_backup(inp)
 

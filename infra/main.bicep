@@ -91,6 +91,12 @@ param nightlySchedule string = '0 0 2 * * *'
 param nightlyParallelism int = 2
 param approvalWindowMinutes int = 30
 
+@description('Alert receivers: email [{ name, emailAddress }] and webhook [{ name, serviceUri }] (an on-call tool)')
+param alertEmailReceivers array = []
+param alertWebhookReceivers array = []
+@description('Replication lag, in seconds, above which the replication alert fires')
+param replicationLagAlertSeconds int = 300
+
 param primaryAddressPrefix string = '10.40.0.0/16'
 param secondaryAddressPrefix string = '10.41.0.0/16'
 
@@ -198,6 +204,19 @@ module monitoring 'modules/monitoring.bicep' = {
     location: location
     workspaceName: names.workspace
     appInsightsName: names.appInsights
+    tags: tags
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    location: location
+    appInsightsId: monitoring.outputs.appInsightsId
+    actionGroupName: '${base}-oncall'
+    emailReceivers: alertEmailReceivers
+    webhookReceivers: alertWebhookReceivers
+    replicationLagSeconds: replicationLagAlertSeconds
     tags: tags
   }
 }

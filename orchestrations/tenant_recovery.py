@@ -107,6 +107,18 @@ def tenant_recovery(context: df.DurableOrchestrationContext) -> Generator[Any, A
 
     yield from record("recovery.requested", request["requested_by"], {"request": request, "databases": inp["names"]},
                       EventType.RECOVERY_REQUESTED, requested_by=request["requested_by"], reason=request["reason"])
+    if request.get("to"):
+        # Point in time: no backup holds that second; the server is rewound in the sandbox and the tenant's
+        # database taken out of it becomes the (cataloged) backup the rest of the workflow recovers to.
+        show(state=str(RecoveryState.REWINDING))
+        try:
+            rewound = yield from run(steps.rewind_tenant, {**base, "to": request["to"]})
+        except Exception as exc:  # noqa: BLE001 - nothing has been changed yet
+            return (yield from finish(RecoveryState.FAILED, f"the point-in-time rewind failed: {_reason(exc)}",
+                                      EventType.RECOVERY_FAILED, None))
+        if not rewound["ok"]:
+            return (yield from finish(RecoveryState.FAILED, rewound["detail"], EventType.RECOVERY_FAILED, None))
+        base = {**base, "backup_id": rewound["data"]["extract"]["backup_id"], "point_in_time": True}
     try:
         confirmed = yield context.call_activity_with_retry(steps.confirm_recovery_backup, RETRY, base)
     except Exception as exc:  # noqa: BLE001 - nothing has been changed yet

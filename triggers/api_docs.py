@@ -114,6 +114,8 @@ def build_document(title: str = "continuity recovery control plane", version: st
                                     "content": {"application/json": {"schema": _schema(op.request, components)}}}
             responses.setdefault("409", {"description": "conflict", **error})
             responses.setdefault("403", {"description": "forbidden", **error})
+            responses.setdefault("415", {"description": "not sent as application/json (decisions refuse it)",
+                                         **error})
         if op.auth != "anonymous":
             entry["security"] = [{"functionKey": []}]
         paths.setdefault(url, {})[op.method.lower()] = entry

@@ -67,6 +67,24 @@ class NotFound(ContinuityError):
     http_status = 404
 
 
+class NotJson(ContinuityError):
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+def require_json(req: func.HttpRequest) -> None:
+    """A decision's body must be declared ``application/json`` (CSRF): a page on another origin can make a
+    browser POST a form or ``text/plain`` with the user's session, but not ``application/json`` without a CORS
+    preflight that this host never grants.
+
+    :raises NotJson: any other or no ``Content-Type``.
+    """
+    media = (req.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise NotJson(f"a decision is sent as Content-Type application/json, not {media[:60] or 'nothing'!r} "
+                      "(a form or text post is refused: CSRF)")
+
+
 def open_request(status: Any, instance: str, kind: str) -> ApprovalRequest:
     """The approval request in an orchestration status.
 
@@ -113,6 +131,7 @@ async def decide(req: func.HttpRequest, client: df.DurableOrchestrationClient, v
                                         {"verdict": str(verdict)})
         raise
     try:
+        require_json(req)
         scope = _route_rule(principal, instance, kind)
         body = parse_body(req, DecisionBody)
         for ack in body.acknowledge:

@@ -1,4 +1,7 @@
-"""Pages served by the Function App: ``GET /api/dashboard`` (the estate) and ``GET /api/approvals``.
+"""Pages served by the Function App: the estate, a tenant, the approvals and the evidence.
+
+``GET /api/dashboard`` (the estate), ``GET /api/tenants/{tenant}/page``, ``GET /api/approvals`` and
+``GET /api/evidence`` answer HTML; ``GET /api/evidence/bundles/{instance}/{run}`` a failover's bundle as JSON.
 
 Same authentication and authorization as the JSON API (:func:`triggers.common.authorize`): a reader, and a
 tenant-scoped caller sees only its tenants. Refusals and errors are HTML pages with the API's status codes
@@ -23,12 +26,15 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from continuity.approvals.pending import KINDS, pending_approvals
+from continuity.incidents.open import PREFIX as INCIDENT_PREFIX
 from continuity.kernel.errors import ContinuityError, InvalidRequest
 from continuity.kernel.identity import Role
+from continuity.kernel.tenants import TENANT_ID_RE
 from continuity.pages import html as pages
+from continuity.pages import tenant as tenant_pages
 from continuity.validation.estate import EstateState, SortKey, count_by_state, sort_rows
 from triggers.api_docs import document
-from triggers.common import authorize
+from triggers.common import authorize, handles_errors
 
 logger = logging.getLogger(__name__)
 bp = df.Blueprint()
@@ -42,6 +48,14 @@ document("dashboard", "GET", "The estate overview page (HTML): every tenant in t
                 "sort": {"type": "string", "enum": [str(k) for k in SortKey]}})
 document("approvals", "GET", "Open failover and recovery requests awaiting approval (HTML), with decision forms",
          "approvalsPage", responses={200: _HTML}, media="text/html")
+document("tenants/{tenant}/page", "GET", "One tenant's page (HTML): trends, last runs with their checks, backups",
+         "tenantPage", responses={200: _HTML}, media="text/html",
+         path_params={"tenant": {"type": "string", "pattern": TENANT_ID_RE.pattern}})
+document("evidence", "GET", "The evidence page (HTML): chain head, last verification, failover bundles",
+         "evidencePage", responses={200: _HTML}, media="text/html")
+document("evidence/bundles/{instance}/{run}", "GET", "A failover's evidence bundle as stored (JSON)",
+         "getEvidenceBundle", responses={200: {"type": "object"}},
+         path_params={"instance": {"type": "string"}, "run": {"type": "string"}})
 
 
 def _headers(nonce: str | None = None) -> dict[str, str]:
@@ -91,18 +105,67 @@ def _choice(req: func.HttpRequest, name: str, kind: type[EstateState] | type[Sor
         raise InvalidRequest(f"query {name}: {raw[:40]!r} is not one of {allowed}") from None
 
 
+async def _running(client: df.DurableOrchestrationClient, prefixes: tuple[str, ...]) -> list[Any]:
+    """Running instances of the given id prefixes: one listing of the running instances, filtered here."""
+    from continuity.pages.service import statuses_of
+
+    found = await client.get_status_by(runtime_status=RUNNING)
+    return [s for s in statuses_of(found) if s[0].startswith(prefixes)]
+
+
+WORKFLOW_PREFIXES = (*KINDS, INCIDENT_PREFIX)
+
+
 @bp.route(route="dashboard", methods=["GET"])
+@bp.durable_client_input(client_name="client")
 @page_errors
-def dashboard(req: func.HttpRequest) -> func.HttpResponse:
-    from continuity.validation.wiring import estate
+async def dashboard(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    from continuity.pages.service import estate
 
     principal = authorize(req, Role.READER, "read the estate dashboard")
     state: EstateState | None = _choice(req, "state", EstateState)
     sort: SortKey = _choice(req, "sort", SortKey) or SortKey.STATE
-    rows = estate(principal.tenants)
-    shown = sort_rows((r for r in rows if state is None or r.state is state), sort)
-    return html_response(pages.dashboard_page(shown, counts=count_by_state(rows), state=state, sort=sort,
-                                              principal=principal, at=datetime.now(UTC)))
+    now = datetime.now(UTC)
+    found = estate(principal, await _running(client, WORKFLOW_PREFIXES), now)
+    shown = sort_rows((r for r in found.rows if state is None or r.state is state), sort)
+    return html_response(pages.dashboard_page(shown, counts=count_by_state(found.rows), state=state, sort=sort,
+                                              principal=principal, at=now, open_work=found.open_work,
+                                              platform_approvals=found.platform_approvals))
+
+
+@bp.route(route="tenants/{tenant}/page", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+@page_errors
+async def tenant_page(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    from continuity.pages.service import tenant_view
+
+    raw = req.route_params.get("tenant", "")
+    if not TENANT_ID_RE.match(raw):
+        raise InvalidRequest("path tenant: must match ^[a-z][a-z0-9-]{1,39}$")
+    principal = authorize(req, Role.READER, f"read the page of {raw}", raw)  # scope before the registry: 403
+    now = datetime.now(UTC)
+    view = tenant_view(raw, principal, await _running(client, WORKFLOW_PREFIXES), now)
+    return html_response(tenant_pages.tenant_page(view, principal=principal, now=now))
+
+
+@bp.route(route="evidence", methods=["GET"])
+@page_errors
+def evidence(req: func.HttpRequest) -> func.HttpResponse:
+    from continuity.pages.service import evidence_view
+
+    principal = authorize(req, Role.READER, "read the evidence page")
+    return html_response(tenant_pages.evidence_page(evidence_view(principal), principal=principal))
+
+
+@bp.route(route="evidence/bundles/{instance}/{run}", methods=["GET"])
+@handles_errors
+def evidence_bundle(req: func.HttpRequest) -> func.HttpResponse:
+    from continuity.pages.service import bundle
+
+    principal = authorize(req, Role.READER, "read an evidence bundle")
+    body = bundle(req.route_params.get("instance", ""), req.route_params.get("run", ""), principal)
+    return func.HttpResponse(body, status_code=200, mimetype="application/json",
+                             headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
 
 @bp.route(route="approvals", methods=["GET"])

@@ -1,6 +1,7 @@
 """Tenant recovery over HTTP: request one, approve or reject it (the shared approval handler), follow it.
 
-POST /api/tenants/{tenant}/recoveries {backup_id | before, reason, drill} → 202 + status URL
+POST /api/tenants/{tenant}/recoveries {backup_id | before | to, reason, drill} → 202 + status URL
+    (``to``: an exact second, rewound from the server's WAL archive: continuity.pitr);
     (instance ``recovery-{tenant}``, one per tenant; refused with a 4xx and recorded when the backup is
     another tenant's, failed validation or is not validated, the time is before the oldest backup, a
     recovery of the tenant is already running, or the body is malformed);
@@ -15,6 +16,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -24,11 +26,11 @@ from continuity.approvals import service as approval_service
 from continuity.approvals.rules import Verdict
 from continuity.catalog.manifest import BACKUP_ID_PATTERN
 from continuity.kernel import settings
-from continuity.kernel.errors import ContinuityError
+from continuity.kernel.errors import Conflict, ContinuityError, InvalidRequest
 from continuity.kernel.identity import Principal, Role, require_role, require_tenant
 from continuity.kernel.tenants import TENANT_ID_PATTERN
 from continuity.recovery import service as recovery_service
-from continuity.recovery.rules import MAX_REASON_CHARS, instance_id
+from continuity.recovery.rules import MAX_REASON_CHARS, BackupChoice, RecoveryRefused, instance_id
 from triggers import approval_http
 from triggers.api_docs import document
 from triggers.common import handles_errors, json_response, parse_body
@@ -45,6 +47,8 @@ class RecoveryBody(BaseModel):
 
     backup_id: str | None = Field(None, pattern=BACKUP_ID_PATTERN, description="recover to this backup")
     before: datetime | None = Field(None, description="else: the newest validated backup created before this time")
+    to: datetime | None = Field(None, description="else: this exact second, rewound from the server's WAL archive "
+                                                  "(servers we run; with a time zone)")
     reason: str = Field(min_length=1, max_length=MAX_REASON_CHARS)
     drill: bool = Field(False, description="stage, check and approve, then drop the copy: live is never touched")
 
@@ -71,6 +75,24 @@ document("recoveries/{id}/reject", "POST", "Reject (or, as its requester, withdr
 
 
 
+def _point_in_time(tenant_id: str, body: RecoveryBody, running: str | None) -> dict[str, Any]:
+    """A point-in-time request: checked against the archive's window now, rewound by the workflow."""
+    if body.backup_id or body.before is not None:
+        raise InvalidRequest("give one of backup_id, before or to")
+    assert body.to is not None
+    if running:
+        raise Conflict(f"a recovery of {tenant_id} is already running ({running}); follow it, or reject it "
+                       "before requesting another")
+    if body.to.tzinfo is None:
+        raise InvalidRequest("field to: needs a time zone, e.g. 2026-11-30T14:31:59Z")
+    refusal = recovery_service.point_in_time_refusal(tenant_id, body.to)
+    if refusal:
+        raise RecoveryRefused(refusal)
+    # The workflow's first step makes the backup: until then it is named by the target.
+    return {"backup": {"backup_id": f"point-in-time@{body.to.astimezone(UTC).isoformat()}"},
+            "choice": str(BackupChoice.POINT_IN_TIME)}
+
+
 def _status_url(instance: str) -> str:
     return f"/api/recoveries/{instance}"
 
@@ -95,7 +117,10 @@ async def request_recovery(req: func.HttpRequest, client: df.DurableOrchestratio
         if runtime in RUNNING:
             custom = status.custom_status if isinstance(status.custom_status, dict) else {}
             running = f"{subject}, {custom.get('state', runtime)}"
-        chosen = recovery_service.choose(tenant.id, body.backup_id, body.before, running)
+        if body.to is not None:
+            chosen = _point_in_time(tenant.id, body, running)
+        else:
+            chosen = recovery_service.choose(tenant.id, body.backup_id, body.before, running)
     except ContinuityError as exc:
         approval_service.record_refusal("recovery", subject, principal.name, str(exc), exc.code,
                                         {"tenant": tenant_id[:60]})
@@ -105,7 +130,8 @@ async def request_recovery(req: func.HttpRequest, client: df.DurableOrchestratio
     now = datetime.now(UTC)
     backup_id = chosen["backup"]["backup_id"]
     request = {"tenant": tenant.id, "backup_id": backup_id, "choice": chosen["choice"],
-               "before": body.before.isoformat() if body.before else None, "reason": body.reason, "drill": body.drill,
+               "before": body.before.isoformat() if body.before else None,
+               "to": body.to.isoformat() if body.to else None, "reason": body.reason, "drill": body.drill,
                "requested_by": principal.name, "requested_by_id": principal.id,
                "requester_ids": sorted(principal.ids), "requested_at": now.isoformat()}
     planned = recovery_service.plan(tenant.id, now, run_id, backup_id)

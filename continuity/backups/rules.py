@@ -20,6 +20,7 @@ from continuity.catalog.manifest import (
     Manifest,
     ManifestFile,
     OdooInfo,
+    PointInTime,
     Source,
     TableSchema,
     TenantIdentity,
@@ -103,13 +104,14 @@ def build_manifest(*, tenant: str, backup_id: str, created_at: datetime, complet
                    dump_sha256: str, dump_size: int, row_counts: dict[str, int], ledger: Ledger,
                    attachments: Attachments, identity: TenantIdentity | None = None,
                    tables: dict[str, TableSchema] | None = None, odoo: OdooInfo | None = None,
-                   warnings: tuple[str, ...] = ()) -> Manifest:
+                   warnings: tuple[str, ...] = (), point_in_time: PointInTime | None = None) -> Manifest:
     """The manifest of a completed dump (validated by the model)."""
     return Manifest(
         tenant=tenant, backup_id=backup_id, created_at=created_at, completed_at=completed_at, source=source,
         files=(ManifestFile(name=DUMP_FILE, role="database", sha256=dump_sha256, size=dump_size),),
         row_counts=row_counts, ledger=ledger, attachments=attachments, identity=identity, tables=tables,
-        odoo=odoo, warnings=warnings,
+        odoo=odoo, warnings=warnings, point_in_time=point_in_time,
+        kind="point-in-time" if point_in_time is not None else "full",
     )
 
 

@@ -95,11 +95,26 @@ class OdooInfo(_Strict):
     modules: tuple[Annotated[str, Field(max_length=128)], ...] = Field((), max_length=5000)
 
 
+class PointInTime(_Strict):
+    """What a point-in-time extract is: one tenant's database taken out of its server rewound to ``target``
+    (continuity.pitr) — not a dump of the live database. Its data is as of ``target``, not ``created_at``."""
+
+    target: datetime
+    reached: datetime | None = None
+    server: Annotated[str, Field(max_length=80)]
+    base_backup: Annotated[str, Field(max_length=80)]
+    wal_first: Annotated[str, Field(pattern=r"^[0-9A-F]{24}$")]
+    wal_last: Annotated[str, Field(pattern=r"^[0-9A-F]{24}$")]
+
+
+KIND_POINT_IN_TIME = "point-in-time"
+
+
 class Manifest(_Strict):
     format: Literal["continuity.backup-manifest/1"] = "continuity.backup-manifest/1"
     tenant: Annotated[str, Field(pattern=TENANT_ID_PATTERN)]
     backup_id: Annotated[str, Field(pattern=BACKUP_ID_PATTERN)]
-    kind: Literal["full"] = "full"
+    kind: Literal["full", "point-in-time"] = "full"
     created_at: datetime
     completed_at: datetime
     source: Source
@@ -113,6 +128,8 @@ class Manifest(_Strict):
     odoo: OdooInfo | None = None
     # What the backup job found worth saying aloud: an empty or non-Odoo database, a fact it could not read.
     warnings: tuple[Annotated[str, Field(max_length=500)], ...] = Field((), max_length=50)
+    # Only on kind "point-in-time": the server's rewind this extract was taken from.
+    point_in_time: PointInTime | None = None
 
     def file(self, name: str) -> ManifestFile:
         for entry in self.files:

@@ -21,6 +21,7 @@ from continuity.cli.commands import (
     hold,
     local,
     odoo_backup,
+    pitr,
     recover,
     retention,
     trigger,
@@ -31,7 +32,7 @@ from continuity.kernel import settings
 from continuity.kernel.errors import ContinuityError
 
 AREAS = (local, demo, backup, catalog, evidence, trigger, validate, users, failover, retention, hold, recover,
-         odoo_backup)
+         odoo_backup, pitr)
 
 
 def build_parser() -> argparse.ArgumentParser:

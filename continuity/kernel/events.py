@@ -34,6 +34,17 @@ class EventType(StrEnum):
     ROUTING_CHANGED = "continuity.routing.changed"
 
 
+# Application Insights: the log record attribute that makes a log line a custom event (customEvents table),
+# as azure-monitor-opentelemetry's exporter reads it. The alert rules and the workbook (infra/modules/alerts.bicep)
+# query these names.
+CUSTOM_EVENT_ATTRIBUTE = "microsoft.custom_event.name"
+
+
+def custom_event_name(event_type: str) -> str:
+    """The custom event an outgoing event is logged as: its type without ``continuity.`` (``rpo.breached``)."""
+    return event_type.removeprefix("continuity.")
+
+
 @dataclass(frozen=True)
 class OutgoingEvent:
     """One event to publish; ``id`` is chosen by the caller so a retried publish is deduplicable."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from continuity.approvals.pending import PendingApproval
@@ -70,6 +71,13 @@ form.decision button{margin-right:.5rem;padding:.3rem .9rem}
 .f-fail{color:#82071e;font-weight:600}
 .f-warn{color:#6b4500;font-weight:600}
 .empty{color:var(--muted);font-style:italic}
+.ok{color:#0a4f1f;font-weight:600}
+.open{white-space:nowrap}
+a.id{white-space:nowrap}
+.charts{display:flex;flex-wrap:wrap;gap:1rem}
+svg.chart{max-width:100%;height:auto}
+ul.checks{margin:0;padding-left:1rem}
+.legend{color:var(--muted);font-size:.9em}
 """
 
 DECISION_SCRIPT = """
@@ -156,10 +164,21 @@ def layout(title: str, body: str, *, principal: Principal | None = None, nonce: 
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)} \u2014 continuity</title><style>{CSS}</style></head>"
-        f'<body><header><h1>continuity</h1><nav aria-label="Pages"><a href="dashboard">Estate</a>'
-        f'<a href="approvals">Approvals</a></nav>{who}</header>'
+        f'<body><header><h1>continuity</h1><nav aria-label="Pages"><a href="/api/dashboard">Estate</a>'
+        f'<a href="/api/approvals">Approvals</a><a href="/api/evidence">Evidence</a></nav>{who}</header>'
         f'<main id="main">{body}</main>{js}</body></html>\n'
     )
+
+
+def segment(value: str) -> str:
+    """``value`` percent-encoded as one URL path segment (UTF-8; letters, digits and ``-._~`` kept)."""
+    keep = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+    return "".join(ch if ch in keep else "".join(f"%{b:02X}" for b in ch.encode()) for ch in value)
+
+
+def tenant_href(tenant: str) -> str:
+    """The tenant page's path (absolute under the host's ``/api`` prefix, as the decision routes are)."""
+    return f"/api/tenants/{segment(tenant)}/page"
 
 
 def badge(state: EstateState) -> str:
@@ -172,12 +191,50 @@ def _query(state: EstateState | None, sort: SortKey) -> str:
     return "?" + "&amp;".join(parts) if parts else "dashboard"
 
 
+@dataclass(frozen=True)
+class OpenWork:
+    """What is open for one tenant: running backup incidents and requests awaiting approval."""
+
+    incidents: int = 0
+    approvals: int = 0
+
+
+def _open_cell(work: OpenWork | None) -> str:
+    if work is None or (work.incidents == 0 and work.approvals == 0):
+        return '<span class="empty">none</span>'
+    parts = []
+    if work.incidents:
+        parts.append(f'<span class="missed">{work.incidents} incident{"s" if work.incidents > 1 else ""}</span>')
+    if work.approvals:
+        parts.append(f'<a href="/api/approvals">{work.approvals} awaiting approval</a>')
+    return "<br>".join(parts)
+
+
 def dashboard_page(rows: Sequence[EstateRow], *, counts: Mapping[EstateState, int], state: EstateState | None,
-                   sort: SortKey, principal: Principal, at: datetime) -> str:
-    """The estate overview: one row per tenant (``rows`` already filtered and sorted), counts of every state."""
+                   sort: SortKey, principal: Principal, at: datetime, open_work: Mapping[str, OpenWork] | None = None,
+                   platform_approvals: int = 0) -> str:
+    """The estate overview page: one row per tenant (``rows`` already filtered and sorted), counts of every state.
+
+    :param open_work: open incidents and pending approvals by tenant (absent: none).
+    :param platform_approvals: pending failovers of the whole platform (every tenant's row would carry them).
+    """
+    return layout("Estate", estate_overview(rows, counts=counts, state=state, sort=sort, at=at, open_work=open_work,
+                                            platform_approvals=platform_approvals), principal=principal)
+
+
+def estate_overview(rows: Sequence[EstateRow], *, counts: Mapping[EstateState, int], state: EstateState | None,
+                    sort: SortKey, at: datetime, open_work: Mapping[str, OpenWork] | None = None,
+                    platform_approvals: int = 0, static: bool = False) -> str:
+    """The estate's heading, counts and table (HTML built from escaped values).
+
+    :param static: for a file read offline (``continuity report --html``): no filter form, no links to the
+        app's routes (each tenant links to its section of the same file, ``#tenant-{id}``), no open-work column.
+    """
+    work = open_work or {}
     total = sum(counts.values())
     summary = "".join(
-        f'<li><a href="{_query(s, sort)}">{badge(s)} <span class="count">{counts.get(s, 0)}</span></a></li>'
+        (f'<li>{badge(s)} <span class="count">{counts.get(s, 0)}</span></li>' if static else
+         f'<li><a href="{_query(s, sort)}">{badge(s)} <span class="count">{counts.get(s, 0)}</span></a></li>')
         for s in WORST_FIRST)
     options = [f'<option value=""{"" if state else " selected"}>all states ({total})</option>']
     options += [f'<option value="{esc(s)}"{" selected" if s is state else ""}>{esc(LABELS[s])} '
@@ -190,10 +247,13 @@ def dashboard_page(rows: Sequence[EstateRow], *, counts: Mapping[EstateState, in
             '<button type="submit" id="apply">Apply</button></form>')
 
     def head(label: str, key: SortKey | None) -> str:
-        if key is None:
+        if key is None or static:
             return f'<th scope="col">{esc(label)}</th>'
         current = ' aria-sort="ascending"' if key is sort else ""
         return f'<th scope="col"{current}><a href="{_query(state, key)}">{esc(label)}</a></th>'
+
+    def href(tenant: str) -> str:
+        return f"#tenant-{tenant}" if static else tenant_href(tenant)
 
     body_rows = []
     for r in rows:
@@ -208,22 +268,27 @@ def dashboard_page(rows: Sequence[EstateRow], *, counts: Mapping[EstateState, in
         failed = (f'<br>failed: {esc(", ".join(r.failed_checks))}' if r.failed_checks else "")
         body_rows.append(
             f'<tr data-tenant="{esc(r.tenant)}" data-state="{esc(r.state)}">'
-            f'<th scope="row"><span class="id">{esc(r.tenant)}</span><br><span class="name">{esc(r.name)}</span></th>'
+            f'<th scope="row"><a class="id" href="{esc(href(r.tenant))}">{esc(r.tenant)}</a><br>'
+            f'<span class="name">{esc(r.name)}</span></th>'
             f"<td>{esc(r.tier)}</td><td class=\"state\">{badge(r.state)}</td><td class=\"num\">{age}</td>"
             f'<td class="num">{esc(r.rto_minutes)} min</td><td>{proof}{failed}</td>'
-            f'<td class="reason">{esc(r.reason)}</td></tr>')
+            + ("" if static else f'<td class="open">{_open_cell(work.get(r.tenant))}</td>')
+            + f'<td class="reason">{esc(r.reason)}</td></tr>')
     if not body_rows:
-        body_rows.append('<tr><td colspan="7" class="empty">No tenant in this state.</td></tr>')
+        body_rows.append(f'<tr><td colspan="{7 if static else 8}" class="empty">No tenant in this state.</td></tr>')
     shown = f"{len(rows)} of {total} tenants" + (f" ({esc(LABELS[state])})" if state else "")
     table = ('<table id="estate"><caption>' + shown + f", sorted by {esc(SORT_LABELS[sort])}; as of "
              f'{esc(at.isoformat(timespec="seconds"))}</caption><thead><tr>'
              + head("Tenant", SortKey.TENANT) + head("Tier", None) + head("State", SortKey.STATE)
              + head("Newest backup age / RPO", SortKey.BACKUP_AGE) + head("RTO", None)
-             + head("Last validation", None) + head("Reason", None)
+             + head("Last validation", None) + ("" if static else head("Open", None)) + head("Reason", None)
              + "</tr></thead><tbody>" + "".join(body_rows) + "</tbody></table>")
-    body = (f'<h2>Estate: can each tenant be restored within its RTO and RPO?</h2>'
-            f'<ul class="summary" aria-label="Tenants by state">{summary}</ul>{form}{table}')
-    return layout("Estate", body, principal=principal)
+    platform = (f'<p id="platform-approvals"><a href="/api/approvals">{platform_approvals} platform failover'
+                f'{"s" if platform_approvals > 1 else ""} awaiting approval</a> (every tenant)</p>'
+                if platform_approvals and not static else "")
+    return (f'<h2>Estate: can each tenant be restored within its RTO and RPO?</h2>'
+            f'<ul class="summary" aria-label="Tenants by state">{summary}</ul>{platform}'
+            f'{"" if static else form}{table}')
 
 
 def _finding_class(status: str) -> str:

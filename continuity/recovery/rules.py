@@ -45,6 +45,7 @@ class RecoveryRefused(ContinuityError):
 
 class RecoveryState(StrEnum):
     PICKING = "PICKING"
+    REWINDING = "REWINDING"      # point in time: the server rewound in the sandbox, the tenant taken out of it
     STAGING = "STAGING"
     CHECKING = "CHECKING"
     AWAITING_APPROVAL = "AWAITING_APPROVAL"
@@ -61,6 +62,7 @@ TERMINAL_STATES = frozenset({RecoveryState.COMPLETED, RecoveryState.FAILED, Reco
 
 
 class StepName(StrEnum):
+    REWIND = "rewind"          # point in time: rewind the server in the sandbox, extract the tenant's database
     STAGE = "stage"            # restore the backup into the staging database, restore missing attachments
     CHECKS = "checks"          # the nightly validation's checks on the staged copy, and the data-loss report
     FENCE = "fence"            # the tenant's live database refuses connections, its sessions are ended
@@ -136,6 +138,7 @@ def marker(run_id: str, backup_id: str) -> str:
 
 class BackupChoice(StrEnum):
     EXPLICIT = "explicit"          # the request named a backup id
+    POINT_IN_TIME = "point_in_time"  # the request named a second: rewound from the WAL archive
     NEWEST_BEFORE = "newest_before"  # the newest validated backup created before a time
     NEWEST = "newest"              # neither given: the newest validated backup
 

@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from continuity.catalog.manifest import KIND_POINT_IN_TIME
 from continuity.failover import service as failover_service
 from continuity.kernel import settings
 from continuity.kernel.errors import ContinuityError
 from continuity.kernel.tenants import Registry, Tenant
 from continuity.recovery.rules import (
     BackupCandidate,
+    BackupChoice,
     CutoverAction,
     CutoverPosition,
     DatabaseNames,
@@ -157,14 +159,63 @@ def _databases(reg: Registry, tenant: Tenant, names: DatabaseNames, mark: str) -
 
 
 def confirm_backup(inp: dict[str, Any]) -> dict[str, Any]:
-    """Re-check, when the workflow starts, that the chosen backup is still this tenant's and validated."""
-    chosen = choose(inp["tenant"], inp["backup_id"], None)
+    """Re-check, when the workflow starts, that the chosen backup is still this tenant's and validated (a
+    point-in-time extract: this tenant's, of that kind, intact; the staged copy's checks are its validation)."""
     reg = registry()
-    ref = _ref(reg, reg.get_tenant(inp["tenant"]), inp["backup_id"])
+    if inp.get("point_in_time"):
+        ref = _ref(reg, reg.get_tenant(inp["tenant"]), inp["backup_id"])
+        if ref.manifest.kind != KIND_POINT_IN_TIME or ref.manifest.tenant != inp["tenant"]:
+            raise ContinuityError(f"backup {inp['backup_id']} is not a point-in-time extract of {inp['tenant']}")
+        chosen = {"backup": BackupCandidate(tenant=ref.manifest.tenant, backup_id=ref.backup_id, status="extract",
+                                            created_at=ref.created_at).to_json(),
+                  "choice": str(BackupChoice.POINT_IN_TIME)}
+    else:
+        chosen = choose(inp["tenant"], inp["backup_id"], None)
+        ref = _ref(reg, reg.get_tenant(inp["tenant"]), inp["backup_id"])
     return {**chosen, "manifest": {"created_at": ref.manifest.created_at.isoformat(),
                                    "row_counts": dict(ref.manifest.row_counts),
                                    "ledger": ref.manifest.ledger.model_dump(),
                                    "attachments": ref.manifest.attachments.count}}
+
+
+def rewind(inp: dict[str, Any]) -> dict[str, Any]:
+    """Point in time: rewind the tenant's server to ``to`` in the sandbox (base backup + WAL replay), take
+    only this tenant's database out of it as a cataloged point-in-time extract, remove the rewound copy.
+    The live server and every other tenant on it are only read (one commit and a WAL switch, so the
+    archive holds the target)."""
+    from continuity.pitr import service as pitr
+
+    reg = registry()
+    tenant = reg.get_tenant(inp["tenant"])
+    target = datetime.fromisoformat(inp["to"])
+
+    def work() -> tuple[bool, str, dict[str, Any]]:
+        try:
+            shipped: dict[str, Any] | str = pitr.force_archive(reg, tenant.server)
+        except ContinuityError as exc:  # a dead server: rewind from what the archive already holds
+            shipped = f"not forced ({exc})"
+        with pitr.rewound(reg, tenant.server, inp["run_id"], target=target) as copy:
+            extract = pitr.extract_tenant(reg, tenant, copy)
+            point = copy.to_json()
+        data = {"point_in_time": point, "extract": extract, "archive": shipped}
+        reached = point.get("reached") or "the end of the archived WAL"
+        return True, (f"{tenant.server} rewound to {target.isoformat()} from base backup "
+                      f"{point['base_backup']['backup_id']} + WAL {point['wal_first']}..{point['wal_last']} "
+                      f"(stopped before the commit at {reached}); {tenant.database} extracted as backup "
+                      f"{extract['backup_id']} (sha256 {extract['dump_sha256'][:16]}...)"), data
+
+    return _step(StepName.REWIND, work, inp["run_id"])
+
+
+def point_in_time_refusal(tenant_id: str, to: datetime) -> str | None:
+    """Why the tenant cannot be recovered to ``to`` from its server's archive, or None (request time)."""
+    from continuity.pitr import service as pitr
+    from continuity.pitr.rules import point_in_time_refusal as refusal
+
+    reg = registry()
+    tenant = reg.get_tenant(tenant_id)
+    found = pitr.facts(reg, tenant.server)
+    return refusal(found.window, to, _now(), live_can_ship=True)
 
 
 def stage(inp: dict[str, Any]) -> dict[str, Any]:
@@ -201,7 +252,8 @@ def stage(inp: dict[str, Any]) -> dict[str, Any]:
             return False, f"backup {ref.backup_id} could not be restored into {names.staged}: {reason}", data
         attachments = restore_missing_attachments(blobs, settings.get("CONTINUITY_ATTACHMENT_CONTAINER"),
                                                   tenant.attachments, referenced_attachments(
-                                                      target.scratch_dsn(names.staged)))
+                                                      target.scratch_dsn(names.staged)),
+                                                  keep_container=settings.get("CONTINUITY_ATTACHMENT_KEEP_CONTAINER"))
         data["attachments"] = attachments
         return True, (f"backup {ref.backup_id} restored into {names.staged} ({restored.restored_bytes} bytes, "
                       f"{restored.seconds:.1f} s); attachments: {attachments['note']}"), data
@@ -226,9 +278,10 @@ def check(inp: dict[str, Any]) -> dict[str, Any]:
         target.remove_check_extensions(names.staged)  # the staged copy goes live as the backup made it
         report = validation.conclude(reg, tenant.id, ref.backup_id, ref.created_at, inp["run_id"], started, _now(),
                                      step, checks)
-        facts = data_loss_facts(target.scratch_dsn(tenant.database), target.scratch_dsn(names.staged),
-                                ref.created_at)
-        loss = summarize_data_loss(ref.backup_id, ref.created_at, _now(), facts)
+        # An extract's data is as of its target, not its dump time: data loss is counted from the target.
+        as_of = ref.manifest.point_in_time.target if ref.manifest.point_in_time else ref.created_at
+        facts = data_loss_facts(target.scratch_dsn(tenant.database), target.scratch_dsn(names.staged), as_of)
+        loss = summarize_data_loss(ref.backup_id, as_of, _now(), facts)
         data = {"verdict": str(report.verdict.status), "verdict_reason": report.verdict.reason,
                 "failed_checks": report.failed_checks,
                 "checks": {c.id: {"status": str(c.status), "detail": c.detail} for c in report.checks},

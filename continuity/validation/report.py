@@ -134,7 +134,8 @@ def _tenant_html(section: TenantSection) -> str:
         f"<td class=\"{'ok' if r.outcome == 'passed' else 'bad'}\">{escape(r.outcome)}</td>"
         f"<td>{escape(r.verdict)}</td><td>{escape(', '.join(r.failed_checks) or '-')}</td>"
         f"<td>{escape(r.reason)}</td></tr>" for r in reversed(runs[-20:]))
-    return (f'<section><h2>{escape(section.tenant)} <small>{escape(section.name)} · tier {escape(section.tier)} · '
+    return (f'<section id="tenant-{escape(section.tenant)}">'
+            f'<h2>{escape(section.tenant)} <small>{escape(section.name)} · tier {escape(section.tier)} · '
             f'RTO {section.rto_minutes} min · RPO {section.rpo_minutes} min</small></h2>'
             f'<p>{badge} — {escape(str(standing.get("reason", "no validation recorded")))}</p>'
             f'<div class="charts">{restore_chart}{age_chart}</div>'
@@ -155,13 +156,17 @@ section{border-top:2px solid #eee;margin-top:1.5em;padding-top:.5em}
 
 
 def render_html(sections: Sequence[TenantSection], generated_at: datetime,
-                chain_head: Mapping[str, Any] | None) -> str:
-    """The whole report; every byte inline (an auditor can archive the file alone)."""
+                chain_head: Mapping[str, Any] | None, overview: str = "", overview_css: str = "") -> str:
+    """The whole report; every byte inline (an auditor can archive the file alone).
+
+    :param overview: HTML placed first, before the tenants' sections: the estate overview of the live page
+        (:func:`continuity.pages.html.estate_overview`, static), with its stylesheet ``overview_css``.
+    """
     within = sum(1 for s in sections if s.standing.get("recoverable_within_objectives"))
     head = (f"evidence chain head: seq {chain_head.get('seq')}, hash <code>{escape(str(chain_head.get('hash')))}</code>"
             if chain_head else "evidence chain head: unavailable")
     body = "".join(_tenant_html(s) for s in sections)
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Recoverability report</title>"
-            f"<style>{CSS}</style></head><body><h1>Recoverability report</h1>"
+            f"<style>{overview_css}{CSS}</style></head><body><h1>Recoverability report</h1>"
             f"<p>Generated {escape(generated_at.isoformat(timespec='seconds'))} · {within} of {len(sections)} "
-            f"tenant(s) recoverable within objectives · {head}</p>{body}</body></html>")
+            f"tenant(s) recoverable within objectives · {head}</p>{overview}{body}</body></html>")

@@ -181,6 +181,11 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     CONTINUITY_BACKUP_CONTAINER: backupContainer
     CONTINUITY_ATTACHMENT_CONTAINER: attachmentContainer
     CONTINUITY_EVIDENCE_CONTAINER: evidenceContainer
+    CONTINUITY_WAL_CONTAINER: 'wal'
+    CONTINUITY_ATTACHMENT_KEEP_CONTAINER: 'attachments-kept'
+    CONTINUITY_ARCHIVE_TIMEOUT_SECONDS: '60'
+    // The Function App's own virtualenv holds barman[azure] (requirements-barman.txt).
+    CONTINUITY_BARMAN_BIN: ''
     CONTINUITY_NIGHTLY_SCHEDULE: nightlySchedule
     CONTINUITY_CATALOG_RECONCILE_SCHEDULE: catalogReconcileSchedule
     CONTINUITY_RETENTION_SCHEDULE: retentionSchedule

@@ -24,6 +24,10 @@ param skuName string = 'Standard_RAGRS'
 param backupContainer string = 'backups'
 param attachmentContainer string = 'attachments'
 param evidenceContainer string = 'evidence'
+@description('The WAL archive and base backups of the servers we run ourselves (barman-cloud layout).')
+param walContainer string = 'wal'
+@description('The product\'s own copy of every attachment file a tenant referenced (content-addressed, never rewritten).')
+param attachmentKeepContainer string = 'attachments-kept'
 
 @description('Container Event Grid dead-letters undeliverable BlobCreated events into.')
 param deadLetterContainer string = 'eventgrid-deadletter'
@@ -157,6 +161,39 @@ resource evidencePolicy 'Microsoft.Storage/storageAccounts/blobServices/containe
   properties: {
     immutabilityPeriodSinceCreationInDays: evidenceImmutableDays
     allowProtectedAppendWrites: false
+  }
+}
+
+// WAL segments and base backups are written once and never rewritten: the same WORM guard as the dumps,
+// so a compromised server cannot rewrite its own recovery history.
+resource wal 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: walContainer
+  properties: {
+    publicAccess: 'None'
+    immutableStorageWithVersioning: {
+      enabled: true
+    }
+  }
+}
+
+resource walPolicy 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if (!immutabilityPolicyLocked) {
+  parent: wal
+  name: 'default'
+  properties: {
+    immutabilityPeriodSinceCreationInDays: backupImmutableDays
+    allowProtectedAppendWrites: false
+  }
+}
+
+resource attachmentKeep 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: attachmentKeepContainer
+  properties: {
+    publicAccess: 'None'
+    immutableStorageWithVersioning: {
+      enabled: true
+    }
   }
 }
 

@@ -1,5 +1,8 @@
 """The pages the Function App serves, driven in a real browser (Debian's headless Chromium through Selenium).
 
+Screenshots of every page are kept as test artifacts in ``.local/test-{port base}/screenshots/`` (the estate
+with 6, 3 and 500 tenants, a tenant, the evidence, an approval pending and approved).
+
 The devhost runs function_app.py against a dedicated throwaway stack (a failover drill copies its replica),
 with a registry of its own: tenants in every state, seeded as catalog rows, one of them named to attack the
 page and one with a hostile validation reason; one tenant lives on the local primary and is the drill's scope.
@@ -9,7 +12,9 @@ Authentication or a header-adding proxy would: no key is ever put in a page or a
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -36,6 +41,7 @@ from continuity.adapters.postgres.control_db import prepare
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.catalog.manifest import backup_prefix
 from continuity.catalog.model import BackupStatus, CatalogEntry
+from continuity.demo.estate import synthetic_estate
 from continuity.kernel.identity import Role
 from tests.conftest import PORT_BASE, PROJECT_ROOT
 from tests.failover_support import Host, dedicated_stack
@@ -99,18 +105,39 @@ def _entry(tenant: str, age: timedelta, status: BackupStatus, last: dict[str, An
                         completed_at=created, last_validation=last)
 
 
+def _record(store: PgCatalogStore, entry: CatalogEntry, summary: dict[str, Any], detail: str) -> None:
+    """Record a validation attempt of ``entry`` through the catalog's own write path, with its checks."""
+    failed = set(summary["failed_checks"])
+    checks = [{"id": c, "status": "fail" if c in failed else "pass", "detail": detail if c in failed else "ok",
+               "duration_s": 1.0, "data": {}} for c in ("file_checksum", "row_counts", "ledger", "indexes")]
+    started = entry.created_at + timedelta(minutes=2)
+    summary = {**summary, "objectives": {"rto_s": 3600.0, "rpo_s": 900.0, "measured_s": 95.0, "projected_s": 190.0,
+                                         "restored_bytes": 42_000_000, "production_size_bytes": 84_000_000,
+                                         "backup_age_s": 120.0, "rto_met": True, "rpo_met": True}}
+    store.record_validation(tenant=entry.tenant, backup_id=entry.backup_id, run_id=summary["run_id"],
+                            started_at=started, finished_at=started + timedelta(seconds=95), passed=not failed,
+                            checks=checks, durations={c["id"]: 1.0 for c in checks}, summary=summary)
+
+
 def _seed_catalog(dsn: str) -> None:
     ok = "every check passed; restore projected within RTO"
+    store = PgCatalogStore(prepare(dsn))
+    broken = _entry("pg-broken", timedelta(hours=1), BackupStatus.AVAILABLE)
+    older = _entry("pg-broken", timedelta(days=1), BackupStatus.AVAILABLE, suffix="d4e5f6")
     entries = [
         _entry("pg-within", timedelta(minutes=5), BackupStatus.VALIDATED,
                _summary("pg-within", "", "recoverable", True, ok, [])),
         _entry("pg-stale", timedelta(hours=3), BackupStatus.VALIDATED,
                _summary("pg-stale", "", "recoverable", True, ok, [])),
-        _entry("pg-broken", timedelta(hours=1), BackupStatus.FAILED_VALIDATION,
-               _summary("pg-broken", "", "not_recoverable", False, HOSTILE_REASON, ["ledger"])),
+        broken, older,
         _entry("pg-evil", timedelta(minutes=30), BackupStatus.AVAILABLE),
     ]
-    PgCatalogStore(prepare(dsn)).insert_missing(entries)
+    store.insert_missing(entries)
+    for entry, summary, detail in (
+            (older, _summary("pg-broken", "", "recoverable", True, ok, []), "ok"),
+            (broken, _summary("pg-broken", "", "not_recoverable", False, HOSTILE_REASON, ["ledger"]), HOSTILE_REASON)):
+        run = f"validate-pg-broken-{entry.backup_id}-1"
+        _record(store, entry, {**summary, "backup_id": entry.backup_id, "run_id": run}, detail)
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +165,42 @@ def host(pstack: tuple[LocalStack, Path], blob_store: BlobStore) -> Iterator[Hos
         ("olivia", [Role.OPERATOR], None), ("amir", [Role.APPROVER], None), ("ada", [Role.ADMIN], None),
         ("rita", [Role.READER], None), ("sam", [Role.READER, Role.APPROVER], ["pg-stale"]))}
     devhost = Host(local, keys, DEVHOST_PORT)
-    devhost.start(CONTINUITY_TENANTS_FILE=str(tenants_file), CONTINUITY_APPROVAL_WINDOW_MINUTES="5")
+    devhost.start(**_main_settings(tenants_file))
     yield devhost
     devhost.stop()
+
+
+def _main_settings(tenants_file: Path) -> dict[str, str]:
+    return {"CONTINUITY_TENANTS_FILE": str(tenants_file), "CONTINUITY_APPROVAL_WINDOW_MINUTES": "5"}
+
+
+@contextlib.contextmanager
+def serving_estate(host: Host, pstack: tuple[LocalStack, Path], count: int, tmp: Path,
+                   mix: tuple[int, ...] | None = None, backups: int = 3) -> Iterator[None]:
+    """The devhost serving a synthetic estate of ``count`` tenants, written as catalog rows into a control
+    database of its own (task hub included), with its own evidence container; the usual host afterwards."""
+    local, tenants_file = pstack
+    dbname = f"continuity_estate_{count}"
+    ensure_database(local.dsn("control"), dbname)
+    dsn = prepare(local.dsn("control", dbname))
+    estate = synthetic_estate(count, datetime.now(UTC), prefix="e", server="weu-primary", mix=mix, backups=backups)
+    store = PgCatalogStore(dsn)
+    if store.count() == 0:
+        store.insert_missing(estate.entries)
+        for validation in estate.validations:
+            store.record_validation(**validation)
+    shipped = yaml.safe_load((PROJECT_ROOT / "config" / "tenants.yaml").read_text())
+    registry = tmp / f"estate-{count}.yaml"
+    registry.write_text(yaml.safe_dump({"tiers": shipped["tiers"], "servers": shipped["servers"],
+                                        "tenants": estate.tenants}))
+    host.stop()
+    host.start(CONTINUITY_TENANTS_FILE=str(registry), CONTINUITY_CONTROL_DSN=dsn,
+               CONTINUITY_EVIDENCE_CONTAINER=f"evidence-estate-{count}")
+    try:
+        yield
+    finally:
+        host.stop()
+        host.start(**_main_settings(tenants_file))
 
 
 @pytest.fixture(scope="module")
@@ -174,10 +234,11 @@ def rows(driver: WebDriver) -> dict[str, str]:
             for r in driver.find_elements(By.CSS_SELECTOR, "#estate tbody tr[data-tenant]")}
 
 
-def fetch(host: Host, path: str, headers: dict[str, str]) -> tuple[int, str, str]:
+def fetch(host: Host, path: str, headers: dict[str, str], method: str = "GET",
+          body: bytes | None = None) -> tuple[int, str, str]:
     conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=30)
     try:
-        conn.request("GET", path, headers=headers)
+        conn.request(method, path, body=body, headers=headers)
         resp = conn.getresponse()
         return resp.status, resp.getheader("Content-Type") or "", resp.read().decode()
     finally:
@@ -190,7 +251,7 @@ def fetch(host: Host, path: str, headers: dict[str, str]) -> tuple[int, str, str
 def test_dashboard_lists_every_tenant_worst_first_with_its_state_in_words(host: Host, browser: WebDriver) -> None:
     visit(browser, host, "dashboard", "ada")
     shown = rows(browser)
-    browser.save_screenshot(str(SCREENSHOTS / "dashboard.png"))
+    browser.save_screenshot(str(SCREENSHOTS / "estate-6-tenants.png"))
     assert {t: text.split(" ", 1)[1] for t, text in shown.items()} == EXPECTED  # symbol, then the words
     order = list(shown)
     assert order[0] == "pg-broken" and order[-1] == "pg-within", order  # worst first
@@ -263,16 +324,32 @@ def test_an_approver_approves_a_pending_drill_from_the_page_and_the_drill_comple
 
     visit(browser, host, "approvals", "sam")  # scoped to another tenant: nothing to see
     assert browser.find_element(By.ID, "none").text.startswith("Nothing awaits")
-    visit(browser, host, "approvals", "rita")  # a reader sees it, with no decision form
+    visit(browser, host, "approvals", "rita")  # a reader sees it, with no decision form and no approve button
     assert browser.find_elements(By.CSS_SELECTOR, f"{card} form.decision") == []
+    assert browser.find_elements(By.CSS_SELECTOR, "button") == []
+    assert "needs the approver role" in browser.find_element(By.CSS_SELECTOR, card).text
+    visit(browser, host, "dashboard", "rita")  # the estate row says a request awaits approval
+    drill_row = browser.find_element(By.CSS_SELECTOR, f'tr[data-tenant="{DRILL_TENANT}"] td.open')
+    assert drill_row.text == "1 awaiting approval"
     visit(browser, host, "approvals", "olivia")  # the requester may withdraw, never approve
     assert [b.text for b in browser.find_elements(By.CSS_SELECTOR, f"{card} button")] == ["Reject"]
+
+    # CSRF: what a page on another origin can make a browser send with the approver's session, a form or
+    # text/plain post, is refused (415) and recorded; the request stays pending.
+    amir = {"x-functions-key": host.function_key, "X-Continuity-Key": host.user_keys["amir"]}
+    forged = json.dumps({"comment": "csrf", "acknowledge": ["no_validated_backup"]}).encode()
+    for media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        status, _, answer = fetch(host, f"/api/failovers/{body['id']}/approve",
+                                  {**amir, "Content-Type": media}, method="POST", body=forged)
+        assert status == 415 and "application/json" in answer, (media, status, answer)
+    assert host.status(body["id"])["state"] == "AWAITING_APPROVAL"
 
     visit(browser, host, "approvals", "amir")
     article = browser.find_element(By.CSS_SELECTOR, card)
     assert "Failover DRILL of pg-drill" in article.text and "quarterly drill" in article.text
     assert "olivia" in article.text and "Expires" in article.text
     assert article.find_element(By.CSS_SELECTOR, "code.digest").text == digest
+    browser.save_screenshot(str(SCREENSHOTS / "approval-pending.png"))
     checks = {c.text for c in article.find_elements(By.CSS_SELECTOR, "table.findings tbody td:first-child")}
     assert {"replica_in_recovery", "validated_backup", "recovery_credentials"} <= checks
     outcome = article.find_element(By.CSS_SELECTOR, ".outcome")
@@ -284,7 +361,7 @@ def test_an_approver_approves_a_pending_drill_from_the_page_and_the_drill_comple
     article.find_element(By.NAME, "comment").send_keys("drill approved from the page")
     approve.click()
     WebDriverWait(browser, 30).until(lambda d: outcome.text.startswith("Approved"))
-    browser.save_screenshot(str(SCREENSHOTS / "approvals-approved.png"))
+    browser.save_screenshot(str(SCREENSHOTS / "approval-approved.png"))
     assert f"/api/failovers/{body['id']}" in outcome.text
 
     done = host.wait_state(body["id"], "COMPLETED", "FAILED", timeout=120)
@@ -296,3 +373,89 @@ def test_an_approver_approves_a_pending_drill_from_the_page_and_the_drill_comple
     visit(browser, host, "approvals", "amir")
     assert browser.find_elements(By.CSS_SELECTOR, card) == []
 
+
+
+# ---- a tenant, the evidence, the estate at 3 and at 500 tenants -------------------------------------
+
+
+def test_tenant_page_shows_trends_runs_with_each_check_and_backups(host: Host, browser: WebDriver) -> None:
+    visit(browser, host, "dashboard", "rita")
+    browser.find_element(By.CSS_SELECTOR, 'tr[data-tenant="pg-broken"] a.id').click()  # the estate links to it
+    WebDriverWait(browser, 10).until(lambda d: d.current_url.endswith("/api/tenants/pg-broken/page"))
+    browser.save_screenshot(str(SCREENSHOTS / "tenant.png"))
+    assert browser.find_element(By.ID, "state").text.endswith("not recoverable")
+    charts = browser.find_elements(By.CSS_SELECTOR, "svg.chart")
+    assert [c.get_attribute("id") for c in charts] == ["chart-rto", "chart-rpo", "chart-size"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-rto rect.bar")) == 2  # both runs, within the RTO
+    runs = browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr[data-run]")
+    assert len(runs) == 2
+    ledger = runs[0].find_element(By.CSS_SELECTOR, 'li[data-check="ledger"]')  # newest first: the failed one
+    assert ledger.text == f"ledger fail: {HOSTILE_REASON}"  # the reason, as text
+    assert runs[1].find_element(By.CSS_SELECTOR, 'li[data-check="ledger"]').text == "ledger pass: ok"
+    assert browser.execute_script("return window.__pwned === undefined") is True
+    backups = [[c.text for c in r.find_elements(By.TAG_NAME, "td")]
+               for r in browser.find_elements(By.CSS_SELECTOR, "#backups tbody tr[data-backup]")]
+    assert [(b[3].splitlines()[0], b[4], b[5]) for b in backups] == [  # status, storage tier, immutability
+        ("failed_validation", "hot", "not immutable"), ("validated", "hot", "not immutable")]
+    assert backups[0][3].endswith("-1: failed")  # the status's reason names the run
+    assert browser.find_element(By.ID, "open-none").text.startswith("No open incident")
+
+
+def test_tenant_page_keeps_the_api_scope_rule(host: Host, browser: WebDriver) -> None:
+    visit(browser, host, "tenants/pg-broken/page", "sam")  # scoped to pg-stale: 403, before the registry
+    assert browser.find_element(By.ID, "error").text == "403 Not allowed"
+    assert HOSTILE_REASON not in browser.page_source
+    visit(browser, host, "tenants/pg-stale/page", "sam")
+    assert browser.find_element(By.ID, "tenant").get_attribute("data-tenant") == "pg-stale"
+    visit(browser, host, "tenants/pg-unknown/page", "rita")
+    assert browser.find_element(By.ID, "error").text == "404 Not found"
+    status, _, _ = fetch(host, "/api/tenants/pg-broken/page", {"x-functions-key": host.function_key})
+    assert status == 401
+
+
+def test_evidence_page_shows_the_chain_head_and_links_the_drills_bundle(host: Host, browser: WebDriver) -> None:
+    visit(browser, host, "evidence", "ada")
+    browser.save_screenshot(str(SCREENSHOTS / "evidence.png"))
+    assert int(browser.find_element(By.ID, "head-seq").text) > 0
+    assert len(browser.find_element(By.ID, "head-hash").text) == 64
+    link = browser.find_element(By.CSS_SELECTOR, f'#bundles a[href^="/api/evidence/bundles/failover-{DRILL_TENANT}/"]')
+    link.click()  # the approved drill (test above) wrote its bundle
+    WebDriverWait(browser, 10).until(lambda d: "/api/evidence/bundles/" in d.current_url)
+    bundle = json.loads(browser.find_element(By.TAG_NAME, "body").text)
+    assert DRILL_TENANT in json.dumps(bundle)
+    visit(browser, host, "evidence", "sam")  # scoped to pg-stale: not the drill's bundle
+    assert browser.find_elements(By.CSS_SELECTOR, "#bundles a") == []
+    status, _, _ = fetch(host, f"/api/evidence/bundles/failover-{DRILL_TENANT}/x",
+                         {"x-functions-key": host.function_key, "X-Continuity-Key": host.user_keys["sam"]})
+    assert status == 403
+
+
+def test_estate_of_three_tenants(host: Host, pstack: tuple[LocalStack, Path], browser: WebDriver,
+                                 tmp_path: Path) -> None:
+    with serving_estate(host, pstack, 3, tmp_path, mix=(4, 3, 2)):
+        visit(browser, host, "dashboard", "ada")
+        browser.save_screenshot(str(SCREENSHOTS / "estate-3-tenants.png"))
+        assert {t: text.split(" ", 1)[1] for t, text in rows(browser).items()} == {
+            "e0002-bronze": "not recoverable", "e0001-silver": "recoverable outside objectives",
+            "e0000-gold": "recoverable within objectives"}
+
+
+def test_estate_of_500_tenants_from_catalog_rows(host: Host, pstack: tuple[LocalStack, Path], browser: WebDriver,
+                                                 tmp_path: Path) -> None:
+    with serving_estate(host, pstack, 500, tmp_path, backups=1):  # one backup each: the estate reads the newest
+        visit(browser, host, "dashboard", "ada")
+        browser.save_screenshot(str(SCREENSHOTS / "estate-500-tenants.png"))
+        shown = rows(browser)
+        assert len(shown) == 500
+        assert "500 of 500 tenants" in browser.find_element(By.CSS_SELECTOR, "#estate caption").text
+        states = [text.split(" ", 1)[1] for text in shown.values()]
+        assert states == sorted(states, key=["not recoverable", "never validated", "recoverable outside objectives",
+                                             "recoverable within objectives"].index)  # worst first
+        assert states.count("not recoverable") == 50 and states.count("never validated") == 100
+        Select(browser.find_element(By.ID, "state")).select_by_value("not_recoverable")
+        browser.find_element(By.ID, "apply").click()
+        WebDriverWait(browser, 10).until(lambda d: "state=not_recoverable" in d.current_url)
+        assert len(rows(browser)) == 50
+        browser.find_element(By.CSS_SELECTOR, 'tr[data-tenant="e0002-bronze"] a.id').click()
+        WebDriverWait(browser, 10).until(lambda d: d.current_url.endswith("/api/tenants/e0002-bronze/page"))
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#chart-rto rect.bar, #chart-rto rect.over")) == 1

@@ -888,7 +888,7 @@ def test_redeploys_leave_a_locked_immutability_policy_alone() -> None:
     storage = load(INFRA / "modules" / "storage.bicep")
     assert storage.params["immutabilityPolicyLocked"].value is False
     policies = storage.resources_of("Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies")
-    assert len(policies) == 2
+    assert len(policies) == 3  # backups, evidence, the WAL archive
     for policy in policies:
         condition = policy.condition.text.strip("()") if policy.condition is not None else None
         assert condition == "!immutabilityPolicyLocked", policy.name
@@ -979,3 +979,81 @@ def test_pitr_validation_gets_an_isolated_network_azure_accepts_for_public_acces
             "Microsoft.Network/privateEndpoints/write", "Microsoft.Network/privateEndpoints/delete",
             "Microsoft.Network/privateEndpoints/privateDnsZoneGroups/write",
             "Microsoft.Network/locations/operations/read"} <= actions
+
+
+# --- Azure Monitor: alert rules, action group, workbook ---------------------------------------------
+
+ALERTS = INFRA / "modules" / "alerts.bicep"
+ALERTED_EVENTS = {  # alert rule -> the custom event it counts
+    "rpoBreached": "rpo.breached", "validationFailed": "validation.failed",
+    "recoveryChainBroken": "recovery_chain.broken", "replicationLag": "replication.lag",
+}
+
+
+def test_alert_rules_count_the_custom_events_the_app_sends_and_page_the_action_group() -> None:
+    from continuity.kernel.events import EventType, custom_event_name
+
+    rules = {r.name: r for r in load(ALERTS).resources_of("Microsoft.Insights/scheduledQueryRules")}
+    assert set(rules) == set(ALERTED_EVENTS)
+    for name, event in ALERTED_EVENTS.items():
+        body = rules[name].body
+        assert body["kind"] == "LogAlert"
+        props = dig(body, "properties")
+        assert props["enabled"] is True and props["severity"] <= 2, name
+        assert [s.text for s in props["scopes"]] == ["appInsightsId"], name
+        criterion = dig(props, "criteria", "allOf")[0]
+        query = criterion["query"] if isinstance(criterion["query"], str) else criterion["query"].text
+        assert query.startswith("'customEvents") or query.startswith("customEvents"), name
+        assert f'where name == "{event}"' in query, name
+        assert (criterion["timeAggregation"], criterion["operator"], criterion["threshold"]) == (
+            "Count", "GreaterThan", 0), name
+        assert [g.text for g in dig(props, "actions", "actionGroups")] == ["actionGroup.id"], name
+    # The two the app publishes today are its own outgoing event types, as the publisher logs them.
+    assert custom_event_name(EventType.RPO_BREACHED) == ALERTED_EVENTS["rpoBreached"]
+    assert custom_event_name(EventType.VALIDATION_FAILED) == ALERTED_EVENTS["validationFailed"]
+    lag = dig(rules["replicationLag"].body, "properties", "criteria", "allOf")[0]["query"]
+    assert "${replicationLagSeconds}" in lag.text  # the threshold is a parameter
+
+
+def test_per_tenant_alerts_split_by_tenant() -> None:
+    f = load(ALERTS)
+    assert f.variables["perTenant"].value == [{"name": "tenant", "operator": "Include", "values": ["*"]}]
+    for rule in f.resources_of("Microsoft.Insights/scheduledQueryRules"):
+        criterion = dig(rule.body, "properties", "criteria", "allOf")[0]
+        if rule.name != "replicationLag":  # the replica is the platform's, not a tenant's
+            assert criterion["dimensions"].text == "perTenant", rule.name
+
+
+def test_action_group_receivers_come_from_parameters() -> None:
+    f = load(ALERTS)
+    group = one("Microsoft.Insights/actionGroups")
+    props = dig(group.body, "properties")
+    assert props["enabled"] is True
+    for field_name, param in (("emailReceivers", "emailReceivers"), ("webhookReceivers", "webhookReceivers")):
+        loop = props[field_name]
+        assert isinstance(loop, Loop) and loop.iterable.text == param, field_name
+        assert loop.body["useCommonAlertSchema"] is True
+        assert f.params[param].value == []  # nobody is paged by default: the deployment names its receivers
+    main = load(INFRA / "main.bicep")
+    call = [m for m in main.modules if m.name == "alerts"][0]
+    assert dig(call.body, "params", "emailReceivers").text == "alertEmailReceivers"
+    assert dig(call.body, "params", "webhookReceivers").text == "alertWebhookReceivers"
+    assert dig(call.body, "params", "appInsightsId").text == "monitoring.outputs.appInsightsId"
+
+
+def test_workbook_shows_the_estate_from_application_insights_worst_first() -> None:
+    from continuity.validation.estate import LABELS, WORST_FIRST
+
+    workbook = one("Microsoft.Insights/workbooks")
+    props = dig(workbook.body, "properties")
+    assert props["sourceId"].text == "appInsightsId" and props["category"] == "workbook"
+    assert props["serializedData"].text == "loadTextContent('../workbooks/estate.workbook.json')"
+    content = json.loads((INFRA / "workbooks" / "estate.workbook.json").read_text())
+    assert content["version"] == "Notebook/1.0"
+    queries = {i["name"]: i["content"] for i in content["items"] if i["type"] == 3}
+    estate = queries["estate"]
+    assert estate["resourceType"] == "microsoft.insights/components" and estate["visualization"] == "table"
+    assert estate["query"].startswith("customEvents")
+    ranks = [estate["query"].index(f'"{LABELS[s]}"') for s in WORST_FIRST]  # the dashboard's words and order
+    assert ranks == sorted(ranks)
+    assert "order by rank asc" in estate["query"]

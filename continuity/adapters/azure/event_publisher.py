@@ -14,7 +14,7 @@ from azure.eventgrid import EventGridPublisherClient
 
 from continuity.kernel import settings
 from continuity.kernel.errors import ConfigError, StoreUnavailable
-from continuity.kernel.events import SOURCE, OutgoingEvent
+from continuity.kernel.events import CUSTOM_EVENT_ATTRIBUTE, SOURCE, OutgoingEvent, custom_event_name
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,10 @@ class EventPublisher:
             raise StoreUnavailable(f"publishing {len(cloud)} event(s) failed: {str(exc).splitlines()[0][:200]}; "
                                    "check the Event Grid topic endpoint and key") from exc
         for e in events:
+            # Also a custom event in Application Insights (``rpo.breached``...), which the alert rules query.
             logger.info("event published", extra={"event_type": str(e.type), "event_id": e.id,
-                                                   "tenant": e.data.get("tenant")})
+                                                   "tenant": e.data.get("tenant"),
+                                                   CUSTOM_EVENT_ATTRIBUTE: custom_event_name(str(e.type))})
 
 
 def _devhost_state_file() -> Path:

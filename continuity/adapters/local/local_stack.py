@@ -27,12 +27,18 @@ from typing import Any
 from continuity.adapters.local import processes
 from continuity.adapters.local.processes import live_pid, stop_group
 from continuity.adapters.tools import pgbin
+from continuity.adapters.tools.barman_cloud import BarmanCloud, tool_dir
+from continuity.kernel import settings
 from continuity.kernel.errors import ContinuityError, PortInUse, ServerUnavailable, ToolMissing
 from continuity.kernel.settings import PROJECT_ROOT, LocalStackSettings
 
 logger = logging.getLogger(__name__)
 
 CLUSTERS = ("primary", "replica", "sandbox", "control")
+# The primary's folder in the WAL archive (Barman's "server name") is this prefix and the cluster's system
+# identifier: every stack (make run's, the tests', each dedicated one) and every re-initialised cluster gets
+# its own folder, so two clusters never write the same segment names into one archive.
+ARCHIVE_PREFIX = "primary-"
 
 # Small, fast, and honest settings for a developer machine; the sandbox is tuned for throwaway
 # restores (no durability needed: a crash means the scratch database is dropped anyway).
@@ -126,6 +132,7 @@ class LocalStack:
         self.settings = settings or LocalStackSettings.from_env()
         self.base = self.settings.base_dir
         self._bin: Path | None = None
+        self._archive_name: str | None = None
 
     # ---- paths ---------------------------------------------------------------------------
     @property
@@ -275,7 +282,78 @@ class LocalStack:
             "unix_socket_directories": f"'{self.socket_dir}'",
         })
         conf.update(CLUSTER_CONF[name])
+        if name == "primary":
+            # Every WAL segment goes to the archive (barman-cloud-wal-archive); a quiet server still ships
+            # its last writes within archive_timeout, which bounds the RPO of point-in-time recovery.
+            conf.update({"archive_mode": "on", "archive_command": f"'{self.archive_script} %p'",
+                         "archive_timeout": str(int(settings.get("CONTINUITY_ARCHIVE_TIMEOUT_SECONDS")))})
         return "".join(f"{k} = {v}\n" for k, v in conf.items())
+
+    # ---- the WAL archive -----------------------------------------------------------------
+    @property
+    def archive_dir(self) -> Path:
+        return self.pg_root / "archive"
+
+    @property
+    def archive_script(self) -> Path:
+        return self.archive_dir / "archive-wal"
+
+    @property
+    def restore_script(self) -> Path:
+        return self.archive_dir / "restore-wal"
+
+    def archive_name(self) -> str:
+        """The primary's folder in the archive: ``primary-{system identifier}`` (read with pg_controldata, so
+        it is known while the cluster is down)."""
+        if self._archive_name:
+            return self._archive_name
+        result = self._run_as_pg([str(self.bin_dir / "pg_controldata"), "-D", str(self.data_dir("primary"))])
+        found = next((ln.split(":", 1)[1].strip() for ln in result.stdout.splitlines()
+                      if ln.startswith("Database system identifier")), "")
+        if not found.isdigit():
+            raise ServerUnavailable(f"pg_controldata printed no system identifier for {self.data_dir('primary')}")
+        self._archive_name = ARCHIVE_PREFIX + found
+        return self._archive_name
+
+    def barman(self) -> BarmanCloud:
+        """The archive of the local clusters in Azurite, with tools the cluster user can run."""
+        return BarmanCloud(self.settings.azurite_connection_string, bin_dir=tool_dir(self._can_run))
+
+    def _can_run(self, bin_dir: Path) -> bool:
+        probe = self._run_as_pg([str(bin_dir / "barman-cloud-wal-archive"), "--version"], check=False)
+        return probe.returncode == 0
+
+    def _write_archive_scripts(self) -> None:
+        """The primary's archive_command and a rewound copy's restore_command: wrappers that read the
+        storage connection string from a file only the cluster user can read."""
+        barman = self.barman()
+        directory = self.archive_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        self._chown(directory)
+        secret = directory / "storage-connection"
+        secret.write_text(barman.connection_string)
+        os.chmod(secret, 0o600)
+        self._chown(secret)
+        for script, archive in ((self.archive_script, True), (self.restore_script, False)):
+            script.write_text(barman.wal_command(script, self.archive_name(), archive))
+            os.chmod(script, 0o700)
+            self._chown(script)
+
+    def run_as_cluster_user(self, args: list[str] | Any, env: dict[str, str],
+                            timeout: float) -> subprocess.CompletedProcess[str]:
+        """A command as the clusters' OS user (Barman reads and writes their data directories)."""
+        uid, gid, _ = self._os_user()
+        kwargs: dict[str, Any] = {"user": uid, "group": gid, "extra_groups": []} if self.runs_as_root else {}
+        full = {**env, "PGPASSFILE": str(self.pgpass)}
+        return processes.run(list(args), text=True, timeout=timeout, env=full, cwd="/", stdin=subprocess.DEVNULL,
+                             **kwargs)
+
+    def base_backup(self, timeout: float = 3600) -> str:
+        """A base backup of the primary into the archive (barman-cloud-backup). Returns its id."""
+        return self.barman().take_base_backup(self.archive_name(), "127.0.0.1", self.port("primary"),
+                                              self.settings.superuser, self.run_as_cluster_user,
+                                              str(self.pgpass), timeout)
 
     def _write_conf(self, name: str) -> None:
         # Our settings live in an included file so that initdb's and pg_basebackup's stay untouched.
@@ -354,10 +432,98 @@ class LocalStack:
         for name in ("primary", "sandbox", "control"):
             if not (self.data_dir(name) / "PG_VERSION").exists():
                 self._initdb(name)
+            if name == "primary":
+                self._write_archive_scripts()  # names the archive folder by the cluster's system identifier
             self._start(name)
+        self._ensure_archiving()
         if not (self.data_dir("replica") / "PG_VERSION").exists():
             self._basebackup_replica()
         self._start("replica")
+
+    # ---- rewound copies (point-in-time recovery) ------------------------------------------
+    @property
+    def rewound_root(self) -> Path:
+        return self.pg_root / "rewound"
+
+    def rewound_port(self, name: str) -> int:
+        """A unix-socket "port" for a rewound copy: never on TCP, so only unique in the socket dir."""
+        start = self.port("sandbox") + 100
+        for port in range(start, start + 100):
+            if not (self.socket_dir / f".s.PGSQL.{port}.lock").exists():
+                return port
+        raise ServerUnavailable("100 rewound copies are running: remove finished ones (continuity pitr cleanup)")
+
+    def rewound_dsn(self, port: int, dbname: str = "postgres") -> str:
+        return (f"host={self.socket_dir} port={port} user={self.settings.superuser} dbname={dbname} "
+                f"passfile={self.pgpass} connect_timeout=5 application_name=continuity")
+
+    def restore_base_backup(self, name: str, backup_id: str, timeout: float = 3600) -> Path:
+        """``barman-cloud-restore`` of a base backup into a fresh directory for the copy ``name``."""
+        root = self.rewound_root
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
+        self._chown(root)
+        self.remove_rewound(name)
+        folder = root / name
+        folder.mkdir()
+        self._chown(folder)
+        self.barman().restore(self.archive_name(), backup_id, folder / "data", self.run_as_cluster_user, timeout)
+        return folder / "data"
+
+    def start_rewound(self, name: str, conf: dict[str, str], timeout: float = 90) -> None:
+        """Start the restored copy in recovery with ``conf`` (replacing every production setting it carried)."""
+        data = self.rewound_root / name / "data"
+        # The base backup carries the primary's continuity.conf (port, archive_command): replace it whole.
+        lines = "".join(f"{k} = {v}\n" for k, v in conf.items())
+        for file_name, text in (("continuity.conf", lines), ("recovery.signal", ""), ("postgresql.auto.conf", "")):
+            path = data / file_name
+            path.write_text(text)
+            self._chown(path)
+        log = self.rewound_root / name / "postgres.log"
+        log.touch()
+        self._chown(log)
+        # -W: do not wait for "ready"; a copy in archive recovery is not ready until it reaches its target.
+        result = self._run_as_pg([str(self.bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-W", "start"],
+                                 timeout=timeout, check=False)
+        if result.returncode != 0:
+            raise ServerUnavailable(f"the rewound copy {name} did not start: {result.stderr.strip()}; see {log}")
+
+    def rewound_log(self, name: str) -> str:
+        log = self.rewound_root / name / "postgres.log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
+    def rewound_running(self, name: str) -> bool:
+        data = self.rewound_root / name / "data"
+        if not (data / "PG_VERSION").exists():
+            return False
+        return self._run_as_pg([str(self.bin_dir / "pg_ctl"), "-D", str(data), "status"], check=False).returncode == 0
+
+    def remove_rewound(self, name: str) -> None:
+        """Stop (immediately: nothing in it is kept) and delete the copy ``name``; idempotent."""
+        folder = self.rewound_root / name
+        if (folder / "data" / "PG_VERSION").exists():
+            self._run_as_pg([str(self.bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "-w",
+                             "stop"], check=False, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def rewound_copies(self) -> list[str]:
+        root = self.rewound_root
+        return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+
+    def _ensure_archiving(self) -> None:
+        """A primary started before archiving was configured is restarted once (archive_mode needs it)."""
+        import psycopg
+
+        with psycopg.connect(self.dsn("primary"), autocommit=True) as conn:
+            row = conn.execute("select current_setting('archive_mode')").fetchone()
+        if row and str(row[0]) == "on":
+            return
+        self._write_conf("primary")
+        result = self._pg_ctl("primary", "-l", str(self.log_file("primary")), "-m", "fast", "-w", "-t", "90",
+                              "restart", check=False, timeout=120)
+        if result.returncode != 0:
+            raise ServerUnavailable(f"the primary cluster did not restart with WAL archiving: "
+                                    f"{result.stderr.strip()}; see {self.log_file('primary')}")
 
     def down_clusters(self) -> None:
         for name in CLUSTERS:
@@ -439,16 +605,17 @@ class LocalStack:
     def ensure_containers(self) -> None:
         """The storage account's containers, as Bicep creates them in Azure."""
         from continuity.adapters.storage.blob_store import BlobStore
-        from continuity.kernel import settings
 
         names = [settings.get(key) for key in ("CONTINUITY_BACKUP_CONTAINER", "CONTINUITY_ATTACHMENT_CONTAINER",
-                                               "CONTINUITY_EVIDENCE_CONTAINER")]
+                                               "CONTINUITY_EVIDENCE_CONTAINER", "CONTINUITY_WAL_CONTAINER",
+                                               "CONTINUITY_ATTACHMENT_KEEP_CONTAINER")]
         BlobStore(self.settings.azurite_connection_string).ensure_containers(names)
 
     def down(self) -> None:
-        """Stop Azurite and the clusters (the CLI stops the devhost first: continuity.cli.stack)."""
-        self.down_azurite()
+        """Stop the clusters, then Azurite (the CLI stops the devhost first: continuity.cli.stack). Clusters
+        first: a primary's archiver ships its last segments at shutdown and needs the store up."""
         self.down_clusters()
+        self.down_azurite()
 
     def delete_files(self) -> None:
         """Delete the stack's files (call when its processes are stopped), the relocated cluster dirs too."""

@@ -421,8 +421,25 @@ def referenced_attachments(dsn: str) -> dict[str, str]:
         return {str(name): str(sha1) for name, sha1 in conn.execute(ATTACHMENTS_SQL)}
 
 
+def _restore_kept(blobs: Any, container: str, keep_container: str, blob: str, sha1: str) -> bool:
+    """Bring one file back from the product's own kept copy (stores without versions), only when its sha1 is
+    the one the recovered database records: a kept copy is never trusted blindly."""
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    try:
+        data = blobs.download(keep_container, blob)
+    except (ResourceNotFoundError, AzureError, ContinuityError):
+        return False
+    if sha1 and hashlib.sha1(data, usedforsecurity=False).hexdigest() != sha1:
+        logger.warning("kept attachment copy has another sha1; not restored", extra={"blob": blob})
+        return False
+    blobs.upload(container, blob, data, overwrite=True)
+    return True
+
+
 def restore_missing_attachments(blobs: Any, container: str, prefix: str, referenced: dict[str, str],
-                                now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> dict[str, Any]:
+                                now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                                keep_container: str | None = None) -> dict[str, Any]:
     """Bring back files the recovered database references that the attachment store lacks.
 
     Looks for an older version (blob versioning) or a soft-deleted blob of each missing name; restores
@@ -479,6 +496,10 @@ def restore_missing_attachments(blobs: Any, container: str, prefix: str, referen
                 continue
             restored = True
             break
+        if not restored and keep_container:
+            restored = _restore_kept(blobs, container, keep_container, prefix + name, referenced[name])
+            if restored:
+                report.setdefault("from_kept_copy", []).append(name)
         (report["restored"] if restored else report["not_found"]).append(name)
     if report["not_found"]:
         store = "the store keeps no blob versions or soft-deleted blobs" if not keeps_versions else \
@@ -486,6 +507,9 @@ def restore_missing_attachments(blobs: Any, container: str, prefix: str, referen
         report["note"] = (f"{len(report['not_found'])} attachment file(s) could not be found ({store}): "
                           f"{', '.join(report['not_found'][:10])}")
     else:
-        report["note"] = f"{len(report['restored'])} attachment file(s) restored from older versions"
+        kept = len(report.get("from_kept_copy", []))
+        report["note"] = (f"{len(report['restored'])} attachment file(s) restored "
+                          + (f"({kept} from the product's kept copies, sha1 verified)" if kept else
+                             "from older versions"))
     report["checked_at"] = now().isoformat()
     return report

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import IO, Any, cast
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError, ServiceRequestError
@@ -104,6 +105,16 @@ class BlobStore:
         try:
             return [b.name for b in self.container(container).list_blobs(name_starts_with=prefix,
                                                                          timeout=TIMEOUT_SECONDS)]
+        except ResourceNotFoundError:
+            return []
+        except AzureError as exc:
+            raise unavailable(exc) from exc
+
+    def list_with_times(self, container: str, prefix: str | None = None) -> list[tuple[str, int, datetime]]:
+        """(name, size, last modified) of every blob under ``prefix``: when storage received each."""
+        try:
+            return [(b.name, int(b.size or 0), b.last_modified)
+                    for b in self.container(container).list_blobs(name_starts_with=prefix, timeout=TIMEOUT_SECONDS)]
         except ResourceNotFoundError:
             return []
         except AzureError as exc:

@@ -39,6 +39,7 @@ from continuity.adapters.storage.blob_store import BlobStore, unavailable
 from continuity.adapters.tools import pgbin
 from continuity.backups.rules import (
     DEFAULT_DEADLINE_SECONDS,
+    KIND_FULL,
     BackupFailed,
     BackupPaths,
     StoredBackup,
@@ -48,10 +49,12 @@ from continuity.backups.rules import (
     new_backup_id,
 )
 from continuity.catalog.manifest import (
+    KIND_POINT_IN_TIME,
     RECOVERY_TABLES,
     Attachments,
     Ledger,
     OdooInfo,
+    PointInTime,
     Source,
     TableSchema,
     TenantIdentity,
@@ -200,8 +203,12 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def take_backup(registry: Registry, tenant_id: str, *, store: BlobStore | None = None,
-                deadline_seconds: float = DEFAULT_DEADLINE_SECONDS, now: datetime | None = None) -> StoredBackup:
+                deadline_seconds: float = DEFAULT_DEADLINE_SECONDS, now: datetime | None = None,
+                source_dsn: str | None = None, point_in_time: PointInTime | None = None) -> StoredBackup:
     """Dump one tenant's database to the backups container and write its manifest last.
+
+    ``source_dsn`` + ``point_in_time``: a point-in-time extract, the tenant's database read from its server
+    rewound in the sandbox (continuity.pitr), recorded as kind ``point-in-time`` with the rewind it came from.
 
     :raises InvalidRequest: the tenant id is malformed (before any I/O).
     :raises UnknownTenant: the registry has no such tenant.
@@ -212,7 +219,8 @@ def take_backup(registry: Registry, tenant_id: str, *, store: BlobStore | None =
     check_tenant_id(tenant_id)
     tenant = registry.get_tenant(tenant_id)
     server = registry.server_of(tenant)
-    dsn = postgres.server_dsn(server, tenant.database)
+    dsn = source_dsn or postgres.server_dsn(server, tenant.database)
+    kind = KIND_POINT_IN_TIME if point_in_time is not None else KIND_FULL
     container = settings.get("CONTINUITY_BACKUP_CONTAINER")
     store = store or BlobStore()
     store.ensure_containers([container])  # storage down: fail before starting pg_dump
@@ -252,7 +260,7 @@ def take_backup(registry: Registry, tenant_id: str, *, store: BlobStore | None =
                 facts_future = pool.submit(_snapshot_facts, conn)
                 assert proc.stdout is not None
                 reader = HashingReader(proc.stdout)
-                _create(store, container, paths.dump, reader, blob_tags(tenant.id, backup_id), written)
+                _create(store, container, paths.dump, reader, blob_tags(tenant.id, backup_id, kind), written)
                 try:
                     returncode = proc.wait(timeout=max(1.0, deadline_seconds - (time.monotonic() - started)))
                 except subprocess.TimeoutExpired:
@@ -293,9 +301,10 @@ def take_backup(registry: Registry, tenant_id: str, *, store: BlobStore | None =
                                             prefix=tenant.attachments, count=facts.attachment_count,
                                             bytes=facts.attachment_bytes),
                     identity=facts.identity, tables=facts.tables, odoo=facts.odoo, warnings=facts.warnings,
+                    point_in_time=point_in_time,
                 )
                 _create(store, container, paths.manifest, manifest.model_dump_json(indent=2).encode(),
-                        blob_tags(tenant.id, backup_id), written)
+                        blob_tags(tenant.id, backup_id, kind), written)
             except BaseException:
                 timer.cancel()
                 _kill_group(proc)

@@ -8,6 +8,7 @@ from typing import Any
 
 from continuity.backups.rules import DEFAULT_DEADLINE_SECONDS, StoredBackup, check_tenant_id
 from continuity.cli.output import emit
+from continuity.cli.progress import progress
 from continuity.kernel import settings
 from continuity.kernel.errors import ContinuityError, InvalidRequest
 from continuity.kernel.tenants import Registry
@@ -44,17 +45,22 @@ def cmd_backup(args: argparse.Namespace) -> int:
     registry = configured_registry()
     store = BlobStore()
     if not args.all:
-        stored = take_backup(registry, args.tenant, store=store, deadline_seconds=args.deadline)
+        with progress(args, f"backup {args.tenant} (pg_dump to storage)"):
+            stored = take_backup(registry, args.tenant, store=store, deadline_seconds=args.deadline)
         emit(args, {"backups": [stored.to_json()], "errors": []}, render(stored))
         return 0
     done: list[StoredBackup] = []
     errors: list[dict[str, str]] = []
-    for tenant in registry.list_tenants():
-        try:
-            done.append(take_backup(registry, tenant.id, store=store, deadline_seconds=args.deadline))
-        except ContinuityError as exc:
-            errors.append({"tenant": tenant.id, "code": exc.code, "message": str(exc)})
-            if not args.json:
-                print(f"continuity: {tenant.id}: {exc}", file=sys.stderr)
+    tenants = registry.list_tenants()
+    with progress(args, "backup", total=len(tenants), unit="tenants") as bar:
+        for tenant in tenants:
+            bar.describe(f"backup {tenant.id}")
+            try:
+                done.append(take_backup(registry, tenant.id, store=store, deadline_seconds=args.deadline))
+            except ContinuityError as exc:
+                errors.append({"tenant": tenant.id, "code": exc.code, "message": str(exc)})
+                if not args.json:
+                    print(f"continuity: {tenant.id}: {exc}", file=sys.stderr)
+            bar.advance()
     emit(args, {"backups": [b.to_json() for b in done], "errors": errors}, "\n".join(render(b) for b in done))
     return 1 if errors else 0

@@ -88,7 +88,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    report = open_catalog(actor="cli").rebuild(verify_checksums=args.verify_checksums)
+    from continuity.cli.progress import progress
+
+    with progress(args, "catalog rebuild from storage"):
+        report = open_catalog(actor="cli").rebuild(verify_checksums=args.verify_checksums)
     emit(args, report.to_json(), _render_sweep(report.to_json()))
     return 0
 

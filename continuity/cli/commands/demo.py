@@ -45,9 +45,15 @@ def cmd_seed(args: argparse.Namespace) -> int:
     if not 1 <= args.tenants <= len(tenants):
         raise InvalidRequest(f"--tenants must be between 1 and {len(tenants)} (the registry has {len(tenants)} "
                              "tenants)")
+    from continuity.cli.progress import progress
+
     store = BlobStore()
-    results = [seed_tenant(registry, tenant, args.scale, force=args.force, store=store)
-               for tenant in tenants[: args.tenants]]
+    results = []
+    with progress(args, "seed", total=args.tenants, unit="tenants") as bar:
+        for tenant in tenants[: args.tenants]:
+            bar.describe(f"seed {tenant.id} (scale {args.scale})")
+            results.append(seed_tenant(registry, tenant, args.scale, force=args.force, store=store))
+            bar.advance()
     lines = [f"{r.tenant:<16} {r.status:<15} scale {r.scale}  {sum(r.row_counts.values()):>9} rows  "
              f"{r.attachments} attachments ({_size(r.attachment_bytes)})  database {_size(r.database_bytes)}  "
              f"{r.seconds:.1f}s" for r in results]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -112,17 +111,17 @@ def call(args: argparse.Namespace, method: str, path: str, body: Any = None, *,
 
 def wait_for_state(args: argparse.Namespace, path: str, until: set[str], timeout: float = 3600) -> dict[str, Any]:
     """Poll ``GET path`` until its ``state`` is one of ``until``; state changes go to a terminal, never a pipe."""
+    from continuity.cli.progress import progress
+
     deadline = time.monotonic() + timeout
-    last = ""
-    while True:
-        body: dict[str, Any] = call(args, "GET", path)
-        state = str(body.get("state"))
-        if state != last and sys.stderr.isatty():
-            print(f"{body.get('id')}: {state}", file=sys.stderr)
-            last = state
-        if state in until or time.monotonic() > deadline:
-            return body
-        time.sleep(0.5)
+    with progress(args, f"waiting for {path.rsplit('/', 1)[-1]}") as bar:
+        while True:
+            body: dict[str, Any] = call(args, "GET", path)
+            state = str(body.get("state"))
+            bar.describe(f"{body.get('id')}: {state}")
+            if state in until or time.monotonic() > deadline:
+                return body
+            time.sleep(0.5)
 
 
 def _wait(args: argparse.Namespace, instance: str, until: set[str], timeout: float = 3600) -> dict[str, Any]:

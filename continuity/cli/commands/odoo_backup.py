@@ -4,7 +4,6 @@ backup format (the database manager's zip, or a plain dump.sql) in, and out agai
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +47,12 @@ def render(result: dict[str, Any]) -> str:
 
 
 def cmd_import_odoo(args: argparse.Namespace) -> int:
+    from continuity.cli.progress import progress
     from continuity.odoo_backup.service import import_odoo_backup
 
-    def progress(message: str) -> None:
-        if sys.stderr.isatty():
-            print(message, file=sys.stderr)
-
-    result = import_odoo_backup(args.tenant, args.file, validate=not args.no_validate, progress=progress).to_json()
+    with progress(args, f"import {args.tenant}") as bar:
+        result = import_odoo_backup(args.tenant, args.file, validate=not args.no_validate,
+                                    progress=bar.describe).to_json()
     emit(args, result, render(result))
     validation = result.get("validation")
     return 0 if validation is None or validation["outcome"] == "passed" else 1

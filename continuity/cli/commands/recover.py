@@ -1,6 +1,7 @@
 """``continuity recover TENANT``: request, approve, reject and follow a tenant recovery over the same HTTP API.
 
-    continuity recover acme-finance --reason "posted moves deleted" [--backup ID | --before TIME] [--drill] [--wait]
+    continuity recover acme-finance --reason "posted moves deleted" [--backup ID | --before TIME | --to TIME]
+                                    [--drill] [--wait]
     continuity recover acme-finance --approve [--comment TEXT] [--wait]    (a second person, approver role)
     continuity recover acme-finance --reject  [--comment TEXT]
     continuity recover acme-finance --status  [--wait]
@@ -33,6 +34,8 @@ def register(sub: Any) -> None:
     target.add_argument("--backup", default=None, metavar="ID", help="recover to this backup")
     target.add_argument("--before", default=None, metavar="TIME",
                         help="recover to the newest validated backup before this ISO time (with a zone)")
+    target.add_argument("--to", default=None, metavar="TIME",
+                        help="recover to this exact second (ISO, with a zone), rewound from the server's WAL archive")
     recover.add_argument("--reason", default=None, help="why (required to request)")
     recover.add_argument("--drill", action="store_true", help="stage, check and approve, then drop: live untouched")
     recover.add_argument("--comment", default="", help="comment of an approval or rejection")
@@ -73,6 +76,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
             body["backup_id"] = args.backup
         if args.before:
             body["before"] = args.before
+        if args.to:
+            body["to"] = args.to
         accepted = call(args, "POST", f"/api/tenants/{args.tenant}/recoveries", body)
         shown = _wait(args, TERMINAL | {"AWAITING_APPROVAL"}) if args.wait else accepted
         emit(args, shown, render(shown) if args.wait else

@@ -71,6 +71,11 @@ def _rate(value: float) -> float:
     return value
 
 
+def _stage(custom: Any) -> str:
+    """A running orchestration's custom status in one short line (the bar's description)."""
+    return json.dumps(custom)[:80] if custom is not None else ""
+
+
 def _progress(message: str) -> None:
     if sys.stderr.isatty():
         print(message, file=sys.stderr)
@@ -217,19 +222,22 @@ def _finish(args: argparse.Namespace, started: dict[str, Any]) -> int:
         note = "started" if started.get("created") else f"already {started.get('runtime_status')}"
         emit(args, started, f"{instance}: {note}; follow it with --wait or `continuity local status`")
         return 0
+    from continuity.cli.progress import progress
+
     deadline = time.monotonic() + WAIT_TIMEOUT_S
     status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        code, answer = admin_request("GET", f"/runtime/webhooks/durabletask/instances/{instance}",
-                                     endpoint_url=args.endpoint)
-        status = answer if isinstance(answer, dict) else {}
-        runtime = status.get("runtimeStatus")
-        if runtime in TERMINAL:
-            break
-        _progress(f"{instance}: {runtime} {json.dumps(status.get('customStatus'))}")
-        time.sleep(1.0)
-    else:
-        raise ValidationRunFailed(f"{instance} did not finish within {WAIT_TIMEOUT_S}s; it keeps running")
+    with progress(args, f"waiting for {instance}") as bar:
+        while time.monotonic() < deadline:
+            code, answer = admin_request("GET", f"/runtime/webhooks/durabletask/instances/{instance}",
+                                         endpoint_url=args.endpoint)
+            status = answer if isinstance(answer, dict) else {}
+            runtime = status.get("runtimeStatus")
+            if runtime in TERMINAL:
+                break
+            bar.describe(f"{instance}: {runtime} {_stage(status.get('customStatus'))}")
+            time.sleep(1.0)
+        else:
+            raise ValidationRunFailed(f"{instance} did not finish within {WAIT_TIMEOUT_S}s; it keeps running")
     if status.get("runtimeStatus") != "Completed":
         raise ValidationRunFailed(f"{instance} ended {status.get('runtimeStatus')}: {status.get('output')}")
     output = status.get("output") or {}
@@ -261,9 +269,21 @@ def gather_sections(tenant: str | None = None) -> list[Any]:
     return sections
 
 
+def estate_overview_html(tenant: str | None = None) -> str:
+    """The estate overview the live page shows (``GET /api/dashboard``), rendered by the same code, static."""
+    from continuity.pages.html import estate_overview
+    from continuity.validation.estate import SortKey, count_by_state
+    from continuity.validation.wiring import estate
+
+    rows = estate([tenant] if tenant else None)
+    return estate_overview(rows, counts=count_by_state(rows), state=None, sort=SortKey.STATE,
+                           at=datetime.now(UTC), static=True)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from continuity.pages.html import CSS as ESTATE_CSS
     from continuity.validation.report import render_html
 
     sections = gather_sections(args.tenant)
@@ -279,7 +299,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     payload = {"generated_at": datetime.now(UTC).isoformat(), "evidence_chain_head": head,
                "tenants": [asdict(s) for s in sections]}
     if args.html:
-        args.html.write_text(render_html(sections, datetime.now(UTC), head), encoding="utf-8")
+        args.html.write_text(render_html(sections, datetime.now(UTC), head, overview=estate_overview_html(args.tenant),
+                                         overview_css=ESTATE_CSS), encoding="utf-8")
         payload["html"] = str(args.html)
     within = sum(1 for s in sections if s.standing.get("recoverable_within_objectives"))
     emit(args, payload, f"{within} of {len(sections)} tenant(s) recoverable within objectives"

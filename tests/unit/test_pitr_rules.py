@@ -1,0 +1,135 @@
+"""The pure rules of point-in-time recovery from our WAL archive (continuity.pitr.rules), with hypothesis
+properties for the segment arithmetic and the recovery window."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from continuity.pitr.rules import (
+    ArchivedSegment,
+    BaseBackup,
+    choose_base_backup,
+    first_gap,
+    missing_segment_from_log,
+    point_in_time_refusal,
+    recovery_settings,
+    restore_point_name,
+    segment_after,
+    segment_name,
+    segment_number,
+    segments_between,
+    stop_time_from_log,
+    window_of,
+)
+
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def backup(backup_id: str, begin: str, end_minutes: int, status: str = "DONE") -> BaseBackup:
+    return BaseBackup(backup_id=backup_id, status=status, begin_time=T0 + timedelta(minutes=end_minutes - 1),
+                      end_time=T0 + timedelta(minutes=end_minutes), begin_wal=begin, end_wal=begin, timeline=1,
+                      size=1, system_identifier="1")
+
+
+def seg(n: int, minutes: int) -> ArchivedSegment:
+    return ArchivedSegment(segment_name(1, n // 256, n % 256), T0 + timedelta(minutes=minutes), 16)
+
+
+def test_segment_after_crosses_the_log_boundary() -> None:
+    assert segment_after("0000000100000000000000FE") == "0000000100000000000000FF"
+    assert segment_after("0000000100000000000000FF") == "000000010000000100000000"
+    with pytest.raises(ValueError, match="not a WAL segment"):
+        segment_after("../../etc/passwd")
+
+
+@given(st.integers(0, 5000), st.integers(0, 600))
+def test_segments_between_is_contiguous_and_inclusive(start: int, length: int) -> None:
+    first = segment_name(1, start // 256, start % 256)
+    last_n = start + length
+    last = segment_name(1, last_n // 256, last_n % 256)
+    names = segments_between(first, last)
+    assert len(names) == length + 1 and names[0] == first and names[-1] == last
+    assert [segment_number(n) for n in names] == list(range(start, last_n + 1))
+
+
+@given(st.integers(0, 3000), st.integers(1, 300), st.data())
+def test_first_gap_finds_the_first_missing_segment_or_none(start: int, length: int, data: st.DataObject) -> None:
+    names = segments_between(segment_name(1, start // 256, start % 256),
+                             segment_name(1, (start + length) // 256, (start + length) % 256))
+    removed = data.draw(st.sets(st.sampled_from(names), max_size=3))
+    kept = [n for n in names if n not in removed]
+    gap = first_gap(kept, names[0], names[-1])
+    assert gap == (min(removed, key=segment_number) if removed else None)
+
+
+def test_window_runs_from_the_oldest_usable_base_backup_to_the_newest_segment() -> None:
+    backups = [backup("b1", segment_name(1, 0, 2), 1), backup("b2", segment_name(1, 0, 5), 10),
+               backup("failed", segment_name(1, 0, 1), 0, status="FAILED")]
+    segments = [seg(n, n) for n in range(2, 9)]
+    window = window_of("s", backups, segments)
+    assert window.restorable and window.gap is None
+    assert window.earliest == T0 + timedelta(minutes=1) and window.latest == T0 + timedelta(minutes=8)
+    assert window.oldest_base_backup == "b1" and window.newest_base_backup == "b2"
+
+
+def test_a_gap_cuts_off_the_base_backups_before_it() -> None:
+    backups = [backup("b1", segment_name(1, 0, 2), 1), backup("b2", segment_name(1, 0, 6), 10)]
+    segments = [seg(n, n) for n in range(2, 10) if n != 4]
+    window = window_of("s", backups, segments)
+    assert window.gap == segment_name(1, 0, 4)
+    assert window.oldest_base_backup == "b2" and window.earliest == T0 + timedelta(minutes=10)
+    only_before = window_of("s", backups[:1], segments)
+    assert not only_before.restorable and only_before.gap == segment_name(1, 0, 4)
+
+
+def test_choose_base_backup_needs_one_that_ended_before_the_target() -> None:
+    backups = [backup("b1", segment_name(1, 0, 2), 1), backup("b2", segment_name(1, 0, 6), 10)]
+    assert choose_base_backup(backups, T0 + timedelta(minutes=5)).backup_id == "b1"  # type: ignore[union-attr]
+    assert choose_base_backup(backups, T0 + timedelta(minutes=11)).backup_id == "b2"  # type: ignore[union-attr]
+    assert choose_base_backup(backups, T0 + timedelta(minutes=10)).backup_id == "b1"  # type: ignore[union-attr]
+    assert choose_base_backup(backups, T0) is None
+
+
+def test_refusals_say_why_a_target_cannot_be_served() -> None:
+    backups = [backup("b1", segment_name(1, 0, 2), 1)]
+    window = window_of("weu-primary", backups, [seg(n, n) for n in range(2, 9)])
+    now = T0 + timedelta(minutes=30)
+    assert point_in_time_refusal(window, T0 + timedelta(minutes=5), now) is None
+    assert "in the future" in str(point_in_time_refusal(window, now + timedelta(minutes=1), now))
+    assert "before the earliest restorable point" in str(point_in_time_refusal(window, T0, now))
+    assert "after the newest archived WAL" in str(point_in_time_refusal(window, T0 + timedelta(minutes=20), now))
+    assert point_in_time_refusal(window, T0 + timedelta(minutes=20), now, live_can_ship=True) is None
+    assert "time zone" in str(point_in_time_refusal(window, datetime(2026, 11, 30, 12, 5), now))
+    empty = window_of("weu-primary", [], [seg(2, 2)])
+    assert "no complete base backup" in str(point_in_time_refusal(empty, T0, now))
+
+
+def test_recovery_settings_never_listen_on_tcp_nor_archive() -> None:
+    conf = recovery_settings(port=5999, socket_dir="/tmp/s", restore_command="/x/restore-wal %f %p", target=T0)
+    assert conf["listen_addresses"] == "''" and conf["archive_mode"] == "off"
+    assert conf["recovery_target_time"] == "'2026-11-30T12:00:00+00:00'"
+    assert conf["recovery_target_action"] == "'promote'"
+    named = recovery_settings(port=5999, socket_dir="/tmp/s", restore_command="r", target=None, target_name="p-1")
+    assert named["recovery_target_name"] == "'p-1'" and "recovery_target_time" not in named
+    with pytest.raises(ValueError, match="span lines"):
+        recovery_settings(port=1, socket_dir="/tmp/s\nrestore_command='sh'", restore_command="r", target=T0)
+    assert recovery_settings(port=1, socket_dir="/tmp/o'k", restore_command="r", target=T0)[
+        "unix_socket_directories"] == "'/tmp/o''k'"
+
+
+def test_restore_point_names_are_tame() -> None:
+    assert restore_point_name("proof-weu-primary-20261130T0200") == "continuity-proof-weu-primary-20261130t0200"
+    assert restore_point_name("'; drop table x; --") == "continuity-drop-table-x"
+
+
+def test_log_parsing() -> None:
+    log = ("LOG:  recovery stopping before commit of transaction 737, time 2026-11-30 11:27:21.780312+00\n"
+           "ERROR: WAL file 00000002.history for server p does not exist\n"
+           "ERROR: WAL file 00000001000000000000000C for server p does not exist\n")
+    assert stop_time_from_log(log) == datetime(2026, 11, 30, 11, 27, 21, 780312, tzinfo=UTC)
+    assert missing_segment_from_log(log) == "00000001000000000000000C"
+    assert stop_time_from_log("nothing") is None
