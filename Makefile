@@ -31,12 +31,14 @@ pg: venv
 	$(CONTINUITY) local pg-bin
 
 # The main job, locally: stack up, demo tenants seeded and backed up, the catalog settled, then the
-# nightly restore validation of every tenant with its per-tenant table and the HTML report.
+# nightly restore validation of every tenant with its per-tenant table, the proof of the WAL archive, and the
+# HTML report.
 run: setup
 	$(CONTINUITY) local up
 	$(CONTINUITY) failover seed-credentials
 	$(CONTINUITY) demo seed --tenants 3 --scale 1
 	$(CONTINUITY) backup --all
+	$(CONTINUITY) pitr base-backup
 	$(CONTINUITY) catalog reconcile
 	$(CONTINUITY) catalog list
 	$(CONTINUITY) nightly --wait

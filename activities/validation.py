@@ -26,6 +26,21 @@ _ports = wiring.configured_ports
 
 
 @bp.activity_trigger(input_name="request")
+def list_archived_servers(request: dict[str, Any]) -> list[str]:
+    """The servers whose WAL we archive: the nightly proves each archive restores."""
+    from continuity.pitr import service as pitr
+
+    return pitr.archived_servers(wiring.registry_from_settings())
+
+
+@bp.activity_trigger(input_name="request")
+def prove_wal_archive(request: dict[str, Any]) -> dict[str, Any]:
+    from continuity.pitr import service as pitr
+
+    return pitr.nightly_proof(wiring.registry_from_settings(), request["server"], request["run_id"])
+
+
+@bp.activity_trigger(input_name="request")
 def list_tenants_for_validation(request: dict[str, Any]) -> list[dict[str, Any]]:
     """Each tenant's newest backup, whether it was validated before, or why it has none."""
     return wiring.tenants_for_validation()

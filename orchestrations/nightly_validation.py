@@ -1,4 +1,5 @@
-"""Nightly validation: sweep crashed runs' scratch databases, then validate every tenant's newest backup.
+"""Nightly validation: sweep crashed runs' scratch databases, validate every tenant's newest backup, then prove
+the WAL archive of every server we run (continuity.pitr: restore + replay in the sandbox, tenants checked).
 
 Instance id ``nightly-YYYYMMDD`` (the trigger makes it; starting twice the same day does nothing new).
 One ``validate-{tenant}-{backup_id}-{attempt}`` sub-orchestration per tenant (the activity that lists them
@@ -58,6 +59,19 @@ def nightly_validation(context: df.DurableOrchestrationContext) -> Generator[Any
                     outputs.append({"tenant": p["tenant"], "backup_id": p["backup_id"], "outcome": "skipped",
                                     "reason": f"not validated in this run: {first}"})
         results.extend(outputs)
+    # The WAL archive of every server we run, proven the same night: its newest base backup restored and
+    # replayed to a restore point in the sandbox, each tenant checked on the rewound copy.
+    servers: list[str] = yield context.call_activity(steps.list_archived_servers, {})
+    proofs: list[dict[str, Any]] = []
+    for server in servers:
+        context.set_custom_status({"stage": "proving archive", "server": server})
+        try:
+            proof = yield context.call_activity(steps.prove_wal_archive, {
+                "server": server, "run_id": f"archive-proof-{server}-{context.instance_id}"})
+        except Exception as exc:  # noqa: BLE001 - one server's failure must not hide the summary
+            proof = {"server": server, "ok": False,
+                     "reason": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}
+        proofs.append({k: proof.get(k) for k in ("server", "ok", "skipped", "reason", "seconds", "evidence_seq")})
     summary = {
         "instance_id": context.instance_id, "tenants": len(picked),
         "passed": sum(1 for r in results if r.get("outcome") == "passed"),
@@ -67,6 +81,8 @@ def nightly_validation(context: df.DurableOrchestrationContext) -> Generator[Any
         "swept_scratch_databases": swept.get("dropped", []),
         "results": [{k: r.get(k) for k in ("tenant", "backup_id", "outcome", "verdict", "reason", "failed_checks",
                                            "within_objectives")} for r in results],
+        "archive_proofs": proofs,
+        "archive_proofs_failed": sum(1 for p in proofs if p.get("ok") is False),
     }
     context.set_custom_status({"stage": "done", "passed": summary["passed"], "failed": summary["failed"]})
     return summary

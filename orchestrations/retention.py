@@ -35,6 +35,7 @@ def retention(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
         context.set_custom_status({"stage": begun["state"], "reason": begun.get("reason")})
         return begun
     error: str | None = None
+    archive: list[dict[str, Any]] = []
     try:
         planned = yield context.call_activity_with_retry(steps.plan_retention_run, RETRY, run)
         context.set_custom_status({"stage": "applying", "batches": planned["batches"], "done": 0,
@@ -43,6 +44,9 @@ def retention(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
             yield context.call_activity_with_retry(steps.apply_retention_batch, RETRY, {**run, "batch": batch})
             context.set_custom_status({"stage": "applying", "batches": planned["batches"], "done": batch + 1,
                                        "summary": planned["summary"]})
+        # The WAL archive of the servers we run: base backups (and the WAL only they need) past every tier's
+        # point-in-time window go, with Barman's own delete.
+        archive = yield context.call_activity_with_retry(steps.apply_archive_retention, RETRY, run)
     except Exception as exc:  # noqa: BLE001 - record the failure and release the lease before failing
         error = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
     summary: dict[str, Any] = yield context.call_activity_with_retry(steps.finish_retention_run, RETRY,
@@ -51,4 +55,4 @@ def retention(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
                                "not_done_count": summary.get("not_done_count")})
     if error:
         raise RetentionRunFailed(f"retention run {context.instance_id} failed: {error}; restart it to resume")
-    return summary
+    return {**summary, "archive": archive}

@@ -49,6 +49,10 @@ class RetentionPolicy(Strict):
     immutable_days: int = Field(7, ge=0, le=3650)
     min_copies: int = Field(2, ge=1, le=1000)
     validate_before_archive: bool = True
+    # Point-in-time recovery from the WAL archive of servers we run: any second of the last
+    # pitr_window_days stays restorable; at least base_backups_min base backups are kept whatever their age.
+    pitr_window_days: int = Field(7, ge=0, le=3650)
+    base_backups_min: int = Field(2, ge=1, le=100)
 
     @model_validator(mode="after")
     def _consistent(self) -> RetentionPolicy:

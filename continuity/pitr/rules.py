@@ -267,6 +267,51 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+# ---- retention of the archive -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchiveRetention:
+    """Which base backups the archive keeps and which go (with why), and from which segment WAL is kept."""
+
+    keep: list[str]
+    delete: list[tuple[str, str]]
+    promised_from: datetime
+    wal_kept_from: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"keep": self.keep, "delete": [{"backup_id": b, "reason": r} for b, r in self.delete],
+                "promised_from": self.promised_from.isoformat(), "wal_kept_from": self.wal_kept_from}
+
+
+def plan_archive_retention(backups: Sequence[BaseBackup], *, window_days: int, min_base_backups: int,
+                           immutable_days: int, now: datetime) -> ArchiveRetention:
+    """Base backups the archive may delete without breaking what the tiers promise.
+
+    Kept: the newest complete base backup that ended before ``now - window_days`` (it serves the oldest
+    promised second) and every newer one; the newest ``min_base_backups`` complete ones whatever their age;
+    every base backup still inside its immutability period; every backup not complete (running or failed
+    ones are Barman's to judge). WAL is kept from the oldest kept complete base backup's first segment: every
+    segment a kept base backup needs to replay is kept (Barman deletes only older ones).
+    """
+    promised_from = now - timedelta(days=window_days)
+    done = sorted((b for b in backups if b.done), key=lambda b: (b.end_time, b.backup_id))
+    serving = [b for b in done if b.end_time < promised_from]  # as choose_base_backup: strictly before
+    anchor = serving[-1] if serving else (done[0] if done else None)
+    keep: set[str] = {b.backup_id for b in backups if not b.done}
+    if anchor is not None:
+        keep |= {b.backup_id for b in done if (b.end_time, b.backup_id) >= (anchor.end_time, anchor.backup_id)}
+    keep |= {b.backup_id for b in done[-max(1, min_base_backups):]}
+    immutable_until = timedelta(days=immutable_days)
+    keep |= {b.backup_id for b in done if b.end_time + immutable_until > now}
+    delete = [(b.backup_id, f"ended {b.end_time.isoformat()}, before {anchor.backup_id} which serves the oldest "
+                            f"promised point {promised_from.isoformat()}")
+              for b in done if b.backup_id not in keep and anchor is not None]
+    kept_done = [b for b in done if b.backup_id in keep]
+    wal_from = min((b.begin_wal for b in kept_done), key=segment_number) if kept_done else None
+    return ArchiveRetention(sorted(keep), delete, promised_from, wal_from)
+
+
 RESTORE_POINT_RE = re.compile(r"^continuity-[a-z0-9-]{1,50}$")
 
 

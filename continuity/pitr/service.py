@@ -215,9 +215,11 @@ def rewound(registry: Registry, server_id: str, run_id: str, *, target: datetime
         stack.restore_base_backup(name, chosen.backup_id)
         restored = time.monotonic()
         port = stack.rewound_port(name)
-        stack.start_rewound(name, recovery_settings(port=port, socket_dir=str(stack.socket_dir),
-                                                    restore_command=f"{stack.restore_script} %f %p",
-                                                    target=target, target_name=target_name))
+        started_ok = stack.start_rewound(name, recovery_settings(
+            port=port, socket_dir=str(stack.socket_dir), restore_command=f"{stack.restore_script} %f %p",
+            target=target, target_name=target_name), timeout=REWIND_TIMEOUT_SECONDS)
+        if not started_ok:
+            raise RecoveryChainBroken(_replay_failure(stack.rewound_log(name), chosen))
         _wait_promoted(stack, name, port, chosen)
         replayed = time.monotonic()
         reached, last = _replay_facts(stack, name, port)
@@ -395,3 +397,59 @@ def prove_archive(registry: Registry, server_id: str, run_id: str, sample_rate: 
     result["evidence_seq"] = getattr(record, "seq", None)
     logger.info("archive proof", extra={"server": server_id, "run_id": run_id, "ok": result["ok"]})
     return result
+
+
+def nightly_proof(registry: Registry, server_id: str, run_id: str) -> dict[str, Any]:
+    """The nightly's proof of one archived server; a server whose archive holds no base backup yet is
+    reported as not provable (nothing can be restored from it) without a rewind."""
+    found = facts(registry, server_id)
+    if not any(b.done for b in found.backups):
+        return {"server": server_id, "run_id": run_id, "ok": None, "skipped": True,
+                "reason": f"no base backup in the archive of {server_id} yet: point-in-time recovery is not "
+                          f"possible until one is taken (`continuity pitr base-backup {server_id}`)"}
+    return prove_archive(registry, server_id, run_id)
+
+
+# ---- retention of the archive ------------------------------------------------------------------------
+
+
+def apply_archive_retention(registry: Registry, server_id: str, now: datetime | None = None,
+                            dry_run: bool = False, actor: str = "retention") -> dict[str, Any]:
+    """Delete the base backups (and, with them, the WAL) the server's tenants' tiers no longer need, with
+    Barman's own ``barman-cloud-backup-delete``; the strictest tier on the server decides. Recorded."""
+    from continuity.pitr.rules import plan_archive_retention
+    from continuity.validation.wiring import open_recording
+
+    name = archive_name(server_of(registry, server_id))
+    moment = now or datetime.now(UTC)
+    policies = [registry.tiers[t.tier].retention for t in registry.list_tenants() if t.server == server_id]
+    found = facts(registry, server_id)
+    plan = plan_archive_retention(
+        found.backups, window_days=max((p.pitr_window_days for p in policies), default=7),
+        min_base_backups=max((p.base_backups_min for p in policies), default=2),
+        immutable_days=max((p.immutable_days for p in policies), default=0), now=moment)
+    deleted: list[str] = []
+    if not dry_run:
+        barman = _stack().barman()
+        for backup_id, _ in plan.delete:
+            barman.delete_backup(name, backup_id)
+            deleted.append(backup_id)
+    after = facts(registry, server_id).window if deleted else found.window
+    result = {"server": server_id, "as_of": moment.isoformat(), "dry_run": dry_run, "plan": plan.to_json(),
+              "deleted": deleted, "window_after": after.to_json()}
+    if not dry_run:
+        _, evidence, _ = open_recording()
+        record = evidence.append(actor=actor, action="retention.archive", subject=f"servers/{server_id}/archive",
+                                 data=result)
+        result["evidence_seq"] = getattr(record, "seq", None)
+    return result
+
+
+def archive_retention_for_run(registry: Registry, as_of: datetime) -> list[dict[str, Any]]:
+    """The daily retention run's part for the WAL archive: every archived server holding base backups."""
+    results = []
+    for server_id in archived_servers(registry):
+        if not any(b.done for b in facts(registry, server_id).backups):
+            continue  # nothing archived to keep or delete yet
+        results.append(apply_archive_retention(registry, server_id, as_of))
+    return results

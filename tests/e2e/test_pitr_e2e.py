@@ -197,6 +197,39 @@ def test_one_tenant_rewound_to_a_second_while_the_other_keeps_writing(
     assert store.verify().ok
 
 
+def test_archive_retention_keeps_the_promised_window_with_barmans_own_delete(
+        pstack: tuple[LocalStack, dict[str, Any]], blob_store: BlobStore) -> None:
+    from continuity.pitr import service as pitr
+    from continuity.pitr.rules import segment_number
+
+    local, facts = pstack
+    registry = facts["registry"]
+    newer = [pitr.take_base_backup(registry, SERVER)["base_backup"] for _ in range(2)]
+    name = local.archive_name()
+    barman = local.barman()
+    before = {b.backup_id: b for b in barman.base_backups(name)}
+    assert {facts["base"]["base_backup"], *newer} <= set(before)
+    # Forty days on, past the gold tier's 7-day window and 30-day immutability: the oldest base backup goes,
+    # the newest two (base_backups_min) stay.
+    as_of = datetime.now(UTC) + timedelta(days=40)
+    dry = pitr.apply_archive_retention(registry, SERVER, as_of, dry_run=True)
+    assert [d["backup_id"] for d in dry["plan"]["delete"]] == [facts["base"]["base_backup"]] and not dry["deleted"]
+    assert set(before) == {b.backup_id for b in barman.base_backups(name)}, "a dry run deletes nothing"
+    done = pitr.apply_archive_retention(registry, SERVER, as_of)
+    assert done["deleted"] == [facts["base"]["base_backup"]]
+    after = {b.backup_id: b for b in barman.base_backups(name)}
+    assert set(after) == set(newer)
+    oldest_kept = min(after.values(), key=lambda b: b.end_time)
+    remaining = [s.name for s in barman.segments(name, blob_store)]
+    assert remaining
+    assert all(segment_number(n) >= segment_number(oldest_kept.begin_wal) for n in remaining), \
+        "WAL no kept base backup needs is deleted"
+    window = done["window_after"]
+    assert window["restorable"] and window["oldest_base_backup"] == oldest_kept.backup_id and window["gap"] is None
+    store = EvidenceStore(local.dsn("control", "continuity"), BlobStore())
+    assert [r.action for r in store.records(subject=f"servers/{SERVER}/archive")].count("retention.archive") == 1
+
+
 def test_nightly_archive_proof_passes_then_fails_naming_a_deleted_segment(
         pstack: tuple[LocalStack, dict[str, Any]], blob_store: BlobStore) -> None:
     from continuity.pitr import service as pitr
@@ -218,6 +251,13 @@ def test_nightly_archive_proof_passes_then_fails_naming_a_deleted_segment(
     wal = settings.get("CONTINUITY_WAL_CONTAINER")
     doomed = [n for n in blob_store.list_names(wal, prefix=f"{name}/wals/") if n.rsplit("/", 1)[-1].startswith(
         victim + ".") or n.endswith("/" + victim)]
+    # Corrupted in place: the restore command cannot bring it, replay stops there, the proof names it.
+    for blob in doomed:
+        blob_store.upload(wal, blob, b"\x1f\x8b not a WAL segment", overwrite=True)
+    corrupted = pitr.prove_archive(registry, SERVER, "proof-e2e-corrupted")
+    assert not corrupted["ok"] and victim in corrupted["reason"], corrupted
+    assert corrupted["code"] == "recovery_chain_broken"
+    # Removed: found before any restore, by the archive listing alone.
     for blob in doomed:
         blob_store.container(wal).delete_blob(blob)
     failed = pitr.prove_archive(registry, SERVER, "proof-e2e-2")

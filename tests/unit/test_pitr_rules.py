@@ -133,3 +133,50 @@ def test_log_parsing() -> None:
     assert stop_time_from_log(log) == datetime(2026, 11, 30, 11, 27, 21, 780312, tzinfo=UTC)
     assert missing_segment_from_log(log) == "00000001000000000000000C"
     assert stop_time_from_log("nothing") is None
+
+
+# ---- retention of the archive: properties -----------------------------------------------------------------
+
+backups_strategy = st.lists(st.tuples(st.integers(0, 60 * 24 * 60), st.booleans()), min_size=0, max_size=12,
+                            unique_by=lambda t: t[0])
+
+
+def _backups(raw: list[tuple[int, bool]]) -> list[BaseBackup]:
+    out = []
+    for i, (minutes, done) in enumerate(sorted(raw)):
+        n = 2 + i * 3
+        out.append(BaseBackup(backup_id=f"b{i:02d}", status="DONE" if done else "FAILED",
+                              begin_time=T0 + timedelta(minutes=minutes) - timedelta(seconds=30),
+                              end_time=T0 + timedelta(minutes=minutes), begin_wal=segment_name(1, 0, n),
+                              end_wal=segment_name(1, 0, n), timeline=1, size=1, system_identifier="1"))
+    return out
+
+
+@given(backups_strategy, st.integers(0, 60), st.integers(1, 5), st.integers(0, 40), st.integers(0, 90 * 24 * 60))
+def test_archive_retention_never_breaks_a_promise(raw: list[tuple[int, bool]], window: int, minimum: int,
+                                                  immutable: int, now_minutes: int) -> None:
+    from continuity.pitr.rules import plan_archive_retention
+
+    backups = _backups(raw)
+    now = T0 + timedelta(minutes=max(now_minutes, max((m for m, _ in raw), default=0)))
+    plan = plan_archive_retention(backups, window_days=window, min_base_backups=minimum, immutable_days=immutable,
+                                  now=now)
+    done = [b for b in backups if b.done]
+    kept = [b for b in done if b.backup_id in plan.keep]
+    deleted = {b for b, _ in plan.delete}
+    assert deleted <= {b.backup_id for b in done} and not deleted & set(plan.keep)
+    # 1. Every second of the promised window that was restorable still is.
+    targets = [plan.promised_from, now] + [b.end_time + timedelta(seconds=1) for b in done]
+    for target in (t for t in targets if plan.promised_from <= t <= now):
+        if any(b.end_time < target for b in done):
+            assert any(b.end_time < target for b in kept), target
+    # 2. The newest `minimum` complete base backups stay.
+    assert {b.backup_id for b in sorted(done, key=lambda b: b.end_time)[-minimum:]} <= set(plan.keep)
+    # 3. Nothing inside its immutability period is deleted.
+    assert all(b.end_time + timedelta(days=immutable) <= now for b in done if b.backup_id in deleted)
+    # 4. WAL is kept from the oldest kept base backup's first segment: every kept backup can replay.
+    if kept:
+        assert plan.wal_kept_from is not None
+        assert all(segment_number(plan.wal_kept_from) <= segment_number(b.begin_wal) for b in kept)
+    # 5. Backups not complete are never deleted by the plan (Barman judges them).
+    assert not deleted & {b.backup_id for b in backups if not b.done}

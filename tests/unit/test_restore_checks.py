@@ -390,9 +390,13 @@ def test_nightly_fans_out_in_batches_of_the_configured_parallelism() -> None:
     outputs = [{"tenant": p["tenant"], "backup_id": p["backup_id"], "outcome": "passed"} for p in picked[:3]]
     assert gen.send(picked)[0] == "task_all"
     assert gen.send(outputs[:2])[0] == "task_all"
+    assert gen.send(outputs[2:])[0] == "list_archived_servers"
+    assert gen.send(["weu-primary"]) == ("prove_wal_archive", {"server": "weu-primary",
+                                                               "run_id": "archive-proof-weu-primary-nightly-20250601"})
     with pytest.raises(StopIteration) as done:
-        gen.send(outputs[2:])
+        gen.send({"server": "weu-primary", "ok": False, "reason": "WAL segment 00000001000000000000000C is missing"})
     summary = done.value.value
+    assert summary["archive_proofs_failed"] == 1 and "0000000C" in summary["archive_proofs"][0]["reason"]
     assert ctx.batches == [["validate-t0-20250600T010000Z-abcdef-1", "validate-t1-20250601T010000Z-abcdef-2"],
                            ["validate-t2-20250602T010000Z-abcdef-1"]]
     assert (summary["passed"], summary["skipped"], summary["instance_id"]) == (3, 1, "nightly-20250601")
@@ -421,8 +425,10 @@ def test_nightly_validates_flexible_server_tenants_by_point_in_time_restore() ->
     gen.send(None)
     gen.send({"dropped": []})
     assert gen.send(picked)[0] == "task_all"
+    assert gen.send([{"tenant": "local-one", "outcome": "passed"},
+                     {"tenant": "azure-one", "outcome": "passed"}])[0] == "list_archived_servers"
     with pytest.raises(StopIteration):
-        gen.send([{"tenant": "local-one", "outcome": "passed"}, {"tenant": "azure-one", "outcome": "passed"}])
+        gen.send([])
     (local_payload, local_id), (pitr_payload, pitr_id) = ctx.started
     assert local_payload["mode"] == "restore" and local_id == "validate-local-one-20250601T010000Z-abcdef-1"
     assert pitr_payload["mode"] == "pitr"

@@ -65,6 +65,8 @@ def happy(name: str, payload: dict[str, Any]) -> Any:
     return {"begin_retention_run": {"state": "started"},
             "plan_retention_run": {"batches": 3, "summary": {"DELETE": 4}},
             "apply_retention_batch": {"batch": payload.get("batch")},
+            "apply_archive_retention": [{"server": "weu-primary", "deleted": ["20261101T020000"], "kept": 2,
+                                         "wal_kept_from": "000000010000000000000042"}],
             "finish_retention_run": {"state": "completed", "outcomes": {}, "not_done_count": 0}}[name]
 
 
@@ -72,11 +74,13 @@ def test_run_plans_then_applies_each_batch_with_retries_then_records_the_end() -
     calls, result = drive(Context({"requested_by": "olivia"}), happy)
     assert [(c[0], c[2].get("batch")) for c in calls] == [
         ("begin_retention_run", None), ("plan_retention_run", None), ("apply_retention_batch", 0),
-        ("apply_retention_batch", 1), ("apply_retention_batch", 2), ("finish_retention_run", None)]
+        ("apply_retention_batch", 1), ("apply_retention_batch", 2), ("apply_archive_retention", None),
+        ("finish_retention_run", None)]
     assert calls[0][1] is None  # a refusal is an answer: begin is not retried
     assert all(c[1] is workflow.RETRY for c in calls[1:])
     assert calls[0][2] == {"run_id": "retention-20261124", "as_of": CLOCK.isoformat(), "requested_by": "olivia"}
     assert calls[-1][2]["error"] is None and result["state"] == "completed"
+    assert result["archive"][0]["deleted"] == ["20261101T020000"]
 
 
 def test_as_of_from_the_input_wins_over_the_context_clock() -> None:

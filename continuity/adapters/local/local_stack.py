@@ -470,8 +470,12 @@ class LocalStack:
         self.barman().restore(self.archive_name(), backup_id, folder / "data", self.run_as_cluster_user, timeout)
         return folder / "data"
 
-    def start_rewound(self, name: str, conf: dict[str, str], timeout: float = 90) -> None:
-        """Start the restored copy in recovery with ``conf`` (replacing every production setting it carried)."""
+    def start_rewound(self, name: str, conf: dict[str, str], timeout: float = 3600) -> bool:
+        """Start the restored copy in recovery with ``conf`` (replacing every production setting it carried).
+
+        Waits (pg_ctl -w) until the copy is consistent or has stopped; False when it stopped (its log says why:
+        a segment the restore command could not bring, a corrupted record).
+        """
         data = self.rewound_root / name / "data"
         # The base backup carries the primary's continuity.conf (port, archive_command): replace it whole.
         lines = "".join(f"{k} = {v}\n" for k, v in conf.items())
@@ -482,11 +486,9 @@ class LocalStack:
         log = self.rewound_root / name / "postgres.log"
         log.touch()
         self._chown(log)
-        # -W: do not wait for "ready"; a copy in archive recovery is not ready until it reaches its target.
-        result = self._run_as_pg([str(self.bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-W", "start"],
-                                 timeout=timeout, check=False)
-        if result.returncode != 0:
-            raise ServerUnavailable(f"the rewound copy {name} did not start: {result.stderr.strip()}; see {log}")
+        result = self._run_as_pg([str(self.bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t",
+                                  str(int(timeout)), "start"], timeout=timeout + 30, check=False)
+        return result.returncode == 0
 
     def rewound_log(self, name: str) -> str:
         log = self.rewound_root / name / "postgres.log"

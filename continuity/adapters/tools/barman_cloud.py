@@ -220,6 +220,13 @@ class BarmanCloud:
             raise ArchiveError(f"barman-cloud-backup of {server} finished but no new backup is listed")
         return max(after, key=lambda b: b.end_time).backup_id
 
+    def delete_backup(self, server: str, backup_id: str, timeout: float = 600) -> None:
+        """``barman-cloud-backup-delete -b``: the base backup, and the WAL no remaining backup needs."""
+        result = self._run([self.tool("barman-cloud-backup-delete"), *PROVIDER, *self.credential_args(),
+                            "-b", backup_id, self.url, server], timeout=timeout)
+        if result.returncode != 0:
+            raise ArchiveError(f"deleting base backup {backup_id} of {server} failed: {_last_error(result)}")
+
     def restore(self, server: str, backup_id: str, directory: Path, runner: Runner, timeout: float = 3600) -> None:
         """``barman-cloud-restore`` of one base backup into ``directory`` (as the cluster's OS user)."""
         result = self._run([self.tool("barman-cloud-restore"), *PROVIDER, *self.credential_args(), self.url,

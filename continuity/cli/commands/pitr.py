@@ -3,6 +3,8 @@
     continuity pitr base-backup [SERVER]   a base backup into the archive (and the tenants' attachments kept)
     continuity pitr window [SERVER]        base backups and the recovery window, read from storage alone
     continuity pitr prove [SERVER]         the archive proof: restore + replay in the sandbox, checks, evidence
+    continuity pitr retention [SERVER] [--dry-run] [--as-of TIME]
+                                           delete base backups (and their WAL) no tier's window needs any more
 
 SERVER defaults to every archived server of the registry. A tenant is rewound to a second with
 ``continuity recover TENANT --to TIME`` (approval-gated, like every recovery).
@@ -30,6 +32,12 @@ def register(sub: Any) -> None:
         parser.add_argument("server", nargs="?", default=None, metavar="SERVER")
         parser.add_argument("--json", action="store_true")
         parser.set_defaults(handler=handler)
+    retention = verbs.add_parser("retention", help="delete base backups and WAL the tiers no longer promise")
+    retention.add_argument("server", nargs="?", default=None, metavar="SERVER")
+    retention.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
+    retention.add_argument("--as-of", default=None, metavar="TIME", help="plan as of this ISO time (with a zone)")
+    retention.add_argument("--json", action="store_true")
+    retention.set_defaults(handler=cmd_retention)
 
 
 def _servers(args: argparse.Namespace) -> list[str]:
@@ -78,3 +86,21 @@ def cmd_prove(args: argparse.Namespace) -> int:
                          f", {r['seconds']} s of RTO {r['rto_seconds']} s")
     emit(args, proofs, "\n".join(lines))
     return 0 if all(p["ok"] for p in proofs) else 1
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from continuity.pitr import service
+
+    registry = settings.configured_registry()
+    as_of = datetime.fromisoformat(args.as_of) if args.as_of else None
+    results = [service.apply_archive_retention(registry, s, as_of, dry_run=args.dry_run, actor="cli")
+               for s in _servers(args)]
+    lines = []
+    for r in results:
+        verb = "would delete" if r["dry_run"] else "deleted"
+        gone = [d["backup_id"] for d in r["plan"]["delete"]]
+        lines.append(f"{r['server']}: {verb} {len(gone)} base backup(s) {', '.join(gone) or ''}; keeps "
+                     f"{len(r['plan']['keep'])}, WAL from {r['plan']['wal_kept_from']}; promised from "
+                     f"{r['plan']['promised_from']}")
+    emit(args, results, "\n".join(lines))
+    return 0

@@ -243,7 +243,12 @@ def _finish(args: argparse.Namespace, started: dict[str, Any]) -> int:
     output = status.get("output") or {}
     if "results" in output:
         text = render_nightly(output["results"])
-        ok = output.get("failed", 0) == 0 and output.get("errors", 0) == 0
+        proofs = output.get("archive_proofs") or []
+        for proof in proofs:
+            state = "skipped" if proof.get("skipped") else "PROVEN" if proof.get("ok") else "FAILED"
+            text += f"\narchive {proof.get('server')}: {state}: {proof.get('reason')}"
+        ok = (output.get("failed", 0) == 0 and output.get("errors", 0) == 0
+              and not any(p.get("ok") is False for p in proofs))
     else:
         text, ok = render_summary(output), output.get("outcome") == "passed"
     emit(args, output, text)
