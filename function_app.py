@@ -4,6 +4,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import approvals as approval_activities
+from activities import backups as backup_activities
 from activities import catalog as catalog_activities
 from activities import failover as failover_activities
 from activities import incidents as incident_activities
@@ -17,11 +18,14 @@ from orchestrations import (
     catalog_ingest,
     nightly_validation,
     pitr_validation,
+    recovery_chain_incident,
+    scheduled_backups,
     tenant_recovery,
     tenant_validation,
 )
 from orchestrations import failover as failover_orchestration
 from orchestrations import retention as retention_orchestration
+from triggers import backups as backup_triggers
 from triggers import catalog as catalog_triggers
 from triggers import failover as failover_triggers
 from triggers import health, incidents, openapi, pages
@@ -46,5 +50,6 @@ for blueprint in (
     recovery_triggers.bp, tenant_recovery.bp, recovery_activities.bp,
     retention_triggers.bp, retention_orchestration.bp, retention_activities.bp,
     pitr_validation.bp, pitr_activities.bp,
+    backup_triggers.bp, scheduled_backups.bp, recovery_chain_incident.bp, backup_activities.bp,
 ):
     app.register_functions(blueprint)

@@ -32,6 +32,7 @@ class EventType(StrEnum):
     RECOVERY_COMPLETED = "continuity.recovery.completed"
     RECOVERY_FAILED = "continuity.recovery.failed"
     ROUTING_CHANGED = "continuity.routing.changed"
+    RECOVERY_CHAIN_BROKEN = "continuity.recovery_chain.broken"
 
 
 # Application Insights: the log record attribute that makes a log line a custom event (customEvents table),

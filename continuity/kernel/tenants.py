@@ -67,10 +67,20 @@ class RetentionPolicy(Strict):
         return self
 
 
+class BackupSchedule(Strict):
+    """How often the backup timer takes a tier's backups: base backups of its servers' WAL archives (servers
+    we run) and logical dumps of each tenant. Defaults: both daily."""
+
+    base_backup_hours: int = Field(24, ge=1, le=24 * 35)
+    # The timer ticks every few minutes: a shorter interval would only be honoured at the tick.
+    dump_minutes: int = Field(1440, ge=5, le=10080)
+
+
 class ServiceTier(Strict):
     rto_minutes: int = Field(gt=0, le=10080)
     rpo_minutes: int = Field(gt=0, le=10080)
     retention: RetentionPolicy = RetentionPolicy()
+    schedule: BackupSchedule = BackupSchedule()
     # Whether a validation that hashed only a sample of the attachments may count as within objectives.
     sampled_validation: bool = False
 
@@ -90,6 +100,15 @@ class Server(Strict):
     port: int = Field(5432, gt=0, lt=65536)
     resource_id: str | None = None
     replica_of: str | None = None
+
+    @property
+    def archives_wal(self) -> bool:
+        """Every committed write reaches a WAL archive: our primary clusters (barman-cloud, see
+        :func:`continuity.pitr.service.archive_name`) and Flexible Servers (Azure's continuous backup). A
+        replica cluster archives nothing of its own: its tenants' RPO rests on dumps alone."""
+        if self.kind is ServerKind.FLEXIBLE_SERVER:
+            return True
+        return self.cluster == "primary"
 
     @model_validator(mode="after")
     def _addressable(self) -> Server:
@@ -153,6 +172,14 @@ class Registry(Strict):
                 raise ValueError(f"tenant {tenant.id}: field database: {tenant.database!r} is already used "
                                  f"by another tenant on server {tenant.server!r}")
             databases.add(key)
+            tier = self.tiers[tenant.tier]
+            rpo = tenant.rpo_minutes or tier.rpo_minutes
+            if tier.schedule.dump_minutes > rpo and not self.servers[tenant.server].archives_wal:
+                raise ValueError(
+                    f"tier {tenant.tier}: field schedule.dump_minutes: a dump every {tier.schedule.dump_minutes} "
+                    f"min cannot meet the RPO of {rpo} min of tenant {tenant.id}, whose server {tenant.server!r} "
+                    f"archives no WAL: set dump_minutes to at most {rpo}, or host the tenant on a server that "
+                    "archives WAL")
         return self
 
     def get_tenant(self, tenant_id: str) -> Tenant:

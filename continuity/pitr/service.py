@@ -110,8 +110,28 @@ def facts(registry: Registry, server_id: str) -> ArchiveFacts:
 
 
 def window(registry: Registry, server_id: str) -> dict[str, Any]:
-    found = facts(registry, server_id)
-    return {**found.window.to_json(), "base_backups_list": [b.to_json() for b in found.backups]}
+    """The server's window read from storage now, and recorded in the catalog (see :func:`refresh_window`)."""
+    return refresh_window(registry, server_id)
+
+
+def refresh_window(registry: Registry, server_id: str, found: ArchiveFacts | None = None) -> dict[str, Any]:
+    """Rebuild the catalog's record of the server's archive from storage alone: base backups, the window."""
+    from continuity.adapters.postgres import archive_catalog
+    from continuity.adapters.postgres.control_db import prepare
+
+    found = found or facts(registry, server_id)
+    shown = {**found.window.to_json(), "base_backups_list": [b.to_json() for b in found.backups]}
+    archive_catalog.record(prepare(), found.window.to_json(), archive_name(server_of(registry, server_id)),
+                           shown["base_backups_list"], datetime.now(UTC))
+    return shown
+
+
+def recorded_windows(servers: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The archive windows as the catalog last recorded them (no storage listing): for pages and the RPO."""
+    from continuity.adapters.postgres import archive_catalog
+    from continuity.adapters.postgres.control_db import prepare
+
+    return archive_catalog.windows(prepare(), servers)
 
 
 def take_base_backup(registry: Registry, server_id: str) -> dict[str, Any]:
@@ -120,6 +140,7 @@ def take_base_backup(registry: Registry, server_id: str) -> dict[str, Any]:
     started = time.monotonic()
     backup_id = _stack().base_backup()
     kept = {t.id: keep_attachments(registry, t) for t in registry.list_tenants() if t.server == server_id}
+    refresh_window(registry, server_id)
     return {"server": server_id, "base_backup": backup_id, "seconds": round(time.monotonic() - started, 2),
             "attachments_kept": kept}
 
@@ -390,6 +411,10 @@ def prove_archive(registry: Registry, server_id: str, run_id: str, sample_rate: 
         result["code"] = exc.code
     result["seconds"] = round(time.monotonic() - started, 2)
     result["finished_at"] = datetime.now(UTC).isoformat()
+    try:
+        result["window"] = refresh_window(registry, server_id)
+    except ContinuityError as exc:  # the proof's verdict stands; the record is refreshed next time
+        result["window"] = {"error": str(exc)}
     _, evidence, _ = open_recording()
     record = evidence.append(actor="validation", action="pitr.archive_proof" if result["ok"] else
                              "pitr.archive_proof_failed", subject=f"servers/{server_id}/archive", data=result,
@@ -434,9 +459,10 @@ def apply_archive_retention(registry: Registry, server_id: str, now: datetime | 
         for backup_id, _ in plan.delete:
             barman.delete_backup(name, backup_id)
             deleted.append(backup_id)
-    after = facts(registry, server_id).window if deleted else found.window
+    after = facts(registry, server_id) if deleted else found
+    refresh_window(registry, server_id, after)
     result = {"server": server_id, "as_of": moment.isoformat(), "dry_run": dry_run, "plan": plan.to_json(),
-              "deleted": deleted, "window_after": after.to_json()}
+              "deleted": deleted, "window_after": after.window.to_json()}
     if not dry_run:
         _, evidence, _ = open_recording()
         record = evidence.append(actor=actor, action="retention.archive", subject=f"servers/{server_id}/archive",

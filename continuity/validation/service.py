@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from continuity.catalog.manifest import BACKUP_ID_RE, DUMP_FILE, BackupRef
 from continuity.kernel.errors import BackupNotFound
 from continuity.kernel.tenants import Registry, Tenant
+from continuity.pitr.rules import RecoveryWindow, archive_exposure_seconds
 from continuity.validation import checks as rc
 from continuity.validation import toc
 from continuity.validation.checks import CheckId, CheckResult, Objectives, Verdict
@@ -489,8 +490,16 @@ def record_report(report: ValidationReport, *, catalog: CatalogPort, evidence: E
 
 
 def recoverability(tenant_id: str, rto_minutes: int, rpo_minutes: int, newest_backup: tuple[str, datetime] | None,
-                   last_validation: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
-    """Where a tenant stands now: its newest backup's age against RPO and its last validation's verdict."""
+                   last_validation: dict[str, Any] | None, now: datetime,
+                   archive: RecoveryWindow | str | None = None) -> dict[str, Any]:
+    """Where a tenant stands now: its RPO exposure and its last validation's verdict.
+
+    :param newest_backup: the tenant's newest dump (kind ``full``: a point-in-time extract holds data as of its
+        target, not its creation, and never counts).
+    :param archive: for a tenant on a server whose WAL we archive, that server's recovery window (or why it
+        could not be read): the exposure is then now minus the newest archived WAL, not the dump's age. An
+        archive that cannot be read or rewound leaves the dump's age as the measure, and says so.
+    """
     out: dict[str, Any] = {"tenant": tenant_id, "rto_minutes": rto_minutes, "rpo_minutes": rpo_minutes,
                            "newest_backup": None, "last_validation": last_validation}
     if newest_backup is None:
@@ -498,9 +507,24 @@ def recoverability(tenant_id: str, rto_minutes: int, rpo_minutes: int, newest_ba
                 "reason": f"tenant {tenant_id} has no backup in the catalog"}
     backup_id, created_at = newest_backup
     age_s = max(0.0, (now - created_at).total_seconds())
-    rpo_met = age_s <= rpo_minutes * 60
+    exposure_s, source, note = age_s, "dump", ""
+    if isinstance(archive, RecoveryWindow):
+        archived = archive_exposure_seconds(archive, now) if archive.restorable else None
+        if archived is not None:
+            exposure_s, source = archived, "archive"
+        else:
+            why = f"segment {archive.gap} is missing" if archive.gap else "no complete base backup with its WAL"
+            note = f" (the WAL archive of {archive.server} cannot be rewound: {why})"
+    elif isinstance(archive, str):
+        note = f" (the WAL archive could not be read: {archive})"
+    rpo_met = exposure_s <= rpo_minutes * 60
     out["newest_backup"] = {"backup_id": backup_id, "created_at": created_at.isoformat(), "age_s": round(age_s, 1),
                             "rpo_met": rpo_met}
+    out["rpo_exposure"] = {"source": source, "seconds": round(exposure_s, 1),
+                           "newest_archived_wal": archive.latest.isoformat()
+                           if isinstance(archive, RecoveryWindow) and archive.latest else None}
+    measured = (f"newest archived WAL is {exposure_s / 60:.1f} min old" if source == "archive" else
+                f"newest backup is {age_s / 60:.1f} min old{note}")
     if last_validation is None:
         return {**out, "recoverable_within_objectives": False,
                 "reason": "no backup of this tenant has been validated yet"}
@@ -508,9 +532,9 @@ def recoverability(tenant_id: str, rto_minutes: int, rpo_minutes: int, newest_ba
     if not last_validation.get("within_objectives"):
         reasons.append(f"last validation ({last_validation.get('backup_id')}): {last_validation.get('reason')}")
     if not rpo_met:
-        reasons.append(f"newest backup is {age_s / 60:.1f} min old, RPO is {rpo_minutes} min")
+        reasons.append(f"{measured}, RPO is {rpo_minutes} min")
     if reasons:
         return {**out, "recoverable_within_objectives": False, "reason": "; ".join(reasons)}
     return {**out, "recoverable_within_objectives": True,
-            "reason": f"last validation of {last_validation.get('backup_id')} was within objectives and the newest "
-                      f"backup is {age_s / 60:.1f} min old (RPO {rpo_minutes} min)"}
+            "reason": f"last validation of {last_validation.get('backup_id')} was within objectives and the "
+                      f"{measured} (RPO {rpo_minutes} min)"}

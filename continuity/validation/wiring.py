@@ -25,6 +25,7 @@ from continuity.adapters.postgres.sandbox import Sandbox
 from continuity.adapters.postgres.tenant_recovery import StagingTarget, restore_keeping_owners
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.adapters.tools.restore_runner import StorageBackupSource, download_with_hash, list_archive, restore
+from continuity.backups.rules import KIND_FULL
 from continuity.catalog.manifest import (
     BACKUP_ID_RE,
     MANIFEST_FILE,
@@ -38,9 +39,10 @@ from continuity.catalog.manifest import (
 from continuity.catalog.model import VALIDATABLE, BackupStatus
 from continuity.catalog.service import open_catalog
 from continuity.kernel import settings
-from continuity.kernel.errors import BackupNotFound, BackupNotValidatable, ContinuityError
+from continuity.kernel.errors import BackupNotFound, BackupNotValidatable, ContinuityError, InvalidRequest
 from continuity.kernel.events import EventType, make_event
 from continuity.kernel.tenants import Registry, ServerKind
+from continuity.pitr.rules import RecoveryWindow
 from continuity.validation import service as validation
 from continuity.validation.estate import EstateRow, estate_row, sort_rows
 from continuity.validation.naming import next_attempt, run_id_for
@@ -191,10 +193,45 @@ def recoverability(tenant_id: str, control_dsn: str | None = None) -> dict[str, 
     tenant = registry.get_tenant(tenant_id)
     store = PgCatalogStore(prepare(control_dsn))
     entries, _ = store.list_backups(tenant=tenant.id, limit=50)
-    newest = (entries[0].backup_id, entries[0].created_at) if entries else None
+    # A point-in-time extract's data is as of its target, not its creation: never the newest backup for RPO.
+    dumps, _ = store.list_backups(tenant=tenant.id, kind=KIND_FULL, limit=1)
+    newest = (dumps[0].backup_id, dumps[0].created_at) if dumps else None
     last = next((dict(e.last_validation) for e in entries if e.last_validation), None)
+    archive = archive_windows(registry, [tenant.server]).get(tenant.server)
     return standing(tenant.id, registry.rto_minutes(tenant), registry.rpo_minutes(tenant), newest, last,
-                    datetime.now(UTC))
+                    datetime.now(UTC), archive)
+
+
+def archive_windows(registry: Registry, servers: Iterable[str]) -> dict[str, RecoveryWindow | str]:
+    """Server -> its recovery window (or why it could not be read), for those of ``servers`` whose WAL we
+    archive; each archive read once."""
+    from continuity.pitr import service as pitr
+
+    out: dict[str, RecoveryWindow | str] = {}
+    for server in sorted(set(servers)):
+        try:
+            pitr.archive_name(pitr.server_of(registry, server))
+        except InvalidRequest:
+            continue  # not a server whose WAL we archive: its RPO is its newest dump's age
+        except ContinuityError as exc:
+            out[server] = str(exc)[:300]
+            continue
+        recorded = pitr.recorded_windows([server]).get(server)
+        if recorded is not None:
+            # The catalog's record (refreshed by every backup tick, base backup, proof and retention run): no
+            # storage listing per page view.
+            out[server] = RecoveryWindow(server=server, earliest=recorded["earliest"], latest=recorded["latest"],
+                                         base_backups=len(recorded["base_backups"]), segments=recorded["segments"],
+                                         newest_segment=recorded["newest_segment"],
+                                         oldest_base_backup=None, newest_base_backup=None, gap=recorded["gap"])
+            continue
+        try:
+            found = pitr.facts(registry, server)
+            pitr.refresh_window(registry, server, found)
+            out[server] = found.window
+        except ContinuityError as exc:
+            out[server] = str(exc)[:300]
+    return out
 
 
 def estate(visible: Collection[str] | None = None, control_dsn: str | None = None) -> list[EstateRow]:
@@ -206,12 +243,14 @@ def estate(visible: Collection[str] | None = None, control_dsn: str | None = Non
     registry = registry_from_settings()
     tenants = [t for t in registry.list_tenants() if visible is None or t.id in visible]
     found = PgCatalogStore(prepare(control_dsn)).standings([t.id for t in tenants]) if tenants else {}
+    archives = archive_windows(registry, {t.server for t in tenants})
     now = datetime.now(UTC)
     rows = []
     for tenant in tenants:
         newest, last = found.get(tenant.id, (None, None))
         rows.append(estate_row(standing(tenant.id, registry.rto_minutes(tenant), registry.rpo_minutes(tenant),
-                                        newest, last, now), name=tenant.name, tier=tenant.tier))
+                                        newest, last, now, archives.get(tenant.server)),
+                               name=tenant.name, tier=tenant.tier))
     return sort_rows(rows)
 
 

@@ -57,6 +57,8 @@ param evidenceContainer string = 'evidence'
 param nightlySchedule string = '0 0 2 * * *'
 param catalogReconcileSchedule string = '0 */15 * * * *'
 param retentionSchedule string = '0 30 3 * * *'
+@description('NCRONTAB of the backup timer: dumps and base backups due by tier, and the recovery chain check')
+param backupSchedule string = '0 */5 * * * *'
 param nightlyParallelism int = 2
 param approvalWindowMinutes int = 30
 param incidentRetryAttempts int = 3
@@ -189,6 +191,7 @@ resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
     CONTINUITY_NIGHTLY_SCHEDULE: nightlySchedule
     CONTINUITY_CATALOG_RECONCILE_SCHEDULE: catalogReconcileSchedule
     CONTINUITY_RETENTION_SCHEDULE: retentionSchedule
+    CONTINUITY_BACKUP_SCHEDULE: backupSchedule
     CONTINUITY_NIGHTLY_PARALLELISM: string(nightlyParallelism)
     CONTINUITY_APPROVAL_WINDOW_MINUTES: string(approvalWindowMinutes)
     CONTINUITY_INCIDENT_RETRY_ATTEMPTS: string(incidentRetryAttempts)

@@ -26,6 +26,8 @@ param attachmentContainer string = 'attachments'
 param evidenceContainer string = 'evidence'
 @description('The WAL archive and base backups of the servers we run ourselves (barman-cloud layout).')
 param walContainer string = 'wal'
+@description('Days after which WAL segments and base backups move to the cool tier (never colder: a rewind reads them at once).')
+param walCoolAfterDays int = 7
 @description('The product\'s own copy of every attachment file a tenant referenced (content-addressed, never rewritten).')
 param attachmentKeepContainer string = 'attachments-kept'
 
@@ -276,12 +278,39 @@ var archiveRules = [for tier in retentionTiers: {
   }
 }]
 
+// The WAL archive moves to cool once the newest base backups no longer start from it, never colder: a rewind
+// reads every segment since its base backup at once, and archive-tier blobs need hours of rehydration first.
+var walRules = [
+  {
+    name: 'wal-cool'
+    enabled: true
+    type: 'Lifecycle'
+    definition: {
+      filters: {
+        blobTypes: [
+          'blockBlob'
+        ]
+        prefixMatch: [
+          '${walContainer}/'
+        ]
+      }
+      actions: {
+        baseBlob: {
+          tierToCool: {
+            daysAfterCreationGreaterThan: walCoolAfterDays
+          }
+        }
+      }
+    }
+  }
+]
+
 resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
   parent: account
   name: 'default'
   properties: {
     policy: {
-      rules: concat(coolColdRules, archiveRules)
+      rules: concat(coolColdRules, archiveRules, walRules)
     }
   }
 }

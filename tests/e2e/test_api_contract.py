@@ -79,6 +79,10 @@ ACCESS: dict[tuple[str, str], Access] = {
     # Pages (HTML): a reader; a scoped caller is served, and sees only its tenants' rows and requests.
     ("GET", "/api/dashboard"): Access("function", Role.READER),
     ("GET", "/api/approvals"): Access("function", Role.READER),
+    ("GET", "/api/tenants/{tenant}/page"): Access("function", Role.READER, scoped=True),
+    ("GET", "/api/evidence"): Access("function", Role.READER),
+    # A bundle names a workflow instance, not a tenant: the scope is checked on the instance (404 outside it).
+    ("GET", "/api/evidence/bundles/{instance}/{run}"): Access("function", Role.READER),
 }
 
 

@@ -228,6 +228,10 @@ def test_archive_retention_keeps_the_promised_window_with_barmans_own_delete(
     assert window["restorable"] and window["oldest_base_backup"] == oldest_kept.backup_id and window["gap"] is None
     store = EvidenceStore(local.dsn("control", "continuity"), BlobStore())
     assert [r.action for r in store.records(subject=f"servers/{SERVER}/archive")].count("retention.archive") == 1
+    # The catalog's record of the archive follows storage: rebuilt from the listing after the delete.
+    recorded = pitr.recorded_windows([SERVER])[SERVER]
+    assert {b["backup_id"] for b in recorded["base_backups"]} == set(newer)
+    assert recorded["earliest"] == oldest_kept.end_time and recorded["gap"] is None
 
 
 def test_nightly_archive_proof_passes_then_fails_naming_a_deleted_segment(

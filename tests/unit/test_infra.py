@@ -523,6 +523,19 @@ def test_lifecycle_rules_tier_each_service_tier_at_its_policy_ages() -> None:
     assert "tier.validateBeforeArchive" in condition.text and "'validated'" in condition.text
 
 
+def test_the_wal_archive_is_write_once_and_only_ever_cools() -> None:
+    storage = load(INFRA / "modules" / "storage.bicep")
+    policy = storage.resources_of("Microsoft.Storage/storageAccounts/managementPolicies")[0]
+    assert "walRules" in dig(policy.body, "properties", "policy", "rules").identifiers()
+    wal = dict(storage.variables["walRules"].value[0])
+    assert dig(wal, "definition", "filters", "prefixMatch")[0].text == "'${walContainer}/'"
+    actions = dig(wal, "definition", "actions", "baseBlob")
+    assert set(actions) == {"tierToCool"}, "a rewind reads every segment at once: never cold or archive, never delete"
+    container = next(r for r in storage.resources_of("Microsoft.Storage/storageAccounts/blobServices/containers")
+                     if r.body["name"].text == "walContainer")
+    assert dig(container.body, "properties", "immutableStorageWithVersioning", "enabled") is True
+
+
 def _tier_entry(name: str, policy: Any) -> dict[str, Any]:
     return {"name": name, "coolAfterDays": policy.cool_after_days, "coldAfterDays": policy.cold_after_days,
             "archiveAfterDays": policy.archive_after_days, "validateBeforeArchive": policy.validate_before_archive}

@@ -234,6 +234,7 @@ class PgCatalogStore:
             select t.tenant, n.backup_id, n.created_at, v.last_validation
             from unnest(%s::text[]) as t(tenant)
             left join lateral (select b.backup_id, b.created_at from catalog.backups b where b.tenant = t.tenant
+                               and b.kind = 'full'  -- a point-in-time extract's data is as of its target
                                order by b.created_at desc, b.backup_id desc limit 1) n on true
             left join lateral (select b.last_validation from catalog.backups b
                                where b.tenant = t.tenant and b.last_validation is not null

@@ -171,6 +171,19 @@ alter table catalog.backups drop constraint backups_status_check;
 alter table catalog.backups add constraint backups_status_check check (status in ('pending', 'available',
     'validated', 'failed_validation', 'unverified', 'rejected', 'missing', 'deleted'));
 """),
+    (5, "the WAL archive of each server we run: base backups and the recovery window, as storage last showed", """
+create table catalog.archive_windows (
+    server         text primary key,
+    archive_name   text not null,
+    earliest       timestamptz,
+    latest         timestamptz,
+    newest_segment text,
+    gap            text,
+    segments       int not null default 0,
+    base_backups   jsonb not null default '[]'::jsonb,
+    refreshed_at   timestamptz not null
+);
+"""),
 )
 
 

@@ -19,6 +19,9 @@ def register(sub: Any) -> None:
     target = backup.add_mutually_exclusive_group(required=True)
     target.add_argument("tenant", nargs="?", metavar="TENANT", help="tenant id from the registry")
     target.add_argument("--all", action="store_true", help="every tenant in the registry, one after another")
+    target.add_argument("--due", action="store_true",
+                        help="what each tier's schedule says is due now (tenant dumps, base backups of archived "
+                             "servers), with why; the backup timer's work, run here")
     backup.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_SECONDS, metavar="SECONDS",
                         help=f"kill pg_dump and store nothing after this long (default {DEFAULT_DEADLINE_SECONDS})")
     backup.add_argument("--json", action="store_true")
@@ -40,6 +43,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from continuity.adapters.tools.backup_taker import take_backup
     if args.deadline <= 0:
         raise InvalidRequest(f"--deadline must be a positive number of seconds, got {args.deadline:g}")
+    if args.due:
+        return cmd_due(args)
     if not args.all:
         check_tenant_id(args.tenant)  # a hostile id is refused before the registry or anything else is read
     registry = configured_registry()
@@ -64,3 +69,28 @@ def cmd_backup(args: argparse.Namespace) -> int:
             bar.advance()
     emit(args, {"backups": [b.to_json() for b in done], "errors": errors}, "\n".join(render(b) for b in done))
     return 1 if errors else 0
+
+
+def cmd_due(args: argparse.Namespace) -> int:
+    """Take what is due now and print what and why; exit 1 when a backup failed or an archive was unreadable."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from continuity.backups.service import take_due
+
+    now = datetime.now(UTC)
+    with progress(args, "backups due (tier schedules)"):
+        done = take_due(now, f"backup-due-{now:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}")
+    lines = [("DUE      " if d["due"] else "not due  ") + d["reason"] for d in done["base_backups"] + done["dumps"]]
+    for t in done["taken"]:
+        what = t.get("backup_id") or t.get("base_backup")
+        lines.append(f"taken    {t['kind']} {t['subject']}: {what}" if t["ok"] else
+                     f"FAILED   {t['kind']} {t['subject']}: {t.get('error')}")
+    for chain in done["chains"]:
+        if chain["break"]:
+            lines.append(f"BROKEN   recovery chain of {chain['server']}: {chain['break']['reason']}")
+    lines += [f"ERROR    archive of {e['server']}: {e['message']}" for e in done["errors"]]
+    if not done["taken"]:
+        lines.append("nothing due")
+    emit(args, done, "\n".join(lines))
+    return 1 if done["errors"] or any(not t["ok"] for t in done["taken"]) else 0
