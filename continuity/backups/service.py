@@ -36,6 +36,17 @@ def archiver_of(registry: Registry, server_id: str) -> ArchiverState:
     return archiver_state(server_dsn(registry.servers[server_id], "postgres"), server_id)
 
 
+def _replication(registry: Registry) -> list[dict[str, Any]] | str:
+    """Each replica's lag, logged as the ``replication.lag`` event the Azure Monitor alert counts; a failure
+    to observe is reported, never a reason to skip this tick's backups."""
+    from continuity.failover import service as failover
+
+    try:
+        return failover.report_replication_lag(registry)
+    except ContinuityError as exc:
+        return str(exc)[:300]
+
+
 def survey(now: datetime, registry: Registry | None = None) -> dict[str, Any]:
     """What is due at ``now`` (a decision with its reason per tenant and per archived server) and the state of
     each archived server's recovery chain. One catalog query for every tenant; each archive read once."""
@@ -43,6 +54,7 @@ def survey(now: datetime, registry: Registry | None = None) -> dict[str, Any]:
     from continuity.pitr import service as pitr
 
     registry = registry or settings.configured_registry()
+    replication = _replication(registry)
     tenants = registry.list_tenants()
     newest = newest_dumps(_control_dsn(), [t.id for t in tenants]) if tenants else {}
     dumps = dumps_due({t.id: registry.tier_of(t).schedule.dump_minutes for t in tenants}, newest, now)
@@ -81,6 +93,7 @@ def survey(now: datetime, registry: Registry | None = None) -> dict[str, Any]:
     bases = base_backups_due({s: h for s, h in intervals.items() if s in newest_base}, newest_base, now)
     return {"at": now.isoformat(), "dumps": [d.to_json() for d in dumps],
             "base_backups": [d.to_json() for d in bases], "chains": chains, "errors": errors,
+            "replication": replication,
             "due": {"dumps": [d.subject for d in dumps if d.due], "base_backups": [d.subject for d in bases if d.due]}}
 
 

@@ -186,6 +186,33 @@ def preflight(inp: dict[str, Any]) -> dict[str, Any]:
             "required_acknowledgements": sorted(found.required_acknowledgements)}
 
 
+def report_replication_lag(reg: Registry) -> list[dict[str, Any]]:
+    """Observe every replica's lag behind its primary and log it as the ``replication.lag`` custom event (with
+    ``lag_seconds`` and ``lag_bytes`` as measurements), which the Azure Monitor replication alert queries.
+    Called on every backup timer tick: a lagging replica is what a regional failover would promote."""
+    import json
+
+    from continuity.kernel.events import CUSTOM_EVENT_ATTRIBUTE
+
+    out: list[dict[str, Any]] = []
+    for name, server in sorted(reg.servers.items()):
+        if not server.replica_of:
+            continue
+        primary = _server(reg, server.replica_of)
+        if server.kind is ServerKind.LOCAL_CLUSTER and primary.kind is ServerKind.LOCAL_CLUSTER:
+            seen = _local().observe_replica(name, _cluster(server, name), _cluster(primary, server.replica_of))
+        else:
+            seen = _observe_flexible_replica(name, server)
+        measured = {k: v for k, v in (("lag_seconds", seen.lag_seconds), ("lag_bytes", seen.lag_bytes))
+                    if v is not None}
+        logger.info("replication lag", extra={
+            CUSTOM_EVENT_ATTRIBUTE: "replication.lag", "server": name, "primary": server.replica_of,
+            "reachable": seen.reachable, "microsoft.custom_measurements": json.dumps(measured)})
+        out.append({"server": name, "primary": server.replica_of, "reachable": seen.reachable, **measured,
+                    "detail": seen.detail})
+    return out
+
+
 def _observe_flexible_replica(name: str, server: Server) -> ReplicaObservation:
     from continuity.adapters.azure.flexible_server import FlexibleServers, ServerRef
 

@@ -139,7 +139,7 @@ def take_base_backup(registry: Registry, server_id: str) -> dict[str, Any]:
     archive_name(server_of(registry, server_id))
     started = time.monotonic()
     backup_id = _stack().base_backup()
-    kept = {t.id: keep_attachments(registry, t) for t in registry.list_tenants() if t.server == server_id}
+    kept = {t.id: _keep_or_say_why(registry, t) for t in registry.list_tenants() if t.server == server_id}
     refresh_window(registry, server_id)
     return {"server": server_id, "base_backup": backup_id, "seconds": round(time.monotonic() - started, 2),
             "attachments_kept": kept}
@@ -328,6 +328,15 @@ def _catalog_now(stored: Any) -> None:
 
 
 # ---- attachments kept by the product ----------------------------------------------------------------
+
+
+def _keep_or_say_why(registry: Registry, tenant: Tenant) -> dict[str, Any]:
+    """The base backup is stored whatever happens here: a tenant whose database is missing or unreachable
+    gets its reason, the others their copies."""
+    try:
+        return keep_attachments(registry, tenant)
+    except Exception as exc:  # noqa: BLE001 - psycopg's errors reach a service only as Exception
+        return {"error": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}
 
 
 def keep_attachments(registry: Registry, tenant: Tenant) -> dict[str, Any]:

@@ -206,3 +206,18 @@ def test_a_deleted_wal_segment_raises_the_recovery_chain_incident_once(
     finally:
         for blob, data in doomed.items():  # the session's archive whole again for whoever reads it next
             blob_store.upload(wal, blob, data, overwrite=True)
+
+
+def test_each_tick_reports_the_replicas_lag_as_the_event_the_alert_counts(
+        scheduled: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from continuity.backups.service import survey
+    from continuity.kernel.events import CUSTOM_EVENT_ATTRIBUTE
+
+    with caplog.at_level("INFO", logger="continuity.failover.service"):
+        out = survey(dt.datetime.now(dt.UTC))
+    (replica,) = out["replication"]
+    assert replica["server"] == "neu-replica" and replica["primary"] == SERVER and replica["reachable"]
+    assert replica["lag_bytes"] >= 0
+    (event,) = [r for r in caplog.records if getattr(r, CUSTOM_EVENT_ATTRIBUTE, None) == "replication.lag"]
+    measured = json.loads(getattr(event, "microsoft.custom_measurements"))
+    assert measured["lag_bytes"] == replica["lag_bytes"]  # customMeasurements.lag_seconds/bytes in App Insights
