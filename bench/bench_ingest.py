@@ -51,6 +51,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.stack import stack_env  # noqa: E402
 from continuity.adapters.local.local_stack import LocalStack  # noqa: E402
 from continuity.adapters.postgres.connection import ensure_database  # noqa: E402
 from continuity.adapters.postgres.control_db import prepare  # noqa: E402
@@ -67,25 +68,7 @@ UPLOAD_THREADS = 8
 
 
 def bench_env(port_base: int) -> dict[str, str]:
-    """Settings of the bench stack: its own local dir and ports; explicit where a developer's env could leak in."""
-    return {
-        "CONTINUITY_LOCAL_DIR": str(ROOT / ".local" / f"bench-ingest-{port_base}"),
-        "CONTINUITY_AZURITE_BLOB_PORT": str(port_base),
-        "CONTINUITY_AZURITE_QUEUE_PORT": str(port_base + 1),
-        "CONTINUITY_AZURITE_TABLE_PORT": str(port_base + 2),
-        "CONTINUITY_PRIMARY_PORT": str(port_base + 10),
-        "CONTINUITY_REPLICA_PORT": str(port_base + 11),
-        "CONTINUITY_CONTROL_PORT": str(port_base + 12),
-        "CONTINUITY_SANDBOX_PORT": str(port_base + 13),
-        "CONTINUITY_DEVHOST_PORT": str(port_base + 20),
-        "CONTINUITY_STORAGE_CONNECTION": "",
-        "CONTINUITY_CONTROL_DSN": "",
-        "CONTINUITY_TENANTS_FILE": "config/tenants.yaml",
-        # The devhost defaults these to its own topic; a developer's values would point at another host.
-        "CONTINUITY_EVENTGRID_TOPIC_ENDPOINT": "",
-        "CONTINUITY_EVENTGRID_TOPIC_KEY": "",
-        "APPLICATIONINSIGHTS_CONNECTION_STRING": "",
-    }
+    return stack_env("ingest", port_base, CONTINUITY_TENANTS_FILE="config/tenants.yaml")
 
 
 def make_manifest(tenant: str, backup_id: str, dump: bytes) -> bytes:

@@ -39,6 +39,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.stack import pct, stack_env  # noqa: E402
 from continuity.adapters.local.identity_store import IdentityStore  # noqa: E402
 from continuity.adapters.local.local_stack import LocalStack  # noqa: E402
 from continuity.adapters.postgres.catalog_store import PgCatalogStore  # noqa: E402
@@ -53,30 +54,9 @@ GOAL_MS = 300.0
 
 
 def bench_env(port_base: int) -> dict[str, str]:
-    """Settings of the bench stack: its own local dir and ports; explicit where a developer's env could leak in."""
-    return {
-        "CONTINUITY_LOCAL_DIR": str(ROOT / ".local" / f"bench-pages-{port_base}"),
-        "CONTINUITY_AZURITE_BLOB_PORT": str(port_base),
-        "CONTINUITY_AZURITE_QUEUE_PORT": str(port_base + 1),
-        "CONTINUITY_AZURITE_TABLE_PORT": str(port_base + 2),
-        "CONTINUITY_PRIMARY_PORT": str(port_base + 10),
-        "CONTINUITY_REPLICA_PORT": str(port_base + 11),
-        "CONTINUITY_CONTROL_PORT": str(port_base + 12),
-        "CONTINUITY_SANDBOX_PORT": str(port_base + 13),
-        "CONTINUITY_DEVHOST_PORT": str(port_base + 20),
-        "CONTINUITY_STORAGE_CONNECTION": "",
-        "CONTINUITY_EVENTGRID_TOPIC_ENDPOINT": "",
-        "CONTINUITY_EVENTGRID_TOPIC_KEY": "",
-        "APPLICATIONINSIGHTS_CONNECTION_STRING": "",
-        "CONTINUITY_DEVHOST_SUBSCRIPTIONS": "",
-        "CONTINUITY_DEVHOST_WATCHED_CONTAINERS": "",
-        "CONTINUITY_NIGHTLY_SCHEDULE": "0 0 0 1 1 *",
-    }
+    return stack_env("pages", port_base, CONTINUITY_DEVHOST_SUBSCRIPTIONS="", CONTINUITY_DEVHOST_WATCHED_CONTAINERS="",
+                     CONTINUITY_NIGHTLY_SCHEDULE="0 0 0 1 1 *")
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def timed(fn: Callable[[], Any], runs: int) -> list[float]:

@@ -57,6 +57,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.stack import pct, stack_env  # noqa: E402
 from continuity.adapters.local.local_stack import LocalStack  # noqa: E402
 from continuity.adapters.postgres.connection import ensure_database  # noqa: E402
 from continuity.adapters.postgres.wal_archiver import recovery_state  # noqa: E402
@@ -82,28 +83,8 @@ POLL_SECONDS = 0.05  # pg_stat_archiver shows only the newest archived segment: 
 
 
 def bench_env(port_base: int) -> dict[str, str]:
-    """Settings of the bench stack: its own local dir and ports; explicit where a developer's env could leak in."""
-    return {
-        "CONTINUITY_LOCAL_DIR": str(ROOT / ".local" / f"bench-pitr-{port_base}"),
-        "CONTINUITY_AZURITE_BLOB_PORT": str(port_base),
-        "CONTINUITY_AZURITE_QUEUE_PORT": str(port_base + 1),
-        "CONTINUITY_AZURITE_TABLE_PORT": str(port_base + 2),
-        "CONTINUITY_PRIMARY_PORT": str(port_base + 10),
-        "CONTINUITY_REPLICA_PORT": str(port_base + 11),
-        "CONTINUITY_CONTROL_PORT": str(port_base + 12),
-        "CONTINUITY_SANDBOX_PORT": str(port_base + 13),
-        "CONTINUITY_DEVHOST_PORT": str(port_base + 20),
-        "CONTINUITY_STORAGE_CONNECTION": "",
-        "CONTINUITY_CONTROL_DSN": "",
-        "CONTINUITY_EVENTGRID_TOPIC_ENDPOINT": "",
-        "CONTINUITY_EVENTGRID_TOPIC_KEY": "",
-        "APPLICATIONINSIGHTS_CONNECTION_STRING": "",
-    }
+    return stack_env("pitr", port_base)
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def spread(values: list[float]) -> str:
