@@ -84,7 +84,23 @@ def tenant_view(tenant: str, principal: Principal, instances: Iterable[Instance]
     backups, _ = PgCatalogStore(dsn).list_backups(registered, limit=LISTED_BACKUPS)
     incidents: tuple[OpenIncident, ...] = tuple(open_incidents(listed).get(registered, []))
     approvals = tuple(p for p in _pending(listed, principal, now) if p.subject == registered)
-    return TenantView(row=row, runs=runs, backups=tuple(backups), incidents=incidents, approvals=approvals)
+    return TenantView(row=row, runs=runs, backups=tuple(backups), incidents=incidents, approvals=approvals,
+                      archive=_archive_of(registered))
+
+
+def _archive_of(tenant: str) -> dict[str, Any] | None:
+    """The tenant's server's WAL archive as the catalog recorded it, or None when we do not archive it."""
+    from continuity.kernel.errors import InvalidRequest
+    from continuity.pitr import service as pitr
+    from continuity.validation.wiring import registry_from_settings
+
+    registry = registry_from_settings()
+    server_id = registry.get_tenant(tenant).server
+    try:
+        pitr.archive_name(pitr.server_of(registry, server_id))
+    except InvalidRequest:
+        return None
+    return pitr.recorded_windows([server_id]).get(server_id) or {"earliest": None, "latest": None, "gap": None}
 
 
 def visible_bundles(names: Iterable[str], principal: Principal) -> tuple[Bundle, ...]:

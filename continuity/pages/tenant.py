@@ -99,6 +99,8 @@ class TenantView:
     backups: tuple[CatalogEntry, ...]  # newest first
     incidents: tuple[OpenIncident, ...] = ()
     approvals: tuple[PendingApproval, ...] = ()
+    # The server's WAL archive as the catalog last recorded it (servers we run); None: no archive.
+    archive: dict[str, Any] | None = None
 
 
 def _minutes(seconds: float) -> str:
@@ -114,6 +116,29 @@ def _open_items(incidents: Sequence[OpenIncident], approvals: Sequence[PendingAp
     if not items:
         return '<p class="empty" id="open-none">No open incident and no pending approval.</p>'
     return f'<ul id="open-items">{"".join(items)}</ul>'
+
+
+def _archive(archive: dict[str, Any] | None, rpo_s: float, now: datetime) -> str:
+    """The point-in-time window of the tenant's server: what `recover --to` can reach, and the exposure."""
+    if archive is None:
+        return ('<p class="empty" id="archive-none">Its server keeps no WAL archive of ours: recovery goes back to '
+                "a backup.</p>")
+    earliest, latest = archive.get("earliest"), archive.get("latest")
+    if earliest is None or latest is None:
+        why = f"segment {archive.get('gap')} is missing" if archive.get("gap") else "no base backup yet"
+        return f'<p class="f-fail" id="archive-broken">Not restorable to a point in time: {esc(why)}.</p>'
+    exposure = max(0.0, (now - latest).total_seconds())
+    over = exposure > rpo_s
+    gap = (f'<dt>Gap</dt><dd class="f-fail">segment <code>{esc(archive["gap"])}</code> missing: older base '
+           "backups cannot replay past it</dd>") if archive.get("gap") else ""
+    return ('<dl class="facts" id="archive">'
+            f"<dt>Any second from</dt><dd>{esc(earliest.isoformat(timespec='seconds'))}</dd>"
+            f"<dt>to</dt><dd>{esc(latest.isoformat(timespec='seconds'))} (newest segment "
+            f"<code>{esc(archive.get('newest_segment') or '')}</code>)</dd>"
+            f'<dt>Exposure</dt><dd class="{"f-fail" if over else "ok"}">{esc(duration(exposure))} of writes not yet '
+            f"archived{' — over the RPO' if over else ''}</dd>"
+            f"<dt>Base backups</dt><dd>{esc(len(archive.get('base_backups') or []))}</dd>{gap}"
+            f"<dt>Recorded</dt><dd>{esc(archive['refreshed_at'].isoformat(timespec='seconds'))}</dd></dl>")
 
 
 def _checks(run: RunLine) -> str:
@@ -165,6 +190,7 @@ def tenant_page(view: TenantView, *, principal: Principal, now: datetime) -> str
         f"<dt>Tier</dt><dd>{esc(r.tier)}: RTO {esc(r.rto_minutes)} min, RPO {esc(r.rpo_minutes)} min</dd>"
         f"<dt>RPO margin</dt><dd>{esc(duration(r.rpo_margin_s))}</dd></dl>"
         f'<h3>Open incidents and approvals</h3>{_open_items(view.incidents, view.approvals)}'
+        f'<h3>Point-in-time window</h3>{_archive(view.archive, rpo_s, now)}'
         f'<h3>Trends (last {len(trend)} runs, oldest left)</h3><div class="charts">{"".join(charts)}</div>'
         '<p class="legend">Bars: measured; a bar over its limit is drawn red and says "over" in its tooltip; '
         "circles: the restore time projected at production size.</p>"

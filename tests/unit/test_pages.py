@@ -245,3 +245,24 @@ def test_the_html_report_starts_with_the_estate_overview_of_the_live_page() -> N
     assert report.index('data-tenant="globex"') < report.index('data-tenant="acme"')  # worst first
     assert 'href="#tenant-globex"' in report and "/api/" not in report and "<form" not in report
     assert "<script" not in report and "&lt;script&gt;" in report
+
+
+def test_tenant_page_shows_the_point_in_time_window_and_its_exposure() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from continuity.pages.tenant import _archive
+
+    now = datetime(2026, 11, 30, 14, 0, tzinfo=UTC)
+    none = _archive(None, 900, now)
+    assert 'id="archive-none"' in none and "goes back to a backup" in none
+    broken = _archive({"earliest": None, "latest": None, "gap": "00000001000000000000000C"}, 900, now)
+    assert 'id="archive-broken"' in broken and "00000001000000000000000C is missing" in broken
+    window = {"earliest": now - timedelta(days=2), "latest": now - timedelta(minutes=20),
+              "newest_segment": "000000010000000000000042", "gap": None, "base_backups": [{}, {}],
+              "refreshed_at": now - timedelta(minutes=1)}
+    shown = _archive(window, 900, now)
+    assert "2026-11-28T14:00:00+00:00" in shown and "000000010000000000000042" in shown
+    assert "over the RPO" in shown and 'class="f-fail"' in shown  # 20 min of writes > a 15 min RPO
+    assert "over the RPO" not in _archive(window, 3600, now)
+    hostile = _archive({**window, "newest_segment": "<script>alert(1)</script>"}, 900, now)
+    assert "<script>" not in hostile and "&lt;script&gt;" in hostile
