@@ -51,7 +51,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import stack_env  # noqa: E402
+from bench.stack import restore_env, stack_env  # noqa: E402
 from continuity.adapters.local.local_stack import LocalStack  # noqa: E402
 from continuity.adapters.postgres.connection import ensure_database  # noqa: E402
 from continuity.adapters.postgres.control_db import prepare  # noqa: E402
@@ -502,11 +502,7 @@ def main() -> None:
             print(f"stack stopped; files kept under {stack.base}")
         else:
             stack.delete_files()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore_env(saved)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import pct, stack_env  # noqa: E402
+from bench.stack import pct, restore_env, stack_env  # noqa: E402
 from continuity.adapters.local.identity_store import IdentityStore  # noqa: E402
 from continuity.adapters.local.local_stack import LocalStack  # noqa: E402
 from continuity.adapters.postgres.catalog_store import PgCatalogStore  # noqa: E402
@@ -103,11 +103,7 @@ def main() -> None:
         process.stop(env=env)
         stack.down()
         stack.delete_files()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore_env(saved)
 
 
 def run(stack: LocalStack, args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> None:

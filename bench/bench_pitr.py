@@ -57,7 +57,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.stack import pct, stack_env  # noqa: E402
+from bench.stack import pct, restore_env, stack_env  # noqa: E402
 from continuity.adapters.local.local_stack import LocalStack  # noqa: E402
 from continuity.adapters.postgres.connection import connect, ensure_database  # noqa: E402
 from continuity.adapters.postgres.wal_archiver import recovery_state  # noqa: E402
@@ -464,11 +464,7 @@ def main() -> None:
             stack.remove_rewound(name)
         stack.down()
         stack.delete_files()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore_env(saved)
 
 
 def run(stack: LocalStack, registry: Registry, args: argparse.Namespace, archive_timeout: int) -> None:
