@@ -13,8 +13,9 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -140,23 +141,111 @@ select
 """
 
 
-def ledger(conn: psycopg.Connection, manifest: Manifest) -> CheckResult:
-    def run() -> CheckResult:
-        totals = conn.execute(odoo_schema.LEDGER_TOTALS_SQL).fetchone()
-        assert totals is not None
-        unbalanced = conn.execute(UNBALANCED_SQL).fetchall()
+# The trial balance of the companies a single pass summed: each company's debit - credit, not zero in its currency's
+# rounding (the same rule as COMPANY_IMBALANCE_SQL, on the sums instead of the lines).
+COMPANY_DELTAS_SQL = """
+select d.company, d.delta::text
+from unnest(%s::text[], %s::numeric[]) as d(company, delta)
+left join res_company c on c.id::text = d.company
+left join res_currency cur on cur.id = c.currency_id
+where round(d.delta / coalesce(nullif(cur.rounding, 0), 0.01)) <> 0
+"""
+POSTED_MOVES_SQL = "select count(*) from account_move where state = 'posted'"
+
+
+@dataclass(frozen=True)
+class LedgerPass:
+    """What one pass over the journal items found (:func:`ledger_scan`)."""
+
+    posted_moves: int
+    scan: odoo_schema.LedgerScan
+    orphan_lines: int  # lines whose move does not exist
+    orphan_lines_missing_account: int
+
+
+def ledger_scan(conn: psycopg.Connection, helper: psycopg.Connection | None = None) -> LedgerPass:
+    """The restored ledger's facts from one pass over the journal items (and one anti-join for orphan lines).
+
+    With a ``helper`` connection the scan is read in two halves at once, split at the middle move id: the
+    upper half is aggregated into a temporary table of the helper's session while the lower half streams
+    through the fold here, then the upper half's rows follow in move id order. The rows, their order and so
+    every fact and the fingerprint are those of the single query; the two halves use two cores.
+    """
+    row = conn.execute(POSTED_MOVES_SQL).fetchone()
+    posted_moves = int(row[0]) if row else 0
+    shape = odoo_schema.ledger_shape(conn.execute(odoo_schema.LEDGER_SHAPE_SQL).fetchall())
+    kind, code = shape.move_type_column, shape.account_code_column
+    bounds = conn.execute("select min(id), max(id) from account_move").fetchone() if helper is not None else None
+    if helper is None or bounds is None or bounds[0] is None or bounds[0] == bounds[1]:
+        orphans = conn.execute(odoo_schema.LEDGER_ORPHAN_LINES_SQL).fetchone() or (0, 0)
+        with conn.transaction(), conn.cursor(name="continuity_ledger_scan") as cur:
+            # A server-side cursor: the rows (one per move) stream through the fold, never all in memory.
+            cur.itersize = 20_000
+            cur.execute(odoo_schema.ledger_scan_sql(kind, code))
+            return LedgerPass(posted_moves, odoo_schema.fold_ledger_scan([cur]), int(orphans[0]), int(orphans[1]))
+    split = {"split": (int(bounds[0]) + int(bounds[1])) // 2 + 1}
+
+    def upper_half() -> tuple[int, int]:
+        found = helper.execute(odoo_schema.LEDGER_ORPHAN_LINES_SQL).fetchone() or (0, 0)
+        helper.execute("create temporary table continuity_ledger_upper on commit preserve rows as "
+                       + odoo_schema.ledger_scan_sql(kind, code, "from"), split)
+        return int(found[0]), int(found[1])
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        built = pool.submit(upper_half)
+
+        def lower() -> Iterator[Any]:
+            with conn.transaction(), conn.cursor(name="continuity_ledger_lower") as cur:
+                cur.itersize = 20_000
+                cur.execute(odoo_schema.ledger_scan_sql(kind, code, "below"), split)
+                yield from cur
+
+        def upper() -> Iterator[Any]:
+            built.result()
+            with helper.transaction(), helper.cursor(name="continuity_ledger_upper") as cur:
+                cur.itersize = 20_000
+                cur.execute("select * from continuity_ledger_upper order by move_id")
+                yield from cur
+
+        scan = odoo_schema.fold_ledger_scan([lower(), upper()])
+        orphans = built.result()
+        return LedgerPass(posted_moves, scan, *orphans)
+    finally:
+        pool.shutdown(wait=True)
+        with contextlib.suppress(psycopg.Error):
+            helper.execute("drop table if exists continuity_ledger_upper")
+
+
+def ledger_facts(conn: psycopg.Connection,
+                 helper: psycopg.Connection | None = None) -> tuple[LedgerFacts, str]:
+    """The restored ledger's facts and its fingerprint, from one pass over the journal items (see
+    :func:`ledger_scan` for ``helper``)."""
+    found = ledger_scan(conn, helper)
+    scan = found.scan
+    if scan.lines_of_another_company:
+        # A posted line booked on another company than its move's: the per-company sums of the single pass
+        # do not cover it, so the trial balance is summed line by line, as before the single pass.
         imbalances = {str(c): str(v) for c, v in conn.execute(COMPANY_IMBALANCE_SQL).fetchall()}
-        dangling = conn.execute(DANGLING_SQL).fetchone() or (0, 0)
-        facts = LedgerFacts(
-            posted_moves=int(totals[0]), posted_lines=int(totals[1]), debit_total=str(totals[2]),
-            credit_total=str(totals[3]), unbalanced_moves=[str(r[0]) for r in unbalanced],
-            unbalanced_move_count=int(unbalanced[0][1]) if unbalanced else 0, company_imbalances=imbalances,
-            lines_missing_move=int(dangling[0]), lines_missing_account=int(dangling[1]),
-        )
+    else:
+        companies = sorted(scan.company_deltas)
+        imbalances = {str(c): str(v) for c, v in conn.execute(
+            COMPANY_DELTAS_SQL, (companies, [scan.company_deltas[c] for c in companies])).fetchall()}
+    facts = LedgerFacts(
+        posted_moves=found.posted_moves, posted_lines=scan.posted_lines, debit_total=format(scan.debit_total, "f"),
+        credit_total=format(scan.credit_total, "f"), unbalanced_moves=scan.unbalanced_moves,
+        unbalanced_move_count=scan.unbalanced_move_count, company_imbalances=imbalances,
+        lines_missing_move=found.orphan_lines,
+        lines_missing_account=scan.lines_missing_account + found.orphan_lines_missing_account,
+    )
+    return facts, scan.fingerprint
+
+
+def ledger(conn: psycopg.Connection, manifest: Manifest, helper: psycopg.Connection | None = None) -> CheckResult:
+    def run() -> CheckResult:
+        facts, fingerprint = ledger_facts(conn, helper)
         result = rc.check_ledger(facts, manifest.ledger.posted_moves, manifest.ledger.posted_lines,
                                  manifest.ledger.debit_total, manifest.ledger.credit_total)
-        shape = odoo_schema.ledger_shape(conn.execute(odoo_schema.LEDGER_SHAPE_SQL).fetchall())
-        fingerprint = odoo_schema.fold_ledger(conn.execute(odoo_schema.ledger_moves_for(shape)))
         if fingerprint != manifest.ledger.fingerprint:
             problem = (f"ledger fingerprint {fingerprint[:12]}… differs from the manifest's "
                        f"{manifest.ledger.fingerprint[:12]}…: posted entries changed between backup and restore")
@@ -373,8 +462,8 @@ def run_all(dsn: str, ref: Any, tenant: Any, sample_rate: float, amcheck: tuple[
 
     def ledger_lane() -> list[CheckResult]:
         def run() -> list[CheckResult]:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                return [ledger(conn, manifest)]
+            with psycopg.connect(dsn, autocommit=True) as conn, psycopg.connect(dsn, autocommit=True) as helper:
+                return [ledger(conn, manifest, helper)]
         return applicable(CheckId.LEDGER, run)
 
     def database_lane() -> list[CheckResult]:

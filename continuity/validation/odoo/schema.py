@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
 from typing import Any
 
 # Columns written by the demo seed, in COPY order; the DDL below declares each of them.
@@ -444,10 +445,7 @@ def ledger_moves_sql(move_type_column: str | None = "move_type", account_code_co
     kind = f"m.{move_type_column}" if move_type_column else "NULL"
     return f"""
 SELECT m.id, COALESCE(m.name, ''), m.date::text, {kind}, m.journal_id,
-       encode(sha256(convert_to(string_agg(concat_ws('|', l.id, a.{account_code_column}::text, l.partner_id,
-                                                      l.debit::text, l.credit::text, l.amount_currency::text,
-                                                      l.currency_id),
-                                            E'\\n' ORDER BY l.id), 'UTF8')), 'hex')
+       encode(sha256(convert_to({_lines_text(account_code_column)}, 'UTF8')), 'hex')
 FROM account_move m
 JOIN account_move_line l ON l.move_id = m.id
 LEFT JOIN account_account a ON a.id = l.account_id
@@ -457,7 +455,139 @@ ORDER BY m.id
 """
 
 
+def _lines_text(account_code_column: str, only_posted: bool = False) -> str:
+    """A move's lines as the fingerprint reads them: one ``|``-joined line each, in line id order."""
+    return (f"string_agg(concat_ws('|', l.id, a.{account_code_column}::text, l.partner_id, l.debit::text, "
+            "l.credit::text, l.amount_currency::text, l.currency_id), E'\\n' ORDER BY l.id)"
+            + (" FILTER (WHERE m.state = 'posted')" if only_posted else ""))
+
+
 LEDGER_MOVES_SQL = ledger_moves_sql()
+
+
+# The moves of one part of a ledger scan, by move id (``%(split)s``): a scan read in two halves at once (two
+# connections, two cores) covers every move exactly once.
+LEDGER_SCAN_PARTS = {"all": "", "below": "WHERE m.id < %(split)s", "from": "WHERE m.id >= %(split)s"}
+
+
+def ledger_scan_sql(move_type_column: str | None = "move_type", account_code_column: str = "code",
+                    part: str = "all") -> str:
+    """Every journal item of every move read once, grouped by its move, in move id order: the ledger's facts.
+
+    The same join and order as :func:`ledger_moves_sql`, over every move rather than the posted ones. Per move:
+    whether it is posted, the columns and line digest of :func:`ledger_moves_sql` (for posted moves, the same
+    text), its line count and debit and credit sums, whether it balances in its company currency's rounding (as
+    Odoo's ``float_is_zero(precision_rounding=currency.rounding)``), its debit - credit when not zero (its own
+    company's, as long as no line names another company: the running count of those tells), and how many
+    lines point at an account that does not exist. Lines whose move does not exist are
+    :data:`LEDGER_ORPHAN_LINES_SQL`'s.
+    :func:`fold_ledger_scan` turns the rows into totals, the trial balance per company and the fingerprint.
+
+    :param part: ``all``, or one half of :data:`LEDGER_SCAN_PARTS` (parameter ``split``, a move id).
+    """
+    if move_type_column is not None and move_type_column not in MOVE_TYPE_COLUMNS:
+        raise ValueError(f"not an Odoo move kind column: {move_type_column!r}")
+    if account_code_column not in ACCOUNT_CODE_COLUMNS:
+        raise ValueError(f"not an Odoo account code column: {account_code_column!r}")
+    kind = f"m.{move_type_column}" if move_type_column else "NULL"
+    own = "l.company_id IS NOT DISTINCT FROM m.company_id"
+    posted = "FILTER (WHERE m.state = 'posted')"
+    running = "OVER (ORDER BY m.id ROWS UNBOUNDED PRECEDING)"
+    # A move with a line of another company sends the check to the line-by-line trial balance, so a move's
+    # delta here is all its own company's: no second pair of sums per line.
+    own_delta = "COALESCE(sum(l.debit), 0) - COALESCE(sum(l.credit), 0)"
+    # Sums run along the rows (a window in the rows' own order: no sort) and are read from the last row, and a
+    # move's own-company delta comes only when it is not zero: the fold converts no number per move.
+    return f"""
+SELECT m.state = 'posted' AS posted, m.id AS move_id, COALESCE(m.name, '') AS name, m.date::text AS date,
+       {kind} AS kind, m.journal_id,
+       encode(sha256(convert_to({_lines_text(account_code_column, only_posted=True)}, 'UTF8')), 'hex') AS lines,
+       round((COALESCE(sum(l.debit), 0) - COALESCE(sum(l.credit), 0)) / COALESCE(min(r.rounding), 0.01)) <> 0
+           AS unbalanced,
+       m.company_id::text AS company,
+       NULLIF({own_delta}, 0)::text AS own_company_delta,
+       (sum(count(*)) {posted} {running})::text AS posted_lines,
+       (sum(COALESCE(sum(l.debit), 0)) {posted} {running})::text AS debit_total,
+       (sum(COALESCE(sum(l.credit), 0)) {posted} {running})::text AS credit_total,
+       (sum(count(*) FILTER (WHERE NOT ({own}))) {posted} {running})::text AS other_company_lines,
+       (sum(count(*) FILTER (WHERE l.account_id IS NOT NULL AND a.id IS NULL)) {running})::text
+           AS missing_account_lines
+FROM account_move m
+JOIN account_move_line l ON l.move_id = m.id
+LEFT JOIN account_account a ON a.id = l.account_id
+LEFT JOIN (SELECT c.id, NULLIF(cur.rounding, 0) AS rounding
+           FROM res_company c LEFT JOIN res_currency cur ON cur.id = c.currency_id) r ON r.id = m.company_id
+{LEDGER_SCAN_PARTS[part]}
+GROUP BY m.id
+ORDER BY m.id
+"""
+
+
+# The journal items whose move does not exist (one anti-join), and how many of them also point at a missing
+# account: the part of the dangling-line facts a scan grouped by existing moves cannot see.
+LEDGER_ORPHAN_LINES_SQL = """
+SELECT count(*), count(*) FILTER (WHERE l.account_id IS NOT NULL
+                                    AND NOT EXISTS (SELECT 1 FROM account_account a WHERE a.id = l.account_id))
+FROM account_move_line l
+WHERE NOT EXISTS (SELECT 1 FROM account_move m WHERE m.id = l.move_id)
+"""
+
+
+@dataclass
+class LedgerScan:
+    """The ledger facts of one pass over the journal items (:func:`fold_ledger_scan`)."""
+
+    posted_lines: int = 0
+    debit_total: Decimal = Decimal(0)
+    credit_total: Decimal = Decimal(0)
+    unbalanced_moves: list[str] = field(default_factory=list)  # the first few, by move id
+    unbalanced_move_count: int = 0
+    # debit - credit of posted moves per their company ("none": no company); the trial balance per company
+    # only when no posted line names another company than its move's (else it is summed line by line)
+    company_deltas: dict[str, Decimal] = field(default_factory=dict)
+    lines_of_another_company: int = 0  # posted lines whose company is not their move's
+    lines_missing_account: int = 0  # of the lines of existing moves
+    fingerprint: str = ""
+
+
+def fold_ledger_scan(parts: Iterable[Iterable[Sequence[Any]]], examples: int = 5) -> LedgerScan:
+    """Fold the rows of :func:`ledger_scan_sql`, one or more parts in move id order, into a :class:`LedgerScan`.
+
+    The fingerprint folds the posted moves' rows exactly as :func:`fold_ledger` folds :data:`LEDGER_MOVES_SQL`;
+    the totals are each part's last row's running sums, added.
+    """
+    scan = LedgerScan()
+    digest = hashlib.sha256()
+    with localcontext() as exact:
+        exact.prec = 1000  # sums of numeric amounts, added exactly
+        for rows in parts:
+            last: Sequence[Any] | None = None
+            for row in rows:
+                last = row
+                (posted, move_id, name, date, kind, journal, lines_digest, unbalanced, company, own_delta) = row[:10]
+                if not posted:
+                    continue
+                digest.update(("|".join("" if v is None else str(v)
+                                        for v in (move_id, name, date, kind, journal, lines_digest)) + "\n").encode())
+                if unbalanced:
+                    scan.unbalanced_move_count += 1
+                    if len(scan.unbalanced_moves) < examples:
+                        scan.unbalanced_moves.append(name or str(move_id))
+                key = company if company is not None else "none"
+                if key not in scan.company_deltas:
+                    scan.company_deltas[key] = Decimal(0)
+                if own_delta is not None:
+                    scan.company_deltas[key] += Decimal(own_delta)
+            if last is None:
+                continue
+            posted_lines, debit, credit, other_company, missing_account = last[10:15]
+            scan.posted_lines += int(posted_lines or 0)
+            scan.debit_total += Decimal(debit or 0)
+            scan.credit_total += Decimal(credit or 0)
+            scan.lines_of_another_company += int(other_company or 0)
+            scan.lines_missing_account += int(missing_account or 0)
+    scan.fingerprint = digest.hexdigest()
+    return scan
 
 
 LEDGER_TABLES_PRESENT_SQL = """
