@@ -179,7 +179,9 @@ def window_of(server: str, backups: Sequence[BaseBackup], segments: Sequence[Arc
     if not usable:
         return RecoveryWindow(server, None, None, len(done), len(names), newest.name, done[0].backup_id,
                               done[-1].backup_id, gap)
-    latest = max(s.stored_at for s in segments if s.name == newest.name)
+    # A base backup's end is itself restorable (its last segment is archived before it ends): right after one,
+    # before any newer segment arrives, the window is that instant, not empty. Storage times are to the second.
+    latest = max(max(s.stored_at for s in segments if s.name == newest.name), usable[-1].end_time)
     return RecoveryWindow(server, usable[0].end_time, latest, len(done), len(names), newest.name,
                           usable[0].backup_id, usable[-1].backup_id, gap)
 

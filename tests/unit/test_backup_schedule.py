@@ -50,7 +50,8 @@ def test_nothing_is_due_twice_in_one_slot(tenant: str, interval: timedelta, now:
     first = decide(BackupKind.DUMP, tenant, interval, None, now)
     assert first.due
     # Taken at `now`; asked again at any moment left in the same slot: not due.
-    again_at = now + (first.next_slot - now) * later
+    # (timedelta * float rounds to the microsecond: a `later` just below 1 would land on the next slot itself)
+    again_at = min(now + (first.next_slot - now) * later, first.next_slot - timedelta(microseconds=1))
     again = decide(BackupKind.DUMP, tenant, interval, now, again_at)
     assert again.slot_start == first.slot_start
     assert not again.due, again.reason

@@ -72,8 +72,16 @@ def test_window_runs_from_the_oldest_usable_base_backup_to_the_newest_segment() 
     segments = [seg(n, n) for n in range(2, 9)]
     window = window_of("s", backups, segments)
     assert window.restorable and window.gap is None
-    assert window.earliest == T0 + timedelta(minutes=1) and window.latest == T0 + timedelta(minutes=8)
+    assert window.earliest == T0 + timedelta(minutes=1)
+    assert window.latest == T0 + timedelta(minutes=10)  # b2's end: newer than the newest segment's arrival
     assert window.oldest_base_backup == "b1" and window.newest_base_backup == "b2"
+
+
+def test_right_after_a_base_backup_the_window_is_its_end_not_empty() -> None:
+    # barman-cloud-backup waits for its last segment to be archived, then ends; storage times are whole seconds.
+    just_taken = [backup("b1", segment_name(1, 0, 2), 10)]
+    window = window_of("s", just_taken, [seg(2, 9), seg(3, 9)])
+    assert window.restorable and window.earliest == window.latest == T0 + timedelta(minutes=10)
 
 
 def test_a_gap_cuts_off_the_base_backups_before_it() -> None:
