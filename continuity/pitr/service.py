@@ -30,6 +30,7 @@ from continuity.pitr.rules import (
     point_in_time_refusal,
     recovery_settings,
     segment_number,
+    segments_between,
     stop_time_from_log,
     window_of,
 )
@@ -182,20 +183,13 @@ class Rewound:
         return _stack().rewound_dsn(self.port, dbname)
 
     def to_json(self) -> dict[str, Any]:
+        segments = len(segments_between(self.wal_first, self.wal_last))
         return {"copy": self.name, "server": self.server, "target": self.target.isoformat() if self.target else None,
                 "target_name": self.target_name, "base_backup": self.base_backup.to_json(),
                 "wal_first": self.wal_first, "wal_last": self.wal_last,
                 "reached": self.reached.isoformat() if self.reached else None,
                 "restore_seconds": round(self.restore_seconds, 2), "replay_seconds": round(self.replay_seconds, 2),
-                "wal_segments": len(_range(self.wal_first, self.wal_last)),
-                "replay_mb_per_s": round(len(_range(self.wal_first, self.wal_last)) * 16
-                                         / max(self.replay_seconds, 0.001), 1)}
-
-
-def _range(first: str, last: str) -> list[str]:
-    from continuity.pitr.rules import segments_between
-
-    return segments_between(first, last)
+                "wal_segments": segments, "replay_mb_per_s": round(segments * 16 / max(self.replay_seconds, 0.001), 1)}
 
 
 def copy_name(run_id: str) -> str:
