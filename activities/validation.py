@@ -61,7 +61,8 @@ def restore_into_sandbox(request: dict[str, Any]) -> dict[str, Any]:
     with telemetry.span("restore_into_sandbox", tenant=ref.tenant, backup_id=ref.backup_id,
                         run_id=request["run_id"], instance_id=request["run_id"]):
         step = wiring.restore_in_run_folder(ports, ref, request["scratch_database"],
-                                            int(request.get("jobs", validation.RESTORE_JOBS)), request["run_id"])
+                                            int(request.get("jobs", validation.RESTORE_JOBS)), request["run_id"],
+                                            float(request.get("sample_rate", validation.DEFAULT_SAMPLE_RATE)))
     return step.to_json()
 
 

@@ -54,7 +54,8 @@ def tenant_validation(context: df.DurableOrchestrationContext) -> Generator[Any,
     checks: list[dict[str, Any]] | None = None
     error = ""
     try:
-        step = yield context.call_activity(steps.restore_into_sandbox, {**base, "jobs": request.get("jobs", 2)})
+        step = yield context.call_activity(steps.restore_into_sandbox, {
+            **base, "jobs": request.get("jobs", 2), "sample_rate": request.get("sample_rate", 1.0)})
         context.set_custom_status({"stage": "checking", "backup_id": backup_id})
         checks = yield context.call_activity(steps.run_restore_checks, {
             **base, "step": step, "sample_rate": request.get("sample_rate", 1.0)})

@@ -263,3 +263,65 @@ def archive_header(lines: Iterable[str]) -> ArchiveHeader:
                 found[key] = field_match.group(1).strip()
     return ArchiveHeader(found.get("dbname"), created, zone, found.get("server_version"),
                          found.get("pg_dump_version"), found.get("format"))
+
+
+# ---- which tables can be read while the restore goes on ------------------------------------------
+# Post-data entries that lock their table against readers (ACCESS EXCLUSIVE): ALTER TABLE … ADD CONSTRAINT …
+# PRIMARY KEY / UNIQUE / EXCLUDE, CREATE RULE, CREATE POLICY, ALTER TABLE … ENABLE ROW LEVEL SECURITY. A
+# check reading the table first would make that entry wait for the check, and every later index build on the
+# table would queue behind it; so a table is read only once they are done. Index builds (SHARE), foreign keys
+# and triggers (SHARE ROW EXCLUSIVE) take locks a reader never waits for, nor they for it.
+LOCKING_KINDS = frozenset({"CONSTRAINT", "RULE", "POLICY", "ROW SECURITY"})
+SCHEMA = "public"
+
+
+class LoadProgress:
+    """The tables of ``public`` whose rows are all loaded and that nothing in the restore will lock again.
+
+    Built from the ``pg_restore --list`` lines; told each entry ``pg_restore`` reports finished (its dump
+    id), it answers which tables became readable. A table with no data entry, or with two (a name only a
+    forged archive repeats), never becomes readable here: what reads it waits for the whole restore.
+    Reading early can only ever see fewer rows than the backup holds, never other ones, so a check that ran
+    too soon fails; it cannot pass a wrong backup.
+    """
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        data: dict[str, list[int]] = {}
+        self._locking: dict[str, set[int]] = {}
+        for line in lines:
+            entry = parse_toc_line(line) if line and not line.startswith(";") else None
+            if entry is None or entry.schema != SCHEMA:
+                continue
+            # ``NAME OWNER``: the tag, then one owner word; a constraint's or rule's tag is ``TABLE NAME``.
+            tag = entry.name_and_owner.rsplit(" ", 1)[0] if " " in entry.name_and_owner else entry.name_and_owner
+            if entry.kind == "TABLE DATA":
+                data.setdefault(tag, []).append(entry.dump_id)
+            elif entry.kind in LOCKING_KINDS:
+                self._locking.setdefault(tag.split(" ", 1)[0], set()).add(entry.dump_id)
+        self._data = {ids[0]: table for table, ids in data.items() if len(ids) == 1}
+        self._waiting = {table: {dump_id} | self._locking.get(table, set()) for dump_id, table in self._data.items()}
+        self._readable: set[str] = set()
+
+    def finished(self, dump_id: int) -> set[str]:
+        """The tables this finished entry made readable (often none)."""
+        became: set[str] = set()
+        for table, waiting in self._waiting.items():
+            if dump_id in waiting:
+                waiting.discard(dump_id)
+                if not waiting and table not in self._readable:
+                    self._readable.add(table)
+                    became.add(table)
+        return became
+
+    @property
+    def readable(self) -> frozenset[str]:
+        return frozenset(self._readable)
+
+
+_FINISHED = re.compile(r"^pg_restore: finished item (\d+) ")
+
+
+def finished_item(stderr_line: str) -> int | None:
+    """The dump id in ``pg_restore --verbose``'s "finished item N KIND TAG" line (parallel restore), else None."""
+    match = _FINISHED.match(stderr_line)
+    return int(match.group(1)) if match else None

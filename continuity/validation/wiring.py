@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -146,8 +146,9 @@ def local_ports(registry: Any, blobs: Any | None = None, sandbox: Any | None = N
     return ValidationPorts(
         registry=registry, source=anchored_source(registry, blobs), sandbox=sandbox or Sandbox.local(registry),
         download=download_with_hash, list_archive=list_archive,
-        restore=lambda dump, dsn, jobs, deadline: restore(dump, dsn, jobs, deadline),
+        restore=restore,
         run_checks=partial(check_runner.run_all, attachment_store=store),
+        checks_during_restore=partial(check_runner.ChecksDuringRestore, attachment_store=store),
     )
 
 
@@ -256,7 +257,10 @@ def estate(visible: Collection[str] | None = None, control_dsn: str | None = Non
 
 def staging_ports(registry: Registry, target: StagingTarget, blobs: Any | None = None) -> ValidationPorts:
     """The validation's ports with a tenant's staging database as the restore target (tenant recovery)."""
-    return replace(local_ports(registry, blobs=blobs, sandbox=target), restore=restore_keeping_owners)
+    # Attachments are checked after the staging step brings back the files the staged copy misses: not while
+    # it restores.
+    return replace(local_ports(registry, blobs=blobs, sandbox=target), restore=restore_keeping_owners,
+                   checks_during_restore=partial(check_runner.ChecksDuringRestore, attachment_store=None))
 
 
 def configured_ports() -> ValidationPorts:
@@ -319,7 +323,7 @@ def resolve_backup_id(tenant_id: str, backup_id: str | None) -> str:
 
 
 def restore_in_run_folder(ports: ValidationPorts, ref: BackupRef, scratch_database: str, jobs: int,
-                          run_id: str) -> validation.RestoreStep:
+                          run_id: str, sample_rate: float = validation.DEFAULT_SAMPLE_RATE) -> validation.RestoreStep:
     """Step 1 with the dump landing in the run's own folder: an attempt killed mid-restore leaves its file there,
     and the next attempt of the same run (or the nightly sweep) removes it, never another run's."""
     folder = open_run_folder(run_id, "restore_into_sandbox")
@@ -327,13 +331,14 @@ def restore_in_run_folder(ports: ValidationPorts, ref: BackupRef, scratch_databa
     def download(chunks: Iterable[bytes]) -> Any:
         return download_with_hash(_pausing_after_first(chunks, "validation.downloading"), directory=folder.path)
 
-    def restore_after_pause(dump: Any, dsn: str, jobs: int, deadline: float) -> Any:
+    def restore_after_pause(dump: Any, dsn: str, jobs: int, deadline: float,
+                            on_finished: Callable[[int], None] | None = None) -> Any:
         pause_at("validation.restoring")  # the dump landed and the scratch database exists, pg_restore not begun
-        return ports.restore(dump, dsn, jobs, deadline)
+        return ports.restore(dump, dsn, jobs, deadline, on_finished=on_finished)
 
     try:
         step = validation.restore_into_sandbox(replace(ports, download=download, restore=restore_after_pause), ref,
-                                               scratch_database, jobs)
+                                               scratch_database, jobs, sample_rate)
     finally:
         folder.remove()
     pause_at("validation.restore")  # restored and its folder gone, the result not delivered yet

@@ -248,6 +248,14 @@ def test_good_backup_is_recoverable_within_objectives(ports: ValidationPorts, sa
     assert set(statuses(report)) == {*(str(c) for c in CheckId), "assertion:has-companies"}
     indexes = next(c for c in report.checks if c.id == CheckId.INDEXES)
     assert indexes.data["checked"] > 10
+    # The row checks ran while post-data built the indexes (pg_restore reported their tables loaded); what
+    # reads indexes and constraints, and the tenant's own SQL, ran after.
+    during = {c.id for c in report.checks if c.data.get("during_restore")}
+    assert during == {CheckId.LEDGER, CheckId.INVOICE_NUMBERING, CheckId.ROW_COUNTS, CheckId.ATTACHMENTS,
+                      CheckId.TENANT_FINGERPRINT}, during
+    # Their time lies inside the restore's: the RTO counts it once.
+    restore_s = next(c for c in report.checks if c.id == CheckId.RESTORE_COMPLETED).duration_s
+    assert all(c.duration_s <= restore_s for c in report.checks if c.id in during)
 
 
 def test_latest_backup_is_picked_when_no_id_given(ports: ValidationPorts, sandbox: Sandbox, blob_store: BlobStore,
@@ -317,6 +325,9 @@ def test_truncated_dump_with_matching_manifest_fails_the_restore(ports: Validati
     assert statuses(report)[CheckId.FILE_CHECKSUM] == "pass"
     assert len(failed(report)) == 1
     assert failed(report)[0] in (CheckId.ARCHIVE_READABLE, CheckId.RESTORE_COMPLETED)
+    # Whatever a row check read of the tables the cut dump did load is dropped with the failed restore.
+    assert not any(c.data.get("during_restore") for c in report.checks)
+    assert statuses(report)[CheckId.LEDGER] == "unavailable"
 
 
 def test_manifest_from_another_tenant_fails_only_the_manifest_tenant_check(
@@ -368,7 +379,9 @@ def test_unbalanced_ledger_fails_only_the_ledger_check(ports: ValidationPorts, s
     backup = upload_backup(blob_store, "vt-ledger", dump, manifest)
     report = validate(ports, "vt-ledger", backup.backup_id)
     assert failed(report) == [CheckId.LEDGER]
-    detail = next(c for c in report.checks if c.id == CheckId.LEDGER).detail
+    ledger = next(c for c in report.checks if c.id == CheckId.LEDGER)
+    assert ledger.data.get("during_restore"), "the ledger read the loaded rows while the indexes were built"
+    detail = ledger.detail
     assert "1 posted move(s) unbalanced (e.g. INV/2025/00003)" in detail
     assert "trial balance not zero for company 1 (7" in detail
 

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from continuity.validation import checks as rc
+from continuity.validation import toc
 from continuity.validation.checks import CheckId, CheckStatus
 from continuity.validation.toc import archive_refusal, parse_toc_line, script_refusal, toc_refusal
 
@@ -229,3 +230,55 @@ def test_function_whose_header_names_no_language_is_refused() -> None:
     body = "CREATE FUNCTION public.f() RETURNS text\n    AS $$ select 1 $$;"
     refusal = script_refusal(ODOO_SCRIPT + chunk("FUNCTION", "f()", body))
     assert refusal is not None and "language '?'" in refusal
+
+
+# ---- which tables the row checks may read while the restore goes on -------------------------------
+
+LISTING = [
+    ";",
+    "; Archive created at 2026-11-30 10:00:00 UTC",
+    ";",
+    "220; 1259 17600 TABLE public account_move continuity",
+    "227; 1259 17607 TABLE public account_move_line continuity",
+    "3510; 0 17607 TABLE DATA public account_move continuity",
+    "3512; 0 17616 TABLE DATA public account_move_line continuity",
+    "3513; 0 17700 TABLE DATA public res_partner continuity",
+    "3514; 0 17701 TABLE DATA other res_partner continuity",
+    "3298; 2606 17614 CONSTRAINT public account_move account_move_pkey continuity",
+    "3312; 2606 17625 CONSTRAINT public account_move_line account_move_line_pkey continuity",
+    "3307; 1259 17686 INDEX public account_move_line__move_id_index continuity",
+    "3400; 2606 17800 FK CONSTRAINT public account_move_line account_move_line_move_id_fkey continuity",
+    "3401; 2618 17801 RULE public account_move_line no_delete continuity",
+]
+
+
+def test_a_table_is_readable_once_its_rows_are_in_and_nothing_will_lock_it_again() -> None:
+    progress = toc.LoadProgress(LISTING)
+    assert progress.finished(3513) == {"res_partner"}  # no constraint: readable as soon as its rows are in
+    assert progress.finished(3510) == set()  # rows in, but its primary key (ACCESS EXCLUSIVE) is still to come
+    assert progress.finished(3298) == {"account_move"}
+    assert progress.finished(3512) == set()
+    assert progress.finished(3312) == set()  # a rule on it is still to come
+    # An index build and a foreign key never make a reader wait, nor wait for one.
+    assert progress.finished(3307) == set() and progress.finished(3400) == set()
+    assert progress.finished(3401) == {"account_move_line"}
+    assert progress.readable == {"res_partner", "account_move", "account_move_line"}
+    assert progress.finished(3401) == set()  # told twice: nothing new
+
+
+def test_a_table_named_twice_or_outside_public_is_never_read_early() -> None:
+    # Only a forged archive holds two data entries for one table: which one's rows are in cannot be told.
+    forged = [*LISTING, "3600; 0 17900 TABLE DATA public account_move continuity"]
+    progress = toc.LoadProgress(forged)
+    for dump_id in (3510, 3600, 3298):
+        progress.finished(dump_id)
+    assert "account_move" not in progress.readable
+    # other.res_partner's rows say nothing about public.res_partner.
+    assert toc.LoadProgress(LISTING).finished(3514) == set()
+
+
+def test_only_finished_item_lines_name_a_finished_entry() -> None:
+    assert toc.finished_item("pg_restore: finished item 3512 TABLE DATA account_move_line") == 3512
+    assert toc.finished_item("pg_restore: launching item 3512 TABLE DATA account_move_line") is None
+    assert toc.finished_item("pg_restore: error: finished item 3512") is None
+    assert toc.finished_item("NOTICE: pg_restore: finished item 1 x") is None

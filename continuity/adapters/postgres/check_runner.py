@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ def timed(fn: Callable[[], CheckResult]) -> CheckResult:
     except psycopg.Error as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         name = getattr(fn, "check_id", "check")
-        result = CheckResult(name, CheckStatus.FAIL, f"query failed: {first[:300]}")
+        result = CheckResult(name, CheckStatus.FAIL, f"query failed: {first[:300]}", data={"query_failed": True})
     return CheckResult(result.id, result.status, result.detail, time.monotonic() - started, result.data)
 
 
@@ -430,12 +431,16 @@ def assertions(conn: psycopg.Connection, items: Sequence[Assertion],
 
 
 def run_all(dsn: str, ref: Any, tenant: Any, sample_rate: float, amcheck: tuple[bool, str],
-            attachment_store: AttachmentStore | None = None) -> list[CheckResult]:
+            attachment_store: AttachmentStore | None = None,
+            done: Sequence[CheckResult] = ()) -> list[CheckResult]:
     """Every check after the restore, reported in a fixed order.
 
     Three lanes run at once, each on its own connection: the attachment store (network-bound), the
     ledger (the heaviest query) and everything else. The scratch database is throwaway and read-only
     to the checks, so nothing orders them but the report.
+
+    :param done: checks already run while the restore went on (:class:`ChecksDuringRestore`): reported as
+        they are, not run again.
 
     :param ref: the :class:`continuity.validation.service.BackupRef` (its manifest holds the expectations).
     :param tenant: the :class:`continuity.kernel.tenants.Tenant` (attachment prefix, assertions).
@@ -444,18 +449,22 @@ def run_all(dsn: str, ref: Any, tenant: Any, sample_rate: float, amcheck: tuple[
     with psycopg.connect(dsn, autocommit=True) as conn:
         odoo = odoo_facts(conn)  # the restored database says which Odoo it is, not the manifest
     skip = rc.odoo_not_applicable(odoo)
+    earlier = {r.id: r for r in done}
 
     def applicable(check_id: str, run: Callable[[], list[CheckResult]]) -> list[CheckResult]:
+        if check_id in earlier:
+            return [earlier[check_id]]
         if check_id in skip:
             return [CheckResult(check_id, CheckStatus.NOT_APPLICABLE, skip[check_id])]
         return run()
 
     def attachments_lane() -> list[CheckResult]:
-        if attachment_store is None:
+        if attachment_store is None and CheckId.ATTACHMENTS not in earlier:
             return [CheckResult(CheckId.ATTACHMENTS, CheckStatus.UNAVAILABLE,
                                 "attachments not verified: no attachment store configured")]
 
         def run() -> list[CheckResult]:
+            assert attachment_store is not None
             with psycopg.connect(dsn, autocommit=True) as conn:
                 return [attachments(conn, attachment_store, tenant.attachments, sample_rate, ref.backup_id)]
         return applicable(CheckId.ATTACHMENTS, run)
@@ -483,3 +492,114 @@ def run_all(dsn: str, ref: Any, tenant: Any, sample_rate: float, amcheck: tuple[
     order = [CheckId.SCHEMA_PRESENT, CheckId.TENANT_FINGERPRINT, CheckId.ROW_COUNTS, CheckId.LEDGER,
              CheckId.INVOICE_NUMBERING, CheckId.ATTACHMENTS, CheckId.INDEXES]
     return [found.pop(c) for c in order] + list(found.values())
+
+
+# ---- checks while the restore goes on --------------------------------------------------------------
+# The checks that read only rows, and the tables each reads (with ir_module_module: which Odoo it is decides
+# whether a check applies). Schema, indexes and tenant assertions read what post-data builds: after the restore.
+ROW_CHECK_TABLES: dict[str, frozenset[str]] = {
+    CheckId.LEDGER: frozenset({*odoo_schema.LEDGER_TABLES, "res_company", "res_currency"}),
+    CheckId.INVOICE_NUMBERING: frozenset({"account_move", "account_journal"}),
+    CheckId.ATTACHMENTS: frozenset({"ir_attachment"}),
+    CheckId.TENANT_FINGERPRINT: frozenset({"res_company", "ir_config_parameter"}),
+}
+ODOO_TABLES = frozenset({"ir_module_module"})
+
+
+class ChecksDuringRestore:
+    """The row checks, each started on its own connection as soon as ``pg_restore`` has loaded every table it
+    reads (and nothing in the restore will lock them again: :class:`continuity.validation.toc.LoadProgress`).
+
+    The biggest table loads last and alone, leaving a core idle, and its index builds follow: the invoice
+    numbering, attachments, row counts and fingerprint run in that time, and the ledger while the indexes are
+    built, instead of after the whole restore. Each check keeps its meaning: it reads the same rows with the
+    same SQL. Results whose query failed (a lock timeout, a cancelled statement) are dropped so that the check
+    runs again after the restore; a check never started early runs then too.
+    """
+
+    def __init__(self, dsn: str, ref: Any, tenant: Any, sample_rate: float,
+                 attachment_store: AttachmentStore | None = None) -> None:
+        self.dsn = dsn
+        self.ref = ref
+        self.tenant = tenant
+        self.sample_rate = sample_rate
+        self.attachment_store = attachment_store
+        manifest: Manifest = ref.manifest
+        self._needs: dict[str, frozenset[str]] = {
+            c: tables | ODOO_TABLES for c, tables in ROW_CHECK_TABLES.items()
+            if c != CheckId.ATTACHMENTS or attachment_store is not None}
+        if manifest.row_counts:
+            self._needs[CheckId.ROW_COUNTS] = frozenset(manifest.row_counts) | ODOO_TABLES
+        self._readable: set[str] = set()
+        self._started: dict[str, Future[CheckResult]] = {}
+        self._connections: list[psycopg.Connection] = []
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._pool = ThreadPoolExecutor(max_workers=len(self._needs) or 1, thread_name_prefix="checks-during-restore")
+
+    def tables_readable(self, tables: Iterable[str]) -> None:
+        """Start every check whose tables are now all readable."""
+        with self._lock:
+            self._readable.update(tables)
+            if self._abandoned:
+                return
+            for check_id, needs in self._needs.items():
+                if check_id not in self._started and needs <= self._readable:
+                    self._started[check_id] = self._pool.submit(self._run, check_id)
+
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.dsn, autocommit=True)
+        with self._lock:
+            self._connections.append(conn)
+            if self._abandoned:
+                conn.cancel()
+        return conn
+
+    def _run(self, check_id: str) -> CheckResult:
+        manifest: Manifest = self.ref.manifest
+        with self._connect() as conn:
+            odoo = odoo_facts(conn)
+            skip = rc.odoo_not_applicable(odoo)
+            if check_id in skip:
+                return CheckResult(check_id, CheckStatus.NOT_APPLICABLE, skip[check_id])
+            if check_id == CheckId.LEDGER:
+                with self._connect() as helper:
+                    return ledger(conn, manifest, helper)
+            if check_id == CheckId.INVOICE_NUMBERING:
+                return invoice_numbering(conn, by_name=odoo is not None and odoo.major is not None and odoo.major <= 13)
+            if check_id == CheckId.ATTACHMENTS:
+                assert self.attachment_store is not None
+                return attachments(conn, self.attachment_store, self.tenant.attachments, self.sample_rate,
+                                   self.ref.backup_id)
+            if check_id == CheckId.TENANT_FINGERPRINT:
+                return tenant_fingerprint(conn, manifest, getattr(self.ref, "established", None))
+            return row_counts(conn, manifest.row_counts)
+
+    def finish(self) -> list[CheckResult]:
+        """Wait for the checks started; their results, each marked as run during the restore."""
+        results = []
+        for check_id, future in self._started.items():
+            try:
+                result = future.result()
+            except psycopg.Error as exc:  # could not even connect: the check runs after the restore
+                logger.warning("check %s could not run during the restore: %s", check_id, exc)
+                continue
+            if result.data.get("query_failed"):
+                continue
+            results.append(CheckResult(result.id, result.status, result.detail, result.duration_s,
+                                       {**result.data, "during_restore": True}))
+        self._pool.shutdown(wait=True)
+        return results
+
+    def abandon(self) -> None:
+        """The restore failed: cancel what runs, wait for it, keep nothing."""
+        with self._lock:
+            self._abandoned = True
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel()
+        for future in self._started.values():
+            with contextlib.suppress(Exception):
+                future.result()
+        self._pool.shutdown(wait=True)

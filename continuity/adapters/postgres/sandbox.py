@@ -254,6 +254,14 @@ class Sandbox:
         params.update({"dbname": dbname, "user": dbname, "passfile": str(passfile)})
         return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
+    def rows_dsn(self, dbname: str) -> str:
+        """Where the row checks connect while the restore goes on: the restore role as it is, reading ``public``.
+
+        It owns every table it restores, which is all the row checks read; amcheck and the assertions' role
+        (:meth:`checks_dsn`) are granted only once the restore is over, never while the dump's SQL runs.
+        """
+        return make_conninfo(self.restore_dsn(dbname), options="-c search_path=public")
+
     def checks_dsn(self, dbname: str, amcheck: bool) -> str:
         """Where the checks connect: the restore role again, never the superuser, after granting it what they need.
 

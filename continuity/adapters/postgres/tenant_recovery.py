@@ -179,16 +179,16 @@ class StagingTarget:
         return (True, "") if row else (False, "the amcheck extension is not installed on the tenant's server")
 
 
-def restore_keeping_owners(dump: Any, target_dsn: str, jobs: int, deadline_s: float) -> Any:
+def restore_keeping_owners(dump: Any, target_dsn: str, jobs: int, deadline_s: float,
+                           on_finished: Callable[[int], None] | None = None) -> Any:
     """``pg_restore --jobs`` into the staging database, keeping owners and grants of the dump."""
     from continuity.adapters.postgres.connection import libpq_env
-    from continuity.adapters.tools import pgbin, restore_runner
+    from continuity.adapters.tools import restore_runner
 
     env = libpq_env()
     env["PGOPTIONS"] = restore_runner.RESTORE_PGOPTIONS
-    args = [pgbin.tool("pg_restore"), *RESTORE_OPTIONS, f"--jobs={max(1, jobs)}", f"--dbname={target_dsn}",
-            str(dump)]
-    outcome = restore_runner._run(args, deadline_s, env)
+    args = restore_runner.restore_args(RESTORE_OPTIONS, dump, target_dsn, jobs, on_finished is not None)
+    outcome = restore_runner._run(args, deadline_s, env, restore_runner.on_finished_items(on_finished))
     pause_at("recovery.restored")  # restored, the dump still on disk: a kill here leaves both behind
     return outcome
 

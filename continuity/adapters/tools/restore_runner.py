@@ -15,8 +15,9 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from continuity.adapters.postgres.connection import libpq_env
 from continuity.adapters.tools import pgbin
 from continuity.catalog.manifest import BACKUP_ID_RE, MANIFEST_FILE, BackupRef, Manifest
 from continuity.kernel.errors import BackupCorrupted, BackupNotFound
+from continuity.validation.toc import finished_item
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +88,18 @@ class ProcessOutcome:
     errors: list[str] = field(default_factory=list)
 
 
-def _run(args: list[str], deadline_s: float, env: dict[str, str]) -> ProcessOutcome:
+def _run(args: list[str], deadline_s: float, env: dict[str, str],
+         on_stderr_line: Callable[[str], None] | None = None) -> ProcessOutcome:
     """Run a subprocess in its own process group; kill the group when the deadline passes.
 
     Output is decoded with replacement: a dump is untrusted input, and a name or definition with
     invalid UTF-8 in it must become a reported problem, never a ``UnicodeDecodeError``.
+
+    :param on_stderr_line: called with each line of standard error as it is written (``pg_restore
+        --verbose`` progress); the outcome's ``stderr`` then keeps only what is not progress.
     """
+    if on_stderr_line is not None:
+        return _run_watching(args, deadline_s, env, on_stderr_line)
     started = time.monotonic()
     proc = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
                  errors="replace", env=env, stdin=subprocess.DEVNULL)
@@ -103,9 +111,53 @@ def _run(args: list[str], deadline_s: float, env: dict[str, str]) -> ProcessOutc
             os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         timed_out = True
-    errors = [line.removeprefix("pg_restore: error: ").strip() for line in (err or "").splitlines()
-              if line.startswith("pg_restore: error:")]
-    return ProcessOutcome(proc.returncode, out or "", err or "", timed_out, time.monotonic() - started, errors)
+    return ProcessOutcome(proc.returncode, out or "", err or "", timed_out, time.monotonic() - started,
+                          _errors(err or ""))
+
+
+def _errors(stderr: str) -> list[str]:
+    return [line.removeprefix("pg_restore: error: ").strip() for line in stderr.splitlines()
+            if line.startswith("pg_restore: error:")]
+
+
+# What ``pg_restore --verbose`` says about its progress (pg_backup_archiver.c): not kept in the outcome.
+_PROGRESS = ("pg_restore: processing ", "pg_restore: launching ", "pg_restore: finished ", "pg_restore: creating ",
+             "pg_restore: connecting ", "pg_restore: executing ", "pg_restore: entering ", "pg_restore: setting ",
+             "pg_restore: disabling ", "pg_restore: enabling ", "pg_restore: dropping ", "pg_restore: implied ")
+
+
+def _run_watching(args: list[str], deadline_s: float, env: dict[str, str],
+                  on_line: Callable[[str], None]) -> ProcessOutcome:
+    """:func:`_run`, reading standard error line by line as it comes (a thread; stdout is not kept)."""
+    started = time.monotonic()
+    proc = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                 errors="replace", env=env, stdin=subprocess.DEVNULL)
+    kept: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            if not line.startswith(_PROGRESS):
+                kept.append(line)
+            try:
+                on_line(line)
+            except Exception:  # a listener's failure must never stop the restore or lose its errors
+                logger.exception("restore progress listener failed")
+
+    reader = threading.Thread(target=read, name="pg_restore-stderr", daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout=deadline_s)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        timed_out = True
+    reader.join()
+    err = "\n".join(kept)
+    return ProcessOutcome(proc.returncode, "", err, timed_out, time.monotonic() - started, _errors(err))
 
 
 # The entries whose SQL is not read before the restore: pg_restore writes their COPY statement (and any
@@ -170,13 +222,36 @@ def list_archive(dump: Path, deadline_s: float = 120) -> ArchiveListing:
     return ArchiveListing(True, entries, "", seconds, lines, script.stdout)
 
 
-def restore(dump: Path, target_dsn: str, jobs: int = 2, deadline_s: float = 3600) -> ProcessOutcome:
-    """``pg_restore --jobs`` of ``dump`` into the (empty) database of ``target_dsn`` under a deadline."""
+def on_finished_items(on_finished: Callable[[int], None] | None) -> Callable[[str], None] | None:
+    """A stderr listener calling ``on_finished`` with the dump id of every entry ``pg_restore --verbose``
+    reports finished (parallel restore), or None without a listener."""
+    if on_finished is None:
+        return None
+    callback = on_finished
+
+    def listen(line: str) -> None:
+        dump_id = finished_item(line)
+        if dump_id is not None:
+            callback(dump_id)
+    return listen
+
+
+def restore_args(options: Sequence[str], dump: Path, target_dsn: str, jobs: int, verbose: bool) -> list[str]:
+    return [pgbin.tool("pg_restore"), *options, *(["--verbose"] if verbose else []), f"--jobs={max(1, jobs)}",
+            f"--dbname={target_dsn}", str(dump)]
+
+
+def restore(dump: Path, target_dsn: str, jobs: int = 2, deadline_s: float = 3600,
+            on_finished: Callable[[int], None] | None = None) -> ProcessOutcome:
+    """``pg_restore --jobs`` of ``dump`` into the (empty) database of ``target_dsn`` under a deadline.
+
+    :param on_finished: told the dump id of each entry as pg_restore finishes it (``--verbose``), so that
+        checks can read a table as soon as its rows are in (:class:`continuity.validation.toc.LoadProgress`).
+    """
     env = libpq_env()
     env["PGOPTIONS"] = RESTORE_PGOPTIONS
-    args = [pgbin.tool("pg_restore"), *RESTORE_OPTIONS, f"--jobs={max(1, jobs)}", f"--dbname={target_dsn}",
-            str(dump)]
-    outcome = _run(args, deadline_s, env)
+    args = restore_args(RESTORE_OPTIONS, dump, target_dsn, jobs, on_finished is not None)
+    outcome = _run(args, deadline_s, env, on_finished_items(on_finished))
     logger.info("pg_restore finished", extra={"returncode": outcome.returncode, "seconds": round(outcome.seconds, 2),
                                               "errors": len(outcome.errors), "timed_out": outcome.timed_out})
     return outcome
