@@ -459,3 +459,21 @@ def test_ledger_query_names_the_move_kind_column_of_the_odoo_version_and_nothing
     assert (move_type_column(("type",)), move_type_column(None)) == ("type", "move_type")
     with pytest.raises(ValueError, match="not an Odoo move kind column"):
         ledger_moves_sql("type; drop table account_move")
+
+
+def test_a_check_run_during_the_restore_is_counted_once_against_the_rto() -> None:
+    """Its time lies inside the restore's (the step's seconds): the measured restore is not charged for it again."""
+    from pathlib import Path
+
+    from continuity.kernel.tenants import load_registry
+    from continuity.validation.service import RestoreStep, conclude
+
+    registry = load_registry(Path(__file__).resolve().parents[2] / "config" / "tenants.yaml")
+    tenant = registry.list_tenants()[0]
+    during = CheckResult(CheckId.LEDGER, CheckStatus.PASS, "ok", 30.0, {"during_restore": True})
+    step = RestoreStep(tuple(passing(CheckId.RESTORE_COMPLETED)), "scratch", True, 10**9, 100.0, (during,))
+    after = CheckResult(CheckId.INDEXES, CheckStatus.PASS, "ok", 5.0)
+    report = conclude(registry, tenant.id, "20250601T010000Z-abcdef", NOW - timedelta(minutes=5), "run", NOW, NOW,
+                      step, [during, after])
+    assert report.objectives is not None and report.objectives.measured_s == pytest.approx(105.0)
+    assert RestoreStep.from_json(step.to_json()) == step  # the orchestration hands the step on as JSON
