@@ -132,10 +132,11 @@ class ChecksDuringRestore(Protocol):
 
 
 class Restore(Protocol):
-    """``pg_restore`` into the scratch database; ``on_finished`` is told each entry's dump id as it is done."""
+    """``pg_restore`` into the scratch database; ``on_finished`` is told each entry's dump id and ``KIND TAG``
+    as it is done."""
 
     def __call__(self, dump: Path, dsn: str, jobs: int, deadline_s: float, /,
-                 on_finished: Callable[[int], None] | None = None) -> RestoreResult: ...
+                 on_finished: Callable[[int, str], None] | None = None) -> RestoreResult: ...
 
 
 @dataclass
@@ -295,7 +296,7 @@ def restore_into_sandbox(ports: ValidationPorts, ref: BackupRef, scratch_databas
 
 def _checks_during_restore(ports: ValidationPorts, ref: BackupRef, tenant: Tenant, scratch_database: str,
                            lines: Sequence[str], sample_rate: float,
-                           ) -> tuple[ChecksDuringRestore | None, Callable[[int], None] | None]:
+                           ) -> tuple[ChecksDuringRestore | None, Callable[[int, str], None] | None]:
     """The row checks to start as tables load, and the listener pg_restore's finished entries go to."""
     if ports.checks_during_restore is None:
         return None, None
@@ -303,8 +304,8 @@ def _checks_during_restore(ports: ValidationPorts, ref: BackupRef, tenant: Tenan
                                          sample_rate)
     progress = toc.LoadProgress(lines)
 
-    def on_finished(dump_id: int) -> None:
-        became = progress.finished(dump_id)
+    def on_finished(dump_id: int, said: str) -> None:
+        became = progress.finished(dump_id, said)
         if became:
             during.tables_readable(became)
     return during, on_finished

@@ -288,6 +288,7 @@ class LoadProgress:
     def __init__(self, lines: Iterable[str]) -> None:
         data: dict[str, list[int]] = {}
         self._locking: dict[str, set[int]] = {}
+        self._said: dict[int, str] = {}  # dump id -> "KIND TAG", as pg_restore names the entry it finished
         for line in lines:
             entry = parse_toc_line(line) if line and not line.startswith(";") else None
             if entry is None or entry.schema != SCHEMA:
@@ -298,12 +299,21 @@ class LoadProgress:
                 data.setdefault(tag, []).append(entry.dump_id)
             elif entry.kind in LOCKING_KINDS:
                 self._locking.setdefault(tag.split(" ", 1)[0], set()).add(entry.dump_id)
+            else:
+                continue
+            self._said[entry.dump_id] = f"{entry.kind} {tag}"
         self._data = {ids[0]: table for table, ids in data.items() if len(ids) == 1}
         self._waiting = {table: {dump_id} | self._locking.get(table, set()) for dump_id, table in self._data.items()}
         self._readable: set[str] = set()
 
-    def finished(self, dump_id: int) -> set[str]:
-        """The tables this finished entry made readable (often none)."""
+    def finished(self, dump_id: int, said: str | None = None) -> set[str]:
+        """The tables this finished entry made readable (often none).
+
+        :param said: what pg_restore named the entry (``KIND TAG``); when given, it must be the listing's name
+            for that id, else the line is not believed (a table never made readable early only waits longer).
+        """
+        if said is not None and self._said.get(dump_id) != said:
+            return set()
         became: set[str] = set()
         for table, waiting in self._waiting.items():
             if dump_id in waiting:
@@ -318,10 +328,16 @@ class LoadProgress:
         return frozenset(self._readable)
 
 
-_FINISHED = re.compile(r"^pg_restore: finished item (\d+) ")
+# pg_restore's leader logs "finished item N KIND TAG" (parallel restore, --verbose) in one write ending the
+# line, after its "pg_restore:" and " " written apart (common/logging.c): a worker's own output can land
+# between them, so the message is looked for at the end of the line, not after the prefix. A name in some other
+# message that mimics one is caught by LoadProgress (the id must be named as the listing names it); one
+# crafted to match exactly can only make a check read too soon, which fails it.
+_FINISHED = re.compile(r"finished item (\d+) (.+)$")
 
 
-def finished_item(stderr_line: str) -> int | None:
-    """The dump id in ``pg_restore --verbose``'s "finished item N KIND TAG" line (parallel restore), else None."""
-    match = _FINISHED.match(stderr_line)
-    return int(match.group(1)) if match else None
+def finished_item(stderr_line: str) -> tuple[int, str] | None:
+    """The dump id and ``KIND TAG`` of a "finished item N KIND TAG" line of ``pg_restore --verbose``, else None."""
+    at = stderr_line.rfind("finished item ")
+    match = _FINISHED.match(stderr_line, at) if at >= 0 else None
+    return (int(match.group(1)), match.group(2)) if match else None

@@ -332,7 +332,7 @@ def restore_in_run_folder(ports: ValidationPorts, ref: BackupRef, scratch_databa
         return download_with_hash(_pausing_after_first(chunks, "validation.downloading"), directory=folder.path)
 
     def restore_after_pause(dump: Any, dsn: str, jobs: int, deadline: float,
-                            on_finished: Callable[[int], None] | None = None) -> Any:
+                            on_finished: Callable[[int, str], None] | None = None) -> Any:
         pause_at("validation.restoring")  # the dump landed and the scratch database exists, pg_restore not begun
         return ports.restore(dump, dsn, jobs, deadline, on_finished=on_finished)
 

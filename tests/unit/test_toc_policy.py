@@ -277,8 +277,19 @@ def test_a_table_named_twice_or_outside_public_is_never_read_early() -> None:
     assert toc.LoadProgress(LISTING).finished(3514) == set()
 
 
-def test_only_finished_item_lines_name_a_finished_entry() -> None:
-    assert toc.finished_item("pg_restore: finished item 3512 TABLE DATA account_move_line") == 3512
-    assert toc.finished_item("pg_restore: launching item 3512 TABLE DATA account_move_line") is None
-    assert toc.finished_item("pg_restore: error: finished item 3512") is None
-    assert toc.finished_item("NOTICE: pg_restore: finished item 1 x") is None
+def test_a_finished_entry_is_read_even_when_a_worker_wrote_into_the_line() -> None:
+    said = "TABLE DATA account_move_line"
+    assert toc.finished_item(f"pg_restore: finished item 3512 {said}") == (3512, said)
+    # The leader writes "pg_restore:", " " and the message apart; a worker's line can come in between.
+    assert toc.finished_item(f'pg_restore:pg_restore: processing data for table "public.x" finished item 3512 {said}'
+                             ) == (3512, said)
+    assert toc.finished_item(f" finished item 3512 {said}") == (3512, said)
+    assert toc.finished_item(f"pg_restore: launching item 3512 {said}") is None
+    assert toc.finished_item("pg_restore: finished item x TABLE DATA y") is None
+
+
+def test_a_finished_line_is_believed_only_when_it_names_the_entry_as_the_listing_does() -> None:
+    progress = toc.LoadProgress(LISTING)
+    # A table named to mimic another entry's line ("… finished item 3513 TABLE DATA res_partner.evil") is not it.
+    assert progress.finished(3513, "TABLE DATA res_partner.evil") == set()
+    assert progress.finished(3513, "TABLE DATA res_partner") == {"res_partner"}

@@ -48,8 +48,10 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", ""})
 SCRAM_ITERATIONS = 4096
 # Predefined roles that turn SQL into machine access; the restore role must be a member of none.
 SERVER_ACCESS_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files")
-# A restore runs pg_restore --jobs connections plus its main one; a few more leave room for a retry.
-RESTORE_CONNECTION_LIMIT = 8
+# A restore runs pg_restore --jobs connections plus its main one, and the row checks during it up to six more
+# (one each, two for the ledger); a few more leave room for a retry. Over the limit, a row check could not
+# connect and would only run after the restore.
+RESTORE_CONNECTION_LIMIT = 16
 # Where the sandbox installs amcheck in a scratch database: a schema the restored dump does not own.
 AMCHECK_SCHEMA = "continuity_amcheck"
 

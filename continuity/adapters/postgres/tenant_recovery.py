@@ -180,7 +180,7 @@ class StagingTarget:
 
 
 def restore_keeping_owners(dump: Any, target_dsn: str, jobs: int, deadline_s: float,
-                           on_finished: Callable[[int], None] | None = None) -> Any:
+                           on_finished: Callable[[int, str], None] | None = None) -> Any:
     """``pg_restore --jobs`` into the staging database, keeping owners and grants of the dump."""
     from continuity.adapters.postgres.connection import libpq_env
     from continuity.adapters.tools import restore_runner

@@ -222,17 +222,17 @@ def list_archive(dump: Path, deadline_s: float = 120) -> ArchiveListing:
     return ArchiveListing(True, entries, "", seconds, lines, script.stdout)
 
 
-def on_finished_items(on_finished: Callable[[int], None] | None) -> Callable[[str], None] | None:
-    """A stderr listener calling ``on_finished`` with the dump id of every entry ``pg_restore --verbose``
-    reports finished (parallel restore), or None without a listener."""
+def on_finished_items(on_finished: Callable[[int, str], None] | None) -> Callable[[str], None] | None:
+    """A stderr listener calling ``on_finished`` with the dump id and ``KIND TAG`` of every entry
+    ``pg_restore --verbose`` reports finished (parallel restore), or None without a listener."""
     if on_finished is None:
         return None
     callback = on_finished
 
     def listen(line: str) -> None:
-        dump_id = finished_item(line)
-        if dump_id is not None:
-            callback(dump_id)
+        found = finished_item(line)
+        if found is not None:
+            callback(*found)
     return listen
 
 
@@ -242,11 +242,11 @@ def restore_args(options: Sequence[str], dump: Path, target_dsn: str, jobs: int,
 
 
 def restore(dump: Path, target_dsn: str, jobs: int = 2, deadline_s: float = 3600,
-            on_finished: Callable[[int], None] | None = None) -> ProcessOutcome:
+            on_finished: Callable[[int, str], None] | None = None) -> ProcessOutcome:
     """``pg_restore --jobs`` of ``dump`` into the (empty) database of ``target_dsn`` under a deadline.
 
-    :param on_finished: told the dump id of each entry as pg_restore finishes it (``--verbose``), so that
-        checks can read a table as soon as its rows are in (:class:`continuity.validation.toc.LoadProgress`).
+    :param on_finished: told the dump id and ``KIND TAG`` of each entry as pg_restore finishes it (``--verbose``),
+        so that checks read a table as soon as its rows are in (:class:`continuity.validation.toc.LoadProgress`).
     """
     env = libpq_env()
     env["PGOPTIONS"] = RESTORE_PGOPTIONS

@@ -466,8 +466,12 @@ LEDGER_MOVES_SQL = ledger_moves_sql()
 
 
 # The moves of one part of a ledger scan, by move id (``%(split)s``): a scan read in two halves at once (two
-# connections, two cores) covers every move exactly once.
-LEDGER_SCAN_PARTS = {"all": "", "below": "WHERE m.id < %(split)s", "from": "WHERE m.id >= %(split)s"}
+# connections, two cores) covers every move exactly once. The lines are filtered by the same bound (the join
+# makes it the same rows): read while the restore still builds the indexes, each half then hashes and sorts
+# only its own lines, not all of them (measured: 23-30 s of server CPU for a 700k-move half without it,
+# 16-18 s with it, 13-15 s once the indexes exist).
+LEDGER_SCAN_PARTS = {"all": "", "below": "WHERE m.id < %(split)s AND l.move_id < %(split)s",
+                     "from": "WHERE m.id >= %(split)s AND l.move_id >= %(split)s"}
 
 
 def ledger_scan_sql(move_type_column: str | None = "move_type", account_code_column: str = "code",
