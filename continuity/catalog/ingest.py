@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from continuity.catalog.manifest import DUMP_FILE, MANIFEST_FILE, Manifest
+from continuity.catalog.manifest import DUMP_FILE, MANIFEST_FILE, Manifest, ManifestCopyUnusable, manifest_from_copy
 from continuity.catalog.model import (
     EXPECTED_IN_STORAGE,
     SETTLED,
@@ -163,6 +163,8 @@ class SweepReport:
     marked_missing: int = 0
     retagged: int = 0
     rejected: int = 0
+    manifests_from_metadata: int = 0  # rebuild: manifests taken from the copy the listing carried
+    manifests_read: int = 0           # rebuild: manifests read blob by blob (no copy, or a copy that failed)
     messages: list[str] = field(default_factory=list)
 
     def note(self, message: str) -> None:
@@ -172,7 +174,9 @@ class SweepReport:
     def to_json(self) -> dict[str, Any]:
         return {"operation": self.operation, "blobs_listed": self.blobs_listed, "backups_found": self.backups_found,
                 "inserted": self.inserted, "ingested": dict(self.ingested), "marked_missing": self.marked_missing,
-                "retagged": self.retagged, "rejected": self.rejected, "messages": self.messages}
+                "retagged": self.retagged, "rejected": self.rejected,
+                "manifests_from_metadata": self.manifests_from_metadata, "manifests_read": self.manifests_read,
+                "messages": self.messages}
 
 
 # ---- the service ---------------------------------------------------------------------------
@@ -445,6 +449,44 @@ class CatalogService:
         report.marked_missing += 1
         report.note(f"backup {entry.tenant}/{entry.backup_id} marked missing: {reason}")
 
+    def _stream_backups(self, report: SweepReport) -> Iterator[tuple[BackupPath | None, dict[str, BlobFacts]]]:
+        """Blobs grouped by backup, each group as soon as the listing has passed it (layout violations are
+        recorded as rejections on the way).
+
+        A listing is in name order and a backup's blobs share its folder, so a group is complete once a name
+        outside it arrives. A blob of a group already handed out (a listing out of name order) comes as a
+        group of its own with path None: the caller ingests it one at a time, which is always correct.
+        """
+        current: tuple[str, str] | None = None
+        group: dict[str, BlobFacts] = {}
+        path: BackupPath | None = None
+        done: set[tuple[str, str]] = set()
+        for facts in self.storage.list_all():
+            report.blobs_listed += 1
+            try:
+                blob_path = parse_backup_blob(facts.name, self.tenant_known)
+            except BackupRejected as exc:
+                with self.repo.session() as session:
+                    if session.record_rejection(container=self.storage.container, blob=facts.name[:1024],
+                                                etag=facts.etag, tenant=None, backup_id=None,
+                                                code=str(exc.rejection_code), reason=exc.reason, event_id=None):
+                        report.rejected += 1
+                        report.note(exc.reason)
+                continue
+            key = (blob_path.tenant, blob_path.backup_id)
+            if key != current:
+                if current is not None:
+                    done.add(current)
+                    yield path, group
+                current, group, path = key, {}, blob_path
+                if key in done:
+                    path = None
+                else:
+                    report.backups_found += 1
+            group[blob_path.file] = facts
+        if current is not None:
+            yield path, group
+
     def rebuild(self, actor: str | None = None, *, verify_checksums: bool = False, workers: int = 8,
                 batch: int = 1000) -> SweepReport:
         """Recreate catalog entries from the manifests and tags in storage alone.
@@ -452,57 +494,104 @@ class CatalogService:
         A backup whose tags carry a settled status (written after its checksum was verified) is rebuilt
         from its manifest and that status without re-reading the dump, unless ``verify_checksums``;
         anything else goes through :meth:`ingest_blob`. Existing entries are never overwritten.
+
+        The manifest comes from the copy the backup job wrote into the manifest blob's metadata, which the
+        listing returns (:func:`continuity.catalog.manifest.manifest_copy_metadata`): no GET per backup. It is
+        held to every check the blob would be (sha256 recorded, schema, model, layout, dump size). A backup
+        without a copy (older ones), or whose copy fails a check, has its manifest blob read instead, by
+        ``workers`` threads while the listing goes on. Why the copy is as good as the blob: on version-level
+        WORM storage metadata cannot be rewritten after the Put Blob that wrote both; elsewhere a forged copy
+        gives an entry whose ``manifest_sha256`` is not the blob's, and every restore refuses it
+        (``file_checksum`` holds storage's manifest to the catalog's). Entries are inserted ``batch`` at a time.
         """
         actor = actor or self.actor
         report = SweepReport("rebuild")
-        found = self._backups_in_storage(report)
-        trusted: list[tuple[BackupPath, dict[str, BlobFacts]]] = []
-        for _key, files in sorted(found.items()):
-            manifest = files.get(MANIFEST_FILE)
-            dump = files.get(DUMP_FILE)
-            tag = (manifest.tags.get("status") if manifest else None) or ""
-            if (not verify_checksums and manifest is not None and dump is not None
-                    and tag in {str(s) for s in SETTLED - {S.DELETED}}
-                    and (dump.tags.get("status") or "") == tag):
-                path = parse_backup_blob(manifest.name, self.tenant_known)
-                trusted.append((path, files))
-            else:
-                name = (manifest or dump or files[next(iter(files))]).name
-                outcome = self.ingest_blob(name, actor=actor)
-                report.ingested[str(outcome.action)] += 1
-                report.note(outcome.message)
+        settled = {str(s) for s in SETTLED - {S.DELETED}}
 
-        def load(item: tuple[BackupPath, dict[str, BlobFacts]]) -> CatalogEntry | str:
-            path, files = item
-            data = self.storage.read(files[MANIFEST_FILE].name)
-            sha = hashlib.sha256(data).hexdigest()
+        def check(path: BackupPath, files: dict[str, BlobFacts], data: bytes, source: str) -> CatalogEntry | str:
+            tag = files[MANIFEST_FILE].tags.get("status")
             try:
                 manifest, raw = parse_manifest(data, self.schema_check)
             except BackupRejected as exc:
-                return f"{path.prefix}: tagged {files[MANIFEST_FILE].tags.get('status')} but {exc.reason}"
+                return f"{path.prefix}: tagged {tag} but its {source} fails: {exc.reason}"
             problem = manifest_mismatch(path, manifest)
             if problem is None and files[DUMP_FILE].size != manifest.file(DUMP_FILE).size:
                 problem = "db.dump size differs from the manifest"
             if problem:
-                return f"{path.prefix}: tagged {files[MANIFEST_FILE].tags.get('status')} but {problem}"
+                return f"{path.prefix}: tagged {tag} but its {source} fails: {problem}"
             status = BackupStatus(files[MANIFEST_FILE].tags["status"])
-            return entry_from_manifest(path, self.storage.container, manifest, raw, sha, files[DUMP_FILE], status,
-                                       f"rebuilt from storage (manifest and tags; status {status})")
+            return entry_from_manifest(path, self.storage.container, manifest, raw,
+                                       hashlib.sha256(data).hexdigest(), files[DUMP_FILE], status,
+                                       f"rebuilt from storage ({source} and tags; status {status})")
+
+        def read(path: BackupPath, files: dict[str, BlobFacts]) -> CatalogEntry | str:
+            try:
+                data = self.storage.read(files[MANIFEST_FILE].name)
+            except BackupNotFound:
+                return f"{path.prefix}: manifest.json is gone since the listing"
+            return check(path, files, data, "manifest.json")
+
+        def from_copy(path: BackupPath, files: dict[str, BlobFacts]) -> CatalogEntry | None:
+            """The entry the manifest copy in metadata gives, or None (then the blob is read)."""
+            try:
+                data = manifest_from_copy(files[MANIFEST_FILE].metadata)
+            except ManifestCopyUnusable as exc:
+                report.note(f"{path.prefix}: {exc}; reading manifest.json instead")
+                return None
+            if data is None:
+                return None
+            result = check(path, files, data, "manifest copy in metadata")
+            if isinstance(result, str):
+                report.note(result + "; reading manifest.json instead")
+                return None
+            return result
 
         pending: list[CatalogEntry] = []
-        doubtful: list[str] = []
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for item, result in zip(trusted, pool.map(load, trusted), strict=True):
-                if isinstance(result, str):
-                    report.note(result + "; ingesting it from scratch")
-                    doubtful.append(item[1][MANIFEST_FILE].name)
+        one_at_a_time: list[str] = []
+        inflight: deque[tuple[str, Future[CatalogEntry | str]]] = deque()
+        inserts: deque[Future[int]] = deque()
+
+        def settle(name: str, result: CatalogEntry | str) -> None:
+            nonlocal pending
+            if isinstance(result, str):
+                report.note(result + "; ingesting it from scratch")
+                one_at_a_time.append(name)
+                return
+            pending.append(result)
+            if len(pending) >= batch:
+                # One batch is inserted while the next is checked; a failed insert stops the rebuild.
+                while len(inserts) > 1:
+                    report.inserted += inserts.popleft().result()
+                inserts.append(writer.submit(self.repo.insert_missing, pending))
+                pending = []
+
+        with ThreadPoolExecutor(max_workers=workers) as pool, ThreadPoolExecutor(max_workers=1) as writer:
+            for path, files in self._stream_backups(report):
+                manifest = files.get(MANIFEST_FILE)
+                dump = files.get(DUMP_FILE)
+                tag = (manifest.tags.get("status") if manifest else None) or ""
+                if not (path is not None and not verify_checksums and manifest is not None and dump is not None
+                        and tag in settled and (dump.tags.get("status") or "") == tag):
+                    one_at_a_time.append((manifest or dump or files[next(iter(files))]).name)
                     continue
-                pending.append(result)
-                if len(pending) >= batch:
-                    report.inserted += self.repo.insert_missing(pending)
-                    pending = []
+                entry = from_copy(path, files)
+                if entry is not None:
+                    report.manifests_from_metadata += 1
+                    settle(manifest.name, entry)
+                else:
+                    report.manifests_read += 1
+                    inflight.append((manifest.name, pool.submit(read, path, files)))
+                # Keep the listing ahead of the reads, but never more than a few batches in memory.
+                while inflight and (inflight[0][1].done() or len(inflight) > 4 * batch):
+                    name, future = inflight.popleft()
+                    settle(name, future.result())
+            while inflight:
+                name, future = inflight.popleft()
+                settle(name, future.result())
+            while inserts:
+                report.inserted += inserts.popleft().result()
         report.inserted += self.repo.insert_missing(pending)
-        for name in doubtful:
+        for name in one_at_a_time:
             outcome = self.ingest_blob(name, actor=actor)
             report.ingested[str(outcome.action)] += 1
             report.note(outcome.message)

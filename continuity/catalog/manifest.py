@@ -6,7 +6,11 @@ same contract in code. A test keeps the two in agreement.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -194,3 +198,67 @@ class BackupRef:
     @property
     def created_at(self) -> datetime:
         return self.manifest.created_at.astimezone(UTC)
+
+
+# ---- the manifest's copy in its own blob's metadata ------------------------------------------------
+#
+# A catalog rebuild lists the backups container; reading every manifest on top of that costs one GET per
+# backup. So the backup job also writes the manifest's bytes (zlib, then base64: metadata values are HTTP
+# header text) into the manifest blob's metadata, which a listing with include=metadata returns. Metadata
+# travels in the same Put Blob as the content: the copy and the content are written together, atomically.
+# Trust (README, "Catalog"): on version-level WORM storage "Set Blob Metadata" is among the operations an
+# immutable blob version refuses (learn.microsoft.com/azure/storage/blobs/immutable-storage-overview, "Blob
+# operations not allowed"), so the copy stays what was written with the content. Elsewhere metadata can be
+# rewritten alone; the catalog then records the copy's sha256, and every restore holds the manifest blob to
+# it (``file_checksum``): a forged copy makes the backup fail, never restore.
+
+MANIFEST_COPY_KEY = "continuity_manifest_v1_"  # metadata names ..._0, ..._1: C# identifiers, as Azure requires
+MANIFEST_COPY_CHUNK = 2048       # characters per metadata value: keeps each header line short for proxies
+MANIFEST_COPY_LIMIT = 6 * 1024   # names + values: Azure allows 8 KiB of metadata per blob; room is left
+MANIFEST_COPY_MAX_BYTES = 1024 * 1024  # a copy never decompresses to more (a zlib bomb in metadata)
+
+
+class ManifestCopyUnusable(ValueError):
+    """The manifest copy in a blob's metadata cannot be decoded; the reason is the message."""
+
+
+def manifest_copy_metadata(data: bytes) -> dict[str, str]:
+    """The metadata carrying a copy of the manifest ``data``, or ``{}`` when it would not stay well inside
+    Azure's 8 KiB metadata limit (the blob is then written without it, and a rebuild reads the blob)."""
+    if len(data) > MANIFEST_COPY_MAX_BYTES:
+        return {}
+    packed = base64.b64encode(zlib.compress(data, 9)).decode("ascii")
+    metadata = {f"{MANIFEST_COPY_KEY}{n}": packed[i:i + MANIFEST_COPY_CHUNK]
+                for n, i in enumerate(range(0, len(packed), MANIFEST_COPY_CHUNK))}
+    if sum(len(k) + len(v) for k, v in metadata.items()) > MANIFEST_COPY_LIMIT:
+        return {}
+    return metadata
+
+
+def manifest_from_copy(metadata: Mapping[str, str]) -> bytes | None:
+    """The manifest bytes a blob's metadata carries, or None when it carries no copy.
+
+    :raises ManifestCopyUnusable: a copy is there but incomplete, not base64, not zlib or too large.
+    """
+    chunks: dict[int, str] = {}
+    for name, value in metadata.items():
+        key = name.lower()  # metadata names are case-insensitive
+        if key.startswith(MANIFEST_COPY_KEY):
+            index = key.removeprefix(MANIFEST_COPY_KEY)
+            if not index.isdigit():
+                raise ManifestCopyUnusable(f"metadata {name!r} is not a part of a manifest copy")
+            chunks[int(index)] = value
+    if not chunks:
+        return None
+    if sorted(chunks) != list(range(len(chunks))):
+        raise ManifestCopyUnusable(f"manifest copy has parts {sorted(chunks)}, not 0..{len(chunks) - 1}")
+    try:
+        packed = base64.b64decode("".join(chunks[n] for n in range(len(chunks))), validate=True)
+        inflate = zlib.decompressobj()
+        data = inflate.decompress(packed, MANIFEST_COPY_MAX_BYTES)
+    except (binascii.Error, ValueError, zlib.error) as exc:
+        raise ManifestCopyUnusable(f"manifest copy does not decode ({exc})") from exc
+    if not inflate.eof or inflate.unconsumed_tail or inflate.unused_data:
+        raise ManifestCopyUnusable("manifest copy is truncated, padded or larger than "
+                                   f"{MANIFEST_COPY_MAX_BYTES} bytes")
+    return data

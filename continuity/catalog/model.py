@@ -263,6 +263,9 @@ class BlobFacts:
     immutable_until: datetime | None = None
     legal_hold: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
+    # User metadata, where the listing asked for it: a manifest blob's carries a copy of the manifest
+    # (continuity.catalog.manifest.manifest_copy_metadata).
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

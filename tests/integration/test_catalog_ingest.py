@@ -348,6 +348,146 @@ def test_rebuild_with_verify_checksums_rehashes_dumps(env: Env) -> None:
     assert trusting.to_json()["operation"] == "rebuild"
 
 
+# ---- rebuild from the manifest copies in metadata ------------------------------------------------
+
+
+def put_manifest_as_the_backup_job_does(env: Env, tenant: str, backup_id: str, data: bytes, **overrides: Any) -> str:
+    """The manifest through the backup job's own writer: its copy rides in the blob's metadata."""
+    from continuity.adapters.tools.backup_taker import write_manifest
+
+    name = prefix(tenant, backup_id) + "manifest.json"
+    write_manifest(env.blobs, env.backups, name, json.dumps(make_manifest(tenant, backup_id, dump=data,
+                                                                         **overrides)).encode(), {})
+    return name
+
+
+def test_forged_manifest_copy_in_metadata_is_rebuilt_as_written_but_every_restore_refuses_it(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from continuity.catalog.manifest import manifest_copy_metadata
+    from continuity.kernel.settings import configured_registry
+    from continuity.validation import service as validation
+    from continuity.validation.checks import CheckStatus
+    from continuity.validation.wiring import local_ports
+
+    tenant, backup_id, dump = "acme-finance", bid(70), dump_bytes(70)
+    source = {"server": "weu-primary", "region": "westeurope", "database": "odoo_acme_finance", "pg_version": "16.4"}
+    dump_name = put_dump(env, tenant, backup_id, dump)
+    name = put_manifest_as_the_backup_job_does(env, tenant, backup_id, dump, source=source)
+    assert env.service().ingest_blob(name).action is A.CATALOGED
+    # The attack, on storage without WORM: the dump is replaced, and the manifest blob's metadata alone is
+    # rewritten (Set Blob Metadata) with a copy vouching for the new dump. manifest.json itself is untouched.
+    tampered = b"PGDMP" + b"\x66" * 3000
+    env.blobs.upload(env.backups, dump_name, tampered, tags=env.blobs.get_tags(env.backups, dump_name))
+    forged = json.dumps(make_manifest(tenant, backup_id, dump=tampered, source=source)).encode()
+    env.blobs.container(env.backups).get_blob_client(name).set_blob_metadata(manifest_copy_metadata(forged))
+
+    # The catalog is lost and rebuilt from storage alone: the forged copy passes every check a manifest can.
+    fresh = env.new_db()
+    report = env.service(fresh).rebuild()
+    assert (report.inserted, report.manifests_from_metadata, report.manifests_read) == (1, 1, 0)
+    entry = env.store(fresh).get_backup(tenant, backup_id)
+    stored_sha = hashlib.sha256(env.blobs.download(env.backups, name)).hexdigest()
+    assert entry.dump_sha256 == hashlib.sha256(tampered).hexdigest()
+    assert entry.manifest_sha256 == hashlib.sha256(forged).hexdigest() != stored_sha
+
+    # Every restore (a validation's, a tenant recovery's stage) holds the manifest in storage to the catalog's:
+    # refused before a byte reaches a server, saying why.
+    monkeypatch.setenv("CONTINUITY_CONTROL_DSN", fresh)
+    monkeypatch.setenv("CONTINUITY_BACKUP_CONTAINER", env.backups)
+    ports = local_ports(configured_registry(), blobs=env.blobs)
+    ref = validation.pick_backup(ports.source, tenant, backup_id)
+    step = validation.restore_into_sandbox(ports, ref, f"scratch_forged_{uuid.uuid4().hex[:8]}")
+    assert not step.restored
+    checksum = next(c for c in step.checks if c.id == "file_checksum")
+    assert checksum.status is CheckStatus.FAIL
+    assert f"manifest.json in storage (sha256 {stored_sha[:12]}…) is not the manifest cataloged" in checksum.detail
+    assert "treat the backup as tampered" in checksum.detail
+
+
+def test_rebuild_takes_manifests_from_metadata_and_reads_legacy_and_bad_copies_from_the_blob(env: Env) -> None:
+    from continuity.catalog.manifest import MANIFEST_COPY_KEY
+
+    svc = env.service()
+    for n in range(4):  # written as the backup job writes them now
+        data = dump_bytes(90 + n)
+        put_dump(env, ("acme-finance", "globex")[n % 2], bid(90 + n), data)
+        svc.ingest_blob(put_manifest_as_the_backup_job_does(env, ("acme-finance", "globex")[n % 2], bid(90 + n),
+                                                            data))
+    for n in (94, 95):  # older backups: no copy in metadata
+        _, manifest = put_backup(env, "acme-finance", n)
+        svc.ingest_blob(manifest)
+    put_dump(env, "globex", bid(96), dump_bytes(96))
+    corrupt = put_manifest_as_the_backup_job_does(env, "globex", bid(96), dump_bytes(96))
+    svc.ingest_blob(corrupt)
+    client = env.blobs.container(env.backups).get_blob_client(corrupt)
+    client.set_blob_metadata({f"{MANIFEST_COPY_KEY}0": "bm90IHpsaWI="})  # base64, not zlib
+    put_dump(env, "globex", bid(97), dump_bytes(97))
+    stale = put_manifest_as_the_backup_job_does(env, "globex", bid(97), dump_bytes(97))
+    svc.ingest_blob(stale)
+    # A copy that decodes but describes another backup: held to the same checks as the blob, and refused.
+    other = json.dumps(make_manifest("globex", bid(98), dump=dump_bytes(97))).encode()
+    from continuity.catalog.manifest import manifest_copy_metadata
+    env.blobs.container(env.backups).get_blob_client(stale).set_blob_metadata(manifest_copy_metadata(other))
+
+    original = sorted((e.storage_view() for e in env.store().iter_entries()),
+                      key=lambda v: (v["tenant"], v["backup_id"]))
+    fresh = env.new_db()
+    report = env.service(fresh).rebuild(workers=2, batch=3)
+    rebuilt = sorted((e.storage_view() for e in env.store(fresh).iter_entries()),
+                     key=lambda v: (v["tenant"], v["backup_id"]))
+    assert len(original) == 8 and rebuilt == original
+    assert (report.inserted, report.manifests_from_metadata, report.manifests_read) == (8, 4, 4)
+    assert report.ingested == {}
+    from continuity.cli.commands.catalog import _render_sweep
+    assert "manifests: 4 from the copy in metadata, 4 read blob by blob" in _render_sweep(report.to_json())
+    assert any("manifest copy does not decode" in m and bid(96) in m for m in report.messages)
+    assert any(f"manifest names backup {bid(98)!r}" in m and "reading manifest.json instead" in m
+               for m in report.messages)
+
+
+def test_listing_with_tags_and_metadata_agrees_with_the_sdk_across_pages(env: Env,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    from continuity.adapters.storage import blob_listing
+    from continuity.adapters.storage.blob_listing import list_container
+    from continuity.kernel.errors import BackupNotFound
+
+    for n in range(5):
+        data = dump_bytes(100 + n)
+        put_dump(env, "acme-finance", bid(100 + n), data)
+        put_manifest_as_the_backup_job_does(env, "acme-finance", bid(100 + n), data)
+    odd = "acme-finance/odd name \u00e9 &<'>%2F.json"  # escaped in the XML and in the URL
+    env.blobs.upload(env.backups, odd, b"{}", tags={"status": "x y", "tenant": "acme-finance"},
+                     metadata={"note": "a & b"})
+    sdk = [(b.name, int(b.size), str(b.etag).strip('"'), dict(b.tags or {}), dict(b.metadata or {}))
+           for b in env.blobs.container(env.backups).list_blobs(include=["tags", "metadata"])]
+
+    def listed(store: BlobStore, page_size: int) -> list[tuple[str, int, str, dict[str, str], dict[str, str]]]:
+        return [(b.name, b.size, b.etag, b.tags, b.metadata)
+                for b in list_container(store, env.backups, page_size=page_size)]
+
+    assert len(sdk) == 11 and listed(env.blobs, 3) == sdk
+    assert all(b[4] for b in sdk if b[0].endswith("manifest.json")) and sdk[-1][4] == {"note": "a & b"}
+    # A connection string holding a SAS instead of the account key lists the same.
+    key = dict(p.split("=", 1) for p in env.blobs.connection_string.split(";") if p)["AccountKey"]
+    sas = generate_container_sas(env.blobs.service.account_name, env.backups, account_key=key,
+                                 permission=ContainerSasPermissions(read=True, list=True, tag=True),
+                                 expiry=datetime.now(UTC) + timedelta(minutes=10))
+    endpoint = env.blobs.service.url.rstrip("/")
+    assert listed(BlobStore(f"BlobEndpoint={endpoint};SharedAccessSignature={sas}"), 4) == sdk
+    # Nothing to sign with: the SDK's own listing, same answer.
+    monkeypatch.setattr(blob_listing, "_signer", lambda _store, _container: None)
+    assert listed(env.blobs, 4) == sdk
+    monkeypatch.undo()
+    with pytest.raises(BackupNotFound):
+        list(list_container(env.blobs, f"none-{uuid.uuid4().hex[:8]}"))
+
+
 def test_cli_catalog_list_and_reconcile(env: Env, monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     from continuity.cli.main import main
@@ -372,6 +512,7 @@ def test_a_real_backup_taken_by_the_backup_adapter_is_cataloged(env: Env, tmp_pa
 
     from continuity.adapters.postgres.demo_seed import seed_tenant
     from continuity.adapters.tools.backup_taker import take_backup
+    from continuity.catalog.manifest import manifest_from_copy
     from tests.integration.test_demo_seed import CONFIG, drop_database, make_registry
 
     token = secrets.token_hex(3)
@@ -391,6 +532,9 @@ def test_a_real_backup_taken_by_the_backup_adapter_is_cataloged(env: Env, tmp_pa
         assert (outcome.action, outcome.status) == (A.CATALOGED, S.AVAILABLE), outcome.message
         entry = env.store().get_backup(tenant.id, stored.backup_id)
         assert (entry.dump_size, entry.dump_sha256) == (stored.size, stored.sha256)
+        # The manifest blob carries its own copy in metadata, written with it: what a rebuild reads.
+        props = env.blobs.container(env.backups).get_blob_client(stored.manifest).get_blob_properties()
+        assert manifest_from_copy(props.metadata) == env.blobs.download(env.backups, stored.manifest)
         assert entry.source_database == tenant.database
         assert svc.ingest_blob(stored.dump).action is A.DUPLICATE
     finally:

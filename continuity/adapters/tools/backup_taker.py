@@ -58,6 +58,7 @@ from continuity.catalog.manifest import (
     Source,
     TableSchema,
     TenantIdentity,
+    manifest_copy_metadata,
 )
 from continuity.kernel import settings
 from continuity.kernel.errors import BackupConflict, ContinuityError
@@ -303,8 +304,8 @@ def take_backup(registry: Registry, tenant_id: str, *, store: BlobStore | None =
                     identity=facts.identity, tables=facts.tables, odoo=facts.odoo, warnings=facts.warnings,
                     point_in_time=point_in_time,
                 )
-                _create(store, container, paths.manifest, manifest.model_dump_json(indent=2).encode(),
-                        blob_tags(tenant.id, backup_id, kind), written)
+                write_manifest(store, container, paths.manifest, manifest.model_dump_json(indent=2).encode(),
+                               blob_tags(tenant.id, backup_id, kind), written)
             except BaseException:
                 timer.cancel()
                 _kill_group(proc)
@@ -326,12 +327,28 @@ def _blob_size(store: BlobStore, container: str, name: str) -> int:
         raise unavailable(exc) from exc
 
 
+def write_manifest(store: BlobStore, container: str, name: str, data: bytes, tags: dict[str, str],
+                   written: list[str] | None = None) -> None:
+    """Upload a backup's manifest, which must not exist yet, with a copy of it in the blob's metadata.
+
+    The copy (:func:`continuity.catalog.manifest.manifest_copy_metadata`; omitted when too large for
+    metadata) goes in the same Put Blob as the content, so the two are written together: a catalog rebuild
+    reads it from the container listing instead of one GET per backup.
+
+    :param written: the failed-backup cleanup list: ``name`` is taken out again if someone else's blob is there.
+    :raises BackupConflict: the blob exists already; it is not overwritten.
+    """
+    _create(store, container, name, data, tags, written if written is not None else [],
+            metadata=manifest_copy_metadata(data))
+
+
 def _create(store: BlobStore, container: str, name: str, data: bytes | HashingReader, tags: dict[str, str],
-            written: list[str]) -> None:
+            written: list[str], metadata: dict[str, str] | None = None) -> None:
     """Upload a blob that must not exist yet, noting it in ``written`` unless someone else's is there."""
     written.append(name)
     try:
-        store.upload(container, name, data, tags=tags, overwrite=False)  # type: ignore[arg-type]
+        store.upload(container, name, data, tags=tags, metadata=metadata or None,  # type: ignore[arg-type]
+                     overwrite=False)
     except ResourceExistsError as exc:
         written.remove(name)
         raise BackupConflict(f"blob {container}/{name} already exists; not overwritten (retry the backup: "

@@ -101,5 +101,8 @@ def _render_sweep(data: dict[str, Any]) -> str:
     lines = [f"{data['operation']}: {data['blobs_listed']} blobs, {data['backups_found']} backups in storage; "
              f"inserted {data['inserted']}, ingested ({ingested}), marked missing {data['marked_missing']}, "
              f"re-tagged {data['retagged']}, rejected {data['rejected']}"]
+    if data["operation"] == "rebuild":
+        lines.append(f"  manifests: {data['manifests_from_metadata']} from the copy in metadata, "
+                     f"{data['manifests_read']} read blob by blob")
     lines += [f"  {m}" for m in data["messages"][:50]]
     return "\n".join(lines)
