@@ -376,22 +376,28 @@ class CatalogService:
         return entry
 
     # ---- storage sweeps ----------------------------------------------------------------------
+    def _listed_backup_blob(self, facts: BlobFacts, report: SweepReport) -> BackupPath | None:
+        """The backup a listed blob belongs to, counted; None (its rejection recorded once) when the layout
+        has no place for it."""
+        report.blobs_listed += 1
+        try:
+            return parse_backup_blob(facts.name, self.tenant_known)
+        except BackupRejected as exc:
+            with self.repo.session() as session:
+                if session.record_rejection(container=self.storage.container, blob=facts.name[:1024],
+                                            etag=facts.etag, tenant=None, backup_id=None,
+                                            code=str(exc.rejection_code), reason=exc.reason, event_id=None):
+                    report.rejected += 1
+                    report.note(exc.reason)
+            return None
+
     def _backups_in_storage(self, report: SweepReport) -> dict[tuple[str, str], dict[str, BlobFacts]]:
         """Blobs grouped by backup; layout violations are recorded as rejections."""
         found: dict[tuple[str, str], dict[str, BlobFacts]] = defaultdict(dict)
         for facts in self.storage.list_all():
-            report.blobs_listed += 1
-            try:
-                path = parse_backup_blob(facts.name, self.tenant_known)
-            except BackupRejected as exc:
-                with self.repo.session() as session:
-                    if session.record_rejection(container=self.storage.container, blob=facts.name[:1024],
-                                                etag=facts.etag, tenant=None, backup_id=None,
-                                                code=str(exc.rejection_code), reason=exc.reason, event_id=None):
-                        report.rejected += 1
-                        report.note(exc.reason)
-                continue
-            found[(path.tenant, path.backup_id)][path.file] = facts
+            path = self._listed_backup_blob(facts, report)
+            if path is not None:
+                found[(path.tenant, path.backup_id)][path.file] = facts
         report.backups_found = len(found)
         return found
 
@@ -462,16 +468,8 @@ class CatalogService:
         path: BackupPath | None = None
         done: set[tuple[str, str]] = set()
         for facts in self.storage.list_all():
-            report.blobs_listed += 1
-            try:
-                blob_path = parse_backup_blob(facts.name, self.tenant_known)
-            except BackupRejected as exc:
-                with self.repo.session() as session:
-                    if session.record_rejection(container=self.storage.container, blob=facts.name[:1024],
-                                                etag=facts.etag, tenant=None, backup_id=None,
-                                                code=str(exc.rejection_code), reason=exc.reason, event_id=None):
-                        report.rejected += 1
-                        report.note(exc.reason)
+            blob_path = self._listed_backup_blob(facts, report)
+            if blob_path is None:
                 continue
             key = (blob_path.tenant, blob_path.backup_id)
             if key != current:
