@@ -188,3 +188,20 @@ def test_archive_retention_never_breaks_a_promise(raw: list[tuple[int, bool]], w
         assert all(segment_number(plan.wal_kept_from) <= segment_number(b.begin_wal) for b in kept)
     # 5. Backups not complete are never deleted by the plan (Barman judges them).
     assert not deleted & {b.backup_id for b in backups if not b.done}
+
+
+def test_a_base_backup_that_never_finished_is_listed_as_not_done_not_a_crash() -> None:
+    """barman-cloud-backup killed mid-way (make run interrupted, a host lost) leaves a backup.info with no end:
+    every reader of the archive (window, proof, retention, RPO) must go on, counting only finished ones."""
+    from continuity.adapters.tools.barman_cloud import parse_backup
+
+    started = parse_backup({"backup_id": "20261130T165501", "status": "STARTED",
+                            "begin_time": "Mon Nov 30 16:55:01 2026", "end_time": None, "begin_wal": None})
+    assert not started.done and started.end_time == started.begin_time == datetime(2026, 11, 30, 16, 55, 1,
+                                                                                   tzinfo=UTC)
+    bare = parse_backup({"backup_id": "20261130T165502", "status": "EMPTY"})
+    assert not bare.done and bare.begin_wal == ""
+    done = parse_backup({"backup_id": "20261130T120930", "status": "DONE", "begin_time": "Mon Nov 30 12:09:30 2026",
+                         "end_time": "Mon Nov 30 12:10:01 2026", "begin_wal": "000000010000000000000003",
+                         "end_wal": "000000010000000000000003"})
+    assert done.done and done.end_time == datetime(2026, 11, 30, 12, 10, 1, tzinfo=UTC)

@@ -255,16 +255,25 @@ def _sh(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-def _time(raw: dict[str, Any], key: str) -> datetime:
+def _time(raw: dict[str, Any], key: str) -> datetime | None:
     iso = raw.get(f"{key}_iso")
     if iso:
         return datetime.fromisoformat(str(iso)).astimezone(UTC)
-    return datetime.strptime(str(raw[key]), "%a %b %d %H:%M:%S %Y").replace(tzinfo=UTC)
+    value = raw.get(key)
+    if value in (None, "", "None"):
+        return None
+    return datetime.strptime(str(value), "%a %b %d %H:%M:%S %Y").replace(tzinfo=UTC)
+
+
+# A backup barman-cloud-backup never finished (killed, host lost) is listed with no end (and, very early, no
+# begin): it keeps its status (not DONE, so nothing restores from it or counts it) and its begin as its end.
+_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_backup(raw: dict[str, Any]) -> BaseBackup:
+    begin = _time(raw, "begin_time") or _NEVER
     return BaseBackup(backup_id=str(raw.get("backup_id", "")), status=str(raw.get("status", "")),
-                      begin_time=_time(raw, "begin_time"), end_time=_time(raw, "end_time"),
+                      begin_time=begin, end_time=_time(raw, "end_time") or begin,
                       begin_wal=str(raw.get("begin_wal") or ""), end_wal=str(raw.get("end_wal") or ""),
                       timeline=int(raw.get("timeline") or 1), size=int(raw.get("cluster_size") or 0),
                       system_identifier=str(raw.get("systemid") or ""))
