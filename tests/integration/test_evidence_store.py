@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,7 @@ from continuity.evidence.chain import (
     build_record,
     record_blob_name,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.stack
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,6 +86,53 @@ def test_concurrent_processes_never_fork_the_chain(store: EvidenceStore, fresh: 
     report = store.verify()
     assert report.ok, report.render()
     assert report.storage.records_checked == 45
+
+
+class AppendHeldAfterItsBlob(BlobStore):
+    """Real Azurite, but the append of ``seq`` stops between storing its record blob and committing its index row."""
+
+    def __init__(self, seq: int) -> None:
+        super().__init__()
+        self.name = record_blob_name(seq)
+        self.stored, self.go_on = threading.Event(), threading.Event()
+
+    def upload(self, container: str, name: str, data: Any, **kwargs: Any) -> Any:
+        written = super().upload(container, name, data, **kwargs)
+        if name == self.name:
+            self.stored.set()
+            self.go_on.wait(timeout=60)
+        return written
+
+
+def lock_waiters(dsn: str) -> int:
+    with connect(dsn) as conn:
+        return int(conn.execute(  # type: ignore[index]
+            "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'"
+        ).fetchone()[0])
+
+
+def test_verify_while_an_append_is_half_way_waits_for_it_instead_of_reporting_a_break(
+        fresh: tuple[str, str], blob_store: BlobStore) -> None:
+    # CI caught this: a verify run while the host was still appending saw record N in storage before its index
+    # row committed and called it "written outside this system". An append in flight is not a break.
+    dsn, container = fresh
+    append(EvidenceStore(dsn, blob_store, container=container), 1)
+    held = AppendHeldAfterItsBlob(2)
+    appender = EvidenceStore(dsn, held, container=container)
+    verifier = EvidenceStore(dsn, blob_store, container=container)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        appending = pool.submit(append, appender, 2)
+        assert held.stored.wait(timeout=60), "the append never stored its blob"
+        verifying = pool.submit(verifier.verify)
+        try:
+            wait_until(lambda: verifying.done() or lock_waiters(dsn) > 0, timeout=60,
+                       what="verify done, or waiting for the append")
+        finally:
+            held.go_on.set()
+        report = verifying.result(timeout=60)
+        assert appending.result(timeout=60).seq == 2  # type: ignore[attr-defined]
+    assert report.ok, report.render()
+    assert report.storage.records_checked == 2 and report.index_head.seq == 2  # type: ignore[union-attr]
 
 
 def test_retried_append_with_same_idempotency_key_appends_once(store: EvidenceStore) -> None:

@@ -399,6 +399,13 @@ class EvidenceStore:
                                     "order by seq limit %s", (subject, limit)).fetchall()
         return [EvidenceRecord.from_json(json.loads(r[0])) for r in rows]
 
+    def _indexed_hashes(self, after_appends_in_flight: bool = False) -> dict[int, str]:
+        """``{seq: hash}`` of the indexed records; with ``after_appends_in_flight``, read once they have committed."""
+        with connect(self.dsn) as conn, conn.transaction():
+            if after_appends_in_flight:
+                conn.execute("select 1 from catalog.evidence_head where id = 1 for share")
+            return {int(s): str(h) for s, h in conn.execute("select seq, hash from catalog.evidence_records")}
+
     def verify(self, expect_head: ChainHead | None = None, checkpoint: bool = True) -> EvidenceReport:
         """Walk the chain and its checkpoints from storage, cross-check the index; the first break is the finding.
 
@@ -408,9 +415,13 @@ class EvidenceStore:
         # The index first, storage second: a record's blob is stored before its index row commits, so every
         # record indexed at that moment is in storage when it is listed after, while appends running meanwhile
         # only add records beyond the index (never a false "deleted from storage").
-        with connect(self.dsn) as conn:
-            index = {int(s): str(h) for s, h in conn.execute("select seq, hash from catalog.evidence_records")}
+        index = self._indexed_hashes()
         verified = verify_storage(self.reader.stored_records(), self.reader.stored_checkpoints(), expect_head)
+        if verified.problem is None and verified.records.head.seq > max(index, default=0):
+            # Records beyond the index are an append in flight (blob stored, index row not yet committed) or an
+            # orphan. Appends hold the head lock until they commit, so once we have it, what is still unknown
+            # to the index is an orphan, not a verify that raced the host.
+            index = self._indexed_hashes(after_appends_in_flight=True)
         index_head = ChainHead(max(index), index[max(index)]) if index else ChainHead(0, "0" * 64)
         index_problem = cross_check_index(verified.records, verified.records.hashes, index)
         problem = first_break([verified.problem, index_problem])
