@@ -135,6 +135,34 @@ def test_verify_while_an_append_is_half_way_waits_for_it_instead_of_reporting_a_
     assert report.storage.records_checked == 2 and report.index_head.seq == 2  # type: ignore[union-attr]
 
 
+class AppendsRightAfterListingRecords(BlobStore):
+    """Real Azurite; the first listing of ``records/`` is followed at once by an append that checkpoints its head."""
+
+    def __init__(self, appender: EvidenceStore) -> None:
+        super().__init__()
+        self.appender: EvidenceStore | None = appender
+
+    def list_names(self, container: str, prefix: str | None = None) -> list[str]:
+        names = super().list_names(container, prefix=prefix)
+        if prefix == "records/" and self.appender is not None:
+            appender, self.appender = self.appender, None
+            append(appender, 99)
+        return names
+
+
+def test_verify_does_not_call_a_checkpoint_written_during_it_a_truncated_tail(
+        fresh: tuple[str, str], blob_store: BlobStore) -> None:
+    # A checkpoint is written after its record; listed after the records, it can vouch for one the listing
+    # missed and look like a deleted tail. Checkpoints are listed first, so each one's record is in the listing.
+    dsn, container = fresh
+    appender = EvidenceStore(dsn, blob_store, container=container, checkpoint_every=1)
+    append(appender, 1)
+    verifier = EvidenceStore(dsn, AppendsRightAfterListingRecords(appender), container=container, checkpoint_every=0)
+    report = verifier.verify(checkpoint=False)
+    assert report.ok, report.render()
+    assert verifier.verify().storage.records_checked == 2  # the record appended meanwhile is in the next one
+
+
 def test_retried_append_with_same_idempotency_key_appends_once(store: EvidenceStore) -> None:
     first = append(store, 1, key="catalog.ingested:acme/x:abc")
     again = append(store, 1, key="catalog.ingested:acme/x:abc")

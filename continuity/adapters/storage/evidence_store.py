@@ -219,7 +219,8 @@ class EvidenceReader:
 
     def verify(self, expect_head: ChainHead | None = None) -> EvidenceReport:
         """Verify records and checkpoints from storage alone, optionally against a head published earlier."""
-        verified = verify_storage(self.stored_records(), self.stored_checkpoints(), expect_head)
+        checkpoints = self.stored_checkpoints()  # listed before the records: see EvidenceStore.verify
+        verified = verify_storage(self.stored_records(), checkpoints, expect_head)
         return EvidenceReport(verified=verified, index_head=None, problem=verified.problem,
                               enforces_immutability=self.blobs.enforces_immutability(),
                               store="azurite" if self.blobs.is_azurite else "azure", container=self.container)
@@ -416,7 +417,10 @@ class EvidenceStore:
         # record indexed at that moment is in storage when it is listed after, while appends running meanwhile
         # only add records beyond the index (never a false "deleted from storage").
         index = self._indexed_hashes()
-        verified = verify_storage(self.reader.stored_records(), self.reader.stored_checkpoints(), expect_head)
+        # Checkpoints are listed before records: a checkpoint is written after its record, so each one listed
+        # vouches for a record the later listing holds (listed after, one written meanwhile looked truncated).
+        checkpoints = self.reader.stored_checkpoints()
+        verified = verify_storage(self.reader.stored_records(), checkpoints, expect_head)
         if verified.problem is None and verified.records.head.seq > max(index, default=0):
             # Records beyond the index are an append in flight (blob stored, index row not yet committed) or an
             # orphan. Appends hold the head lock until they commit, so once we have it, what is still unknown
