@@ -92,15 +92,16 @@ def default_cluster(stack: LocalStack, base: Path) -> LocalStack:
 
 
 def busy_cpu_seconds() -> float:
-    """CPU-seconds the whole machine has spent busy since boot (``/proc/stat``: all but idle and iowait).
+    """CPU-seconds the whole machine has spent busy since boot (``/proc/stat``: user, nice, system, irq, softirq;
+    not idle, iowait, or steal, the time the hypervisor gave to others).
 
     Machine-wide on purpose: the restore's CPU is spent in pg_restore, its server backends and their parallel
     workers, the checks' in their backends and in this process; on a quiet machine the difference between two
     readings is the work of what ran between them.
     """
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq = (fields + [0] * 7)[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

@@ -37,6 +37,10 @@ TEST_ENV = {
     # The quarter-hourly reconcile would mark catalog rows a test wrote without blobs (the pages' synthetic
     # estates) as missing whenever a run crosses :00, :15, :30 or :45: tests reconcile through the API instead.
     "CONTINUITY_CATALOG_RECONCILE_SCHEDULE": "0 0 0 1 1 *",
+    # The nightly validation (02:00 UTC) and retention (03:30 UTC) would start under whatever runs then: scratch
+    # databases in the sandbox tests count, backups the retention tests keep. Tests start both themselves.
+    "CONTINUITY_NIGHTLY_SCHEDULE": "0 0 0 1 1 *",
+    "CONTINUITY_RETENTION_SCHEDULE": "0 0 0 1 1 *",
 }
 # Set before any test module imports the package, so every settings read sees the test stack.
 os.environ.update(TEST_ENV)

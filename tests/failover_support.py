@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import psycopg
 
 from continuity.adapters.local.local_stack import LocalStack
+from continuity.adapters.storage.blob_store import BlobStore
 from continuity.kernel.settings import LocalStackSettings
 from devhost import process
 from tests.waiting import wait_until
@@ -58,18 +60,41 @@ def failover_stack(port_base: int, name: str, offset: int) -> Iterator[LocalStac
         yield local
 
 
+def evidence_container(stack: LocalStack) -> str:
+    """The evidence container of a dedicated stack: its chain alone, indexed by its own control database alone.
+
+    Azurite is shared; had a dedicated stack's chain gone into the shared ``evidence`` container, the session's
+    devhost (catalog rejections of the dedicated stack's backup blobs) would append to the same chain, and a
+    verify against the dedicated index would find records it never indexed (CI, stop 25).
+    """
+    name = re.sub(r"[^a-z0-9]+", "-", stack.settings.base_dir.name.lower()).strip("-")
+    return f"evidence-{name}"[:63].rstrip("-")
+
+
 @contextlib.contextmanager
 def dedicated_stack(port_base: int, name: str = "failover", offset: int = 40,
                     keep: bool = False) -> Iterator[LocalStack]:
-    """Clusters only (Azurite stays the shared one): up at entry, down and deleted at exit."""
+    """Clusters and an evidence container of its own (Azurite stays the shared one): up at entry, down and
+    deleted at exit. While it is up, this process's evidence settings name its container."""
     stack = LocalStack(dedicated_settings(port_base, name, offset))
+    blobs, container = BlobStore(), evidence_container(stack)
+    if blobs.container(container).exists():  # a chain of an earlier run: its control database is gone
+        blobs.container(container).delete_container()
+    blobs.ensure_containers([container])
+    saved = os.environ.get("CONTINUITY_EVIDENCE_CONTAINER")
+    os.environ["CONTINUITY_EVIDENCE_CONTAINER"] = container
     stack.up_clusters()
     try:
         yield stack
     finally:
+        if saved is None:
+            os.environ.pop("CONTINUITY_EVIDENCE_CONTAINER", None)
+        else:
+            os.environ["CONTINUITY_EVIDENCE_CONTAINER"] = saved
         if not keep:
             stack.down_clusters()
             stack.delete_files()
+            blobs.container(container).delete_container()
 
 
 class Writer(threading.Thread):
@@ -138,6 +163,7 @@ class Host:
             "CONTINUITY_DEVHOST_APP": "function_app:app", "CONTINUITY_DEVHOST_SUBSCRIPTIONS": "",
             "CONTINUITY_DEVHOST_WATCHED_CONTAINERS": "", "CONTINUITY_APPROVAL_WINDOW_MINUTES": "0.5",
             "CONTINUITY_FAILOVER_STEP_PAUSE": "", "CONTINUITY_NIGHTLY_SCHEDULE": "0 0 0 1 1 *",
+            "CONTINUITY_EVIDENCE_CONTAINER": evidence_container(stack),
         }
         self.pid: int | None = None
 

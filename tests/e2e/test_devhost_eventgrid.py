@@ -251,7 +251,9 @@ def test_blob_watcher_emits_a_real_blob_created_event_for_a_new_blob(blob_store:
         props = blob_store.container(container).get_blob_client(name).get_blob_properties()
         call = wait_until(lambda: host.calls("on_event"), timeout=15, what="on_event called for the new blob")
         assert len(call) == 1, "the blob that existed before the subscription must not be emitted"
-        event = next(e["event"] for e in host.events_log() if e["outcome"] == "delivered")
+        # The router logs "delivered" once the function has returned: after the call it made, so wait for it.
+        event = wait_until(lambda: next((e["event"] for e in host.events_log() if e["outcome"] == "delivered"), None),
+                           timeout=15, what="the delivery logged")
     finally:
         host.stop()
     assert event["eventType"] == "Microsoft.Storage.BlobCreated"

@@ -28,11 +28,21 @@ def ticking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SampleDevhost]
 
 
 def test_timer_fires_on_its_schedule_resolved_from_an_app_setting(ticking: SampleDevhost) -> None:
-    ticks = wait_until(lambda: (t := ticking.calls("tick")) and len(t) >= 3 and t, timeout=10, what="three ticks")
-    assert all(t["type"] == "TimerRequest" and t["past_due"] is False for t in ticks)
-    nexts = [dt.datetime.fromisoformat(t["status"]["Next"].replace("Z", "+00:00")) for t in ticks[:3]]
-    # An every-second schedule: each invocation's Next is one second after the previous one's.
-    assert [(b - a).total_seconds() for a, b in zip(nexts, nexts[1:], strict=False)] == [1.0, 1.0]
+    def gaps(ticks: list[dict[str, object]]) -> list[float]:
+        nexts = [dt.datetime.fromisoformat(str(t["status"]["Next"]).replace("Z", "+00:00")) for t in ticks]  # type: ignore[index]
+        return [(b - a).total_seconds() for a, b in zip(nexts, nexts[1:], strict=False)]
+
+    def three_on_schedule() -> list[dict[str, object]] | None:
+        # An every-second schedule: each invocation's Next is one second after the previous one's. A tick the
+        # machine delayed past the next second (a loaded 2-core runner) skips one and says it was past due, so
+        # the proof is three ticks in a row on time, not the first three.
+        ticks = ticking.calls("tick")
+        return next((ticks[i:i + 3] for i in range(len(ticks) - 2)
+                     if gaps(ticks[i:i + 3]) == [1.0, 1.0] and not any(t["past_due"] for t in ticks[i:i + 3])),
+                    None)
+
+    ticks = wait_until(three_on_schedule, timeout=60, what="three ticks in a row, a second apart")
+    assert all(t["type"] == "TimerRequest" for t in ticks)
     assert not ticking.calls("yearly")
 
 

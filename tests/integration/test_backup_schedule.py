@@ -73,8 +73,9 @@ def test_backup_due_takes_exactly_what_is_due_and_nothing_twice(
     assert cli.main(["backup", "--due", "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
     assert _taken(first) == expected and len(first["taken"]) == len(expected)
-    assert next(d for d in first["dumps"] if d["subject"] == FRESH)["reason"].startswith(
-        f"{FRESH}: dump not due: newest is 0 min old, taken in this slot")
+    # Its age in whole minutes depends on how long the surveys took (a loaded runner): the slot decides.
+    fresh_reason = next(d for d in first["dumps"] if d["subject"] == FRESH)["reason"]
+    assert fresh_reason.startswith(f"{FRESH}: dump not due: newest is ") and ", taken in this slot" in fresh_reason
 
     assert cli.main(["backup", "--due"]) == 0
     second = capsys.readouterr().out
