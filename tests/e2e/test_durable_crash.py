@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import PORT_BASE
 from tests.e2e.test_durable_conformance import Devhost
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.devhost]
 
@@ -31,6 +32,10 @@ def test_fan_out_timer_and_wait_survive_repeated_sigkill_and_each_completes_exac
         timer = host.started("approval", 8)
         timer_started = time.monotonic()
         kills = []
+        # The first kill comes after the fan-out's first execution is logged: on a slow runner a host could
+        # otherwise die before running anything, and the work would never span several processes.
+        wait_until(lambda: runs.exists() and runs.read_text().strip(), timeout=60,
+                   what="the fan-out's first execution logged")
         for _ in range(3):
             pause = rng.uniform(0.2, 1.5)
             time.sleep(pause)
