@@ -135,6 +135,34 @@ def test_verify_while_an_append_is_half_way_waits_for_it_instead_of_reporting_a_
     assert report.storage.records_checked == 2 and report.index_head.seq == 2  # type: ignore[union-attr]
 
 
+def test_verify_does_not_call_records_appended_after_its_listing_deleted(
+        fresh: tuple[str, str], blob_store: BlobStore) -> None:
+    # Record 2 is in flight when verify lists storage, and append 3 is queued for the head lock before verify:
+    # by the time verify holds the lock, the index holds 3, which its listing could not. Not a deleted tail.
+    dsn, container = fresh
+    append(EvidenceStore(dsn, blob_store, container=container), 1)
+    held = AppendHeldAfterItsBlob(2)
+    first = EvidenceStore(dsn, held, container=container)
+    second = EvidenceStore(dsn, blob_store, container=container)
+    verifier = EvidenceStore(dsn, blob_store, container=container)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        appending = pool.submit(append, first, 2)
+        try:
+            assert held.stored.wait(timeout=60), "the append never stored its blob"
+            queued = pool.submit(append, second, 3)
+            wait_until(lambda: lock_waiters(dsn) >= 1, timeout=60, what="append 3 queued for the head lock")
+            verifying = pool.submit(verifier.verify)
+            wait_until(lambda: verifying.done() or lock_waiters(dsn) >= 2, timeout=60,
+                       what="verify done, or queued behind append 3")
+        finally:
+            held.go_on.set()
+        report = verifying.result(timeout=60)
+        assert (appending.result(timeout=60).seq, queued.result(timeout=60).seq) == (2, 3)  # type: ignore[attr-defined]
+    assert report.ok, report.render()
+    assert report.storage.records_checked == 2
+    assert verifier.verify().storage.records_checked == 3
+
+
 class AppendsRightAfterListingRecords(BlobStore):
     """Real Azurite; the first listing of ``records/`` is followed at once by an append that checkpoints its head."""
 

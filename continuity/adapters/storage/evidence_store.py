@@ -424,8 +424,12 @@ class EvidenceStore:
         if verified.problem is None and verified.records.head.seq > max(index, default=0):
             # Records beyond the index are an append in flight (blob stored, index row not yet committed) or an
             # orphan. Appends hold the head lock until they commit, so once we have it, what is still unknown
-            # to the index is an orphan, not a verify that raced the host.
-            index = self._indexed_hashes(after_appends_in_flight=True)
+            # to the index is an orphan, not a verify that raced the host. Appends queued for the lock before us
+            # commit records beyond what we listed: only the seqs the listing reached are taken from this read
+            # (the first read, made before the listing, still says what storage must hold).
+            listed = verified.records.head.seq
+            later = self._indexed_hashes(after_appends_in_flight=True)
+            index = {**index, **{seq: hash_ for seq, hash_ in later.items() if seq <= listed}}
         index_head = ChainHead(max(index), index[max(index)]) if index else ChainHead(0, "0" * 64)
         index_problem = cross_check_index(verified.records, verified.records.hashes, index)
         problem = first_break([verified.problem, index_problem])
