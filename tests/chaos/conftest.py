@@ -16,7 +16,7 @@ from continuity.adapters.local.local_stack import LocalStack
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.kernel.identity import Role
 from continuity.kernel.tenants import Registry
-from tests.chaos.support import EVIDENCE_CONTAINER, ChaosHost
+from tests.chaos.support import ChaosHost
 from tests.conftest import PORT_BASE
 from tests.failover_support import dedicated_stack
 from tests.recovery_support import backup_and_validate, seed, write_registry
@@ -46,11 +46,9 @@ def chaos(stack: LocalStack, blob_store: BlobStore, tmp_path_factory: pytest.Tem
         s = local.settings
         env = {"CONTINUITY_LOCAL_DIR": str(s.base_dir), "CONTINUITY_PRIMARY_PORT": str(s.primary_port),
                "CONTINUITY_REPLICA_PORT": str(s.replica_port), "CONTINUITY_CONTROL_PORT": str(s.control_port),
-               "CONTINUITY_SANDBOX_PORT": str(s.sandbox_port), "CONTINUITY_TENANTS_FILE": str(root / "tenants.yaml"),
-               "CONTINUITY_EVIDENCE_CONTAINER": EVIDENCE_CONTAINER}
+               "CONTINUITY_SANDBOX_PORT": str(s.sandbox_port), "CONTINUITY_TENANTS_FILE": str(root / "tenants.yaml")}
         for key, value in env.items():
             mp.setenv(key, value)
-        blob_store.ensure_containers([EVIDENCE_CONTAINER])
         seed(local, blob_store, TENANT, DB)
         validated = backup_and_validate(registry, TENANT, blob_store)
         seed_local_recovery_credentials(["northeurope"], local.superuser_password(),

@@ -27,13 +27,12 @@ from continuity.adapters.local.run_folders import ROOT_NAME
 from continuity.adapters.storage.blob_store import BlobStore
 from continuity.adapters.storage.evidence_store import EvidenceStore
 from devhost import process
-from tests.failover_support import Host
+from tests.failover_support import Host, evidence_container
 from tests.waiting import wait_until
 
 DEFAULT_SEED = 160_005  # fixed: CI kills at the same points every run
 SEED = int(os.environ.get("CONTINUITY_CHAOS_SEED") or DEFAULT_SEED)
 PAUSE_SECONDS = 600  # longer than any wait below: the kill always finds the host asleep at its point
-EVIDENCE_CONTAINER = "chaos-evidence"  # the chaos stack's own chain: its control database indexes it alone
 
 BOUNDARY, INSIDE = "boundary", "inside"
 
@@ -222,7 +221,8 @@ def leftovers(stack: LocalStack, tmpdir: Path) -> list[str]:
 
 
 def evidence_store(stack: LocalStack) -> EvidenceStore:
-    return EvidenceStore(stack.dsn("control", "continuity"), BlobStore(), EVIDENCE_CONTAINER)
+    # The chaos stack's own chain (dedicated_stack's container): its control database indexes it alone.
+    return EvidenceStore(stack.dsn("control", "continuity"), BlobStore(), evidence_container(stack))
 
 
 def catalog_evidence_disagreements(stack: LocalStack, tenant: str) -> list[str]:

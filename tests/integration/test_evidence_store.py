@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -111,51 +113,49 @@ def lock_waiters(dsn: str) -> int:
         ).fetchone()[0])
 
 
+@contextlib.contextmanager
+def append_2_held_after_its_blob(dsn: str, container: str, pool: ThreadPoolExecutor) -> Iterator[Future[Any]]:
+    """Record 1 appended; the append of record 2 running in ``pool``, held after storing its blob (before its
+    index row commits) until the block ends. Yields that append's future."""
+    append(EvidenceStore(dsn, BlobStore(), container=container), 1)
+    held = AppendHeldAfterItsBlob(2)
+    appending = pool.submit(append, EvidenceStore(dsn, held, container=container), 2)
+    try:
+        assert held.stored.wait(timeout=60), "the append never stored its blob"
+        yield appending
+    finally:
+        held.go_on.set()
+
+
 def test_verify_while_an_append_is_half_way_waits_for_it_instead_of_reporting_a_break(
-        fresh: tuple[str, str], blob_store: BlobStore) -> None:
+        fresh: tuple[str, str]) -> None:
     # CI caught this: a verify run while the host was still appending saw record N in storage before its index
     # row committed and called it "written outside this system". An append in flight is not a break.
     dsn, container = fresh
-    append(EvidenceStore(dsn, blob_store, container=container), 1)
-    held = AppendHeldAfterItsBlob(2)
-    appender = EvidenceStore(dsn, held, container=container)
-    verifier = EvidenceStore(dsn, blob_store, container=container)
+    verifier = EvidenceStore(dsn, BlobStore(), container=container)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        appending = pool.submit(append, appender, 2)
-        assert held.stored.wait(timeout=60), "the append never stored its blob"
-        verifying = pool.submit(verifier.verify)
-        try:
+        with append_2_held_after_its_blob(dsn, container, pool) as appending:
+            verifying = pool.submit(verifier.verify)
             wait_until(lambda: verifying.done() or lock_waiters(dsn) > 0, timeout=60,
                        what="verify done, or waiting for the append")
-        finally:
-            held.go_on.set()
         report = verifying.result(timeout=60)
-        assert appending.result(timeout=60).seq == 2  # type: ignore[attr-defined]
+        assert appending.result(timeout=60).seq == 2
     assert report.ok, report.render()
     assert report.storage.records_checked == 2 and report.index_head.seq == 2  # type: ignore[union-attr]
 
 
-def test_verify_does_not_call_records_appended_after_its_listing_deleted(
-        fresh: tuple[str, str], blob_store: BlobStore) -> None:
+def test_verify_does_not_call_records_appended_after_its_listing_deleted(fresh: tuple[str, str]) -> None:
     # Record 2 is in flight when verify lists storage, and append 3 is queued for the head lock before verify:
     # by the time verify holds the lock, the index holds 3, which its listing could not. Not a deleted tail.
     dsn, container = fresh
-    append(EvidenceStore(dsn, blob_store, container=container), 1)
-    held = AppendHeldAfterItsBlob(2)
-    first = EvidenceStore(dsn, held, container=container)
-    second = EvidenceStore(dsn, blob_store, container=container)
-    verifier = EvidenceStore(dsn, blob_store, container=container)
+    verifier = EvidenceStore(dsn, BlobStore(), container=container)
     with ThreadPoolExecutor(max_workers=3) as pool:
-        appending = pool.submit(append, first, 2)
-        try:
-            assert held.stored.wait(timeout=60), "the append never stored its blob"
-            queued = pool.submit(append, second, 3)
+        with append_2_held_after_its_blob(dsn, container, pool) as appending:
+            queued = pool.submit(append, EvidenceStore(dsn, BlobStore(), container=container), 3)
             wait_until(lambda: lock_waiters(dsn) >= 1, timeout=60, what="append 3 queued for the head lock")
             verifying = pool.submit(verifier.verify)
             wait_until(lambda: verifying.done() or lock_waiters(dsn) >= 2, timeout=60,
                        what="verify done, or queued behind append 3")
-        finally:
-            held.go_on.set()
         report = verifying.result(timeout=60)
         assert (appending.result(timeout=60).seq, queued.result(timeout=60).seq) == (2, 3)  # type: ignore[attr-defined]
     assert report.ok, report.render()
